@@ -1,0 +1,52 @@
+//! Switchboard's engine: every piece of state that more than one task (or, later, more than
+//! one node) shares sits behind a narrow trait here.
+//!
+//! | trait | what it holds | embedded backend |
+//! |---|---|---|
+//! | [`Broker`] | publish/subscribe channels (`session:{id}`, `instance:{key}` …) | [`memory::MemoryBroker`] |
+//! | [`JobQueue`] | platform jobs waiting for a worker: reserve, ack, retry, dead letters | [`memory::MemoryQueue`] |
+//! | [`CredentialStore`] | sealed credentials per session, with a TTL | [`memory::MemoryCredentialStore`] |
+//!
+//! Callers hold an [`Engine`] (three `Arc<dyn …>`) and never name a backend, so a Redis
+//! backend can be swapped in by configuration. The traits move opaque bytes: what goes in
+//! a queue or a channel is sealed by the caller with [`seal::SealKey`], so no backend ever
+//! holds a secret in plaintext. The [`suite`] module (feature `suite`) is the behaviour
+//! every backend must show; each backend's tests run it.
+
+pub mod broker;
+pub mod credentials;
+mod error;
+pub mod memory;
+pub mod queue;
+pub mod seal;
+#[cfg(feature = "suite")]
+pub mod suite;
+
+use std::sync::Arc;
+
+pub use broker::{Broker, Subscription};
+pub use credentials::CredentialStore;
+pub use error::EngineError;
+pub use queue::{Delivery, JobQueue, NackOutcome};
+
+/// The engine a server runs on: one backend per trait, chosen at start-up.
+#[derive(Clone)]
+pub struct Engine {
+    pub broker: Arc<dyn Broker>,
+    pub queue: Arc<dyn JobQueue>,
+    pub credentials: Arc<dyn CredentialStore>,
+    /// Short name for banners and logs ("embedded", "redis").
+    pub name: &'static str,
+}
+
+impl Engine {
+    /// The embedded engine: everything in-process, nothing to install.
+    pub fn embedded() -> Self {
+        Engine {
+            broker: Arc::new(memory::MemoryBroker::new()),
+            queue: Arc::new(memory::MemoryQueue::new(queue::RetryPolicy::default())),
+            credentials: Arc::new(memory::MemoryCredentialStore::new()),
+            name: "embedded",
+        }
+    }
+}

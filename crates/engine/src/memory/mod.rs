@@ -1,0 +1,15 @@
+//! The embedded backends: in-process, nothing to install, state gone at exit.
+
+mod broker;
+mod credentials;
+mod queue;
+
+pub use broker::MemoryBroker;
+pub use credentials::MemoryCredentialStore;
+pub use queue::MemoryQueue;
+
+/// Lock a std mutex, recovering the data if a panicking thread poisoned it: every critical
+/// section here leaves the maps consistent before anything that could panic.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,188 @@
+//! The behaviour every engine backend must show, written once and run by each backend's
+//! tests (as Centrifuge does for its brokers). Names are randomised so a shared Redis can
+//! run the suite concurrently; waits are short and real so it also runs against a network
+//! backend. Each function panics with a message naming the broken behaviour.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::broker::{Recv, SUBSCRIBER_BUFFER};
+use crate::queue::RetryPolicy;
+use crate::seal::random_id;
+use crate::{Broker, CredentialStore, JobQueue, NackOutcome};
+
+fn unique(prefix: &str) -> String {
+    format!("suite:{prefix}:{}", random_id::<6>())
+}
+
+async fn recv_within(sub: &mut crate::Subscription, ms: u64) -> Option<Recv> {
+    tokio::time::timeout(Duration::from_millis(ms), sub.recv())
+        .await
+        .ok()
+}
+
+/// Broker: fan-out, ordering, channel isolation, unsubscribe on drop, lagging subscribers.
+pub async fn broker(b: &dyn Broker) {
+    let ch = unique("ch");
+    let other = unique("other");
+
+    assert_eq!(
+        b.publish(&ch, Bytes::from_static(b"nobody")).await.unwrap(),
+        0,
+        "publish with no subscriber must reach nobody"
+    );
+
+    let mut s1 = b.subscribe(&ch).await.unwrap();
+    let mut s2 = b.subscribe(&ch).await.unwrap();
+    let mut s3 = b.subscribe(&other).await.unwrap();
+
+    for i in 0..10u8 {
+        b.publish(&ch, Bytes::from(vec![i])).await.unwrap();
+    }
+    for sub in [&mut s1, &mut s2] {
+        for i in 0..10u8 {
+            assert_eq!(
+                recv_within(sub, 2000).await,
+                Some(Recv::Message(Bytes::from(vec![i]))),
+                "every subscriber gets every message, in publish order"
+            );
+        }
+    }
+    assert!(
+        recv_within(&mut s3, 50).await.is_none(),
+        "a message must not leak to another channel"
+    );
+
+    drop(s2);
+    b.publish(&ch, Bytes::from_static(b"after drop")).await.unwrap();
+    assert_eq!(
+        recv_within(&mut s1, 2000).await,
+        Some(Recv::Message(Bytes::from_static(b"after drop")))
+    );
+
+    // A subscriber that never reads is cut off with Lagged rather than skipped silently.
+    let slow_ch = unique("slow");
+    let mut slow = b.subscribe(&slow_ch).await.unwrap();
+    for _ in 0..SUBSCRIBER_BUFFER + 10 {
+        b.publish(&slow_ch, Bytes::from_static(b"x")).await.unwrap();
+    }
+    let mut got = 0;
+    loop {
+        match recv_within(&mut slow, 2000).await {
+            Some(Recv::Message(_)) => got += 1,
+            Some(Recv::Lagged) => break,
+            other => panic!("a lagging subscriber must end with Lagged, got {other:?}"),
+        }
+    }
+    assert!(got <= SUBSCRIBER_BUFFER, "lagging subscriber buffered {got} messages");
+}
+
+/// JobQueue: FIFO, exclusivity of reservations, ack, retry with backoff, dead letters,
+/// waiting consumers woken by a push, removal.
+pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
+    let name = unique("q");
+    assert!(
+        q.reserve(&name, Duration::from_millis(20)).await.unwrap().is_none(),
+        "an empty queue reserves nothing"
+    );
+
+    q.push(&name, "a", Bytes::from_static(b"A")).await.unwrap();
+    q.push(&name, "b", Bytes::from_static(b"B")).await.unwrap();
+    assert_eq!(q.len(&name).await.unwrap(), 2);
+
+    let a = q.reserve(&name, Duration::ZERO).await.unwrap().expect("job a");
+    assert_eq!((a.job_id.as_str(), &a.payload[..], a.attempt), ("a", &b"A"[..], 1));
+    let b = q.reserve(&name, Duration::ZERO).await.unwrap().expect("job b");
+    assert_eq!(b.job_id, "b", "jobs come out in push order");
+    assert!(
+        q.reserve(&name, Duration::from_millis(20)).await.unwrap().is_none(),
+        "a reserved job is not handed out twice"
+    );
+
+    q.ack(&name, a.tag).await.unwrap();
+    assert!(q.ack(&name, a.tag).await.is_err(), "double ack is an error");
+
+    // Retry: b comes back after its backoff with the attempt counted.
+    let outcome = q.nack(&name, b.tag).await.unwrap();
+    assert_eq!(outcome, NackOutcome::Retrying { after: policy.backoff(1) });
+    let again = q
+        .reserve(&name, policy.backoff(1) + Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("a nacked job is retried");
+    assert_eq!((again.job_id.as_str(), again.attempt), ("b", 2));
+
+    // Out of attempts → dead letters, not an endless loop.
+    let mut d = again;
+    loop {
+        match q.nack(&name, d.tag).await.unwrap() {
+            NackOutcome::DeadLettered => break,
+            NackOutcome::Retrying { after } => {
+                d = q
+                    .reserve(&name, after + Duration::from_secs(2))
+                    .await
+                    .unwrap()
+                    .expect("retried job");
+            }
+        }
+    }
+    assert_eq!(d.attempt, policy.max_attempts, "dead-lettered after max attempts");
+    let dead = q.dead_letters(&name).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job_id, "b");
+
+    // A waiting consumer is woken by a push.
+    let pushed = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        q.push(&name, "c", Bytes::from_static(b"C")).await.unwrap();
+    };
+    let (got, ()) = tokio::join!(q.reserve(&name, Duration::from_secs(5)), pushed);
+    assert_eq!(got.unwrap().expect("woken by push").job_id, "c");
+
+    // Removing a queue reports the jobs its requesters are still waiting on.
+    q.push(&name, "d", Bytes::from_static(b"D")).await.unwrap();
+    let mut gone = q.remove(&name).await.unwrap();
+    gone.sort();
+    assert_eq!(gone, vec!["c".to_owned(), "d".to_owned()]);
+    assert_eq!(q.len(&name).await.unwrap(), 0);
+}
+
+/// CredentialStore: put/get, per-session isolation, replace, TTL expiry, delete_session.
+pub async fn credentials(s: &dyn CredentialStore) {
+    let a = unique("session-a");
+    let b = unique("session-b");
+    let long = Duration::from_secs(600);
+
+    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-1"), long).await.unwrap();
+    assert_eq!(
+        s.get(&a, "irc:alice").await.unwrap(),
+        Some(Bytes::from_static(b"sealed-1"))
+    );
+    assert_eq!(
+        s.get(&b, "irc:alice").await.unwrap(),
+        None,
+        "another session must not see the blob"
+    );
+
+    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-2"), long).await.unwrap();
+    assert_eq!(
+        s.get(&a, "irc:alice").await.unwrap(),
+        Some(Bytes::from_static(b"sealed-2")),
+        "put replaces"
+    );
+
+    s.put(&a, "short", Bytes::from_static(b"x"), Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(s.get(&a, "short").await.unwrap(), None, "entries expire after their TTL");
+
+    s.put(&b, "xmpp:bob", Bytes::from_static(b"y"), long).await.unwrap();
+    assert!(s.delete_session(&a).await.unwrap() >= 1);
+    assert_eq!(s.get(&a, "irc:alice").await.unwrap(), None, "delete_session forgets all");
+    assert_eq!(
+        s.get(&b, "xmpp:bob").await.unwrap(),
+        Some(Bytes::from_static(b"y")),
+        "deleting one session leaves the others"
+    );
+    s.delete_session(&b).await.unwrap();
+}

@@ -1,0 +1,102 @@
+//! The pipe protocol between the server and a worker process.
+//!
+//! Frames are JSON documents behind a 4-byte big-endian length (tokio-util's
+//! `LengthDelimitedCodec`): the server writes [`ToWorker`] on the child's stdin and reads
+//! [`FromWorker`] from its stdout; the worker logs to stderr. The pipe is private to the two
+//! processes, so frames carry plaintext; whatever crosses a shared queue is sealed before.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// Largest frame either side accepts: comfortably above the server's payload limit, so a
+/// frame this big means a bug or a hostile peer, and the connection is dropped.
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// The codec both sides use.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// Server → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "frame", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// First frame: who this worker is and how it should behave.
+    Init {
+        /// The instance key (`dummy`, `irc:<actor>:<scope>` …), for logs.
+        instance: String,
+        /// Seconds between heartbeats.
+        heartbeat_secs: u64,
+        /// Server settings platforms may consult (e.g. `accept_invalid_certs`).
+        #[serde(default)]
+        settings: Value,
+    },
+    /// Run one job.
+    Job {
+        id: String,
+        session: String,
+        activity: Value,
+        /// The session's credentials for this platform and actor, when it has any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<Value>,
+    },
+    /// The requester gave up on a job (timeout); stop working on it.
+    Cancel { id: String },
+    /// Stop cleanly (disconnect from remote servers) and exit.
+    Shutdown,
+}
+
+/// Worker → server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "frame", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The worker read its Init frame and is ready for jobs.
+    Ready,
+    /// Still alive.
+    Heartbeat,
+    /// A job finished: `result` is the platform's reply (absent when it has none), `error`
+    /// is set when the job failed.
+    Result {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Traffic the platform received (an IRC line, an XMPP presence) as an activity, for every
+    /// session attached to this instance, or only `session` when set.
+    Event {
+        activity: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// A problem that ends the instance (lost connection that will not come back …): every
+    /// attached session gets it as an error activity.
+    Fatal { error: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_as_tagged_json() {
+        let f = FromWorker::Result {
+            id: "j1".into(),
+            result: None,
+            error: Some("Error: boom".into()),
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(text, r#"{"frame":"result","id":"j1","error":"Error: boom"}"#);
+        let back: FromWorker = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, FromWorker::Result { error: Some(e), .. } if e == "Error: boom"));
+    }
+
+    #[test]
+    fn unknown_frames_are_rejected() {
+        assert!(serde_json::from_str::<ToWorker>(r#"{"frame":"explode"}"#).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The platform runtime.
+//!
+//! A *platform* (dummy, irc, xmpp, feeds, metadata) is a small crate that implements
+//! [`Platform`]: a [`Manifest`](switchboard_protocol::Manifest) (name, verbs, JSON schemas,
+//! whether it keeps a connection) and a `handle` function for jobs. Platforms never run
+//! inside the server: `switchboard platform <name>` runs one in its own process through
+//! [`worker::run`], talking to the server over stdin/stdout with the [`frame`] protocol.
+//! A platform that crashes, hangs or leaks takes only its own process down.
+
+pub mod frame;
+mod platform;
+pub mod worker;
+
+pub use platform::{Job, Platform, PlatformError, WorkerContext};

@@ -1,0 +1,192 @@
+//! The worker process loop: `switchboard platform <name>` ends up here.
+//!
+//! Reads [`ToWorker`] frames from stdin, runs jobs on the platform (at most
+//! `manifest.concurrency` at once, in arrival order), writes results, events and heartbeats
+//! to stdout through one writer task. When stdin closes the server is gone, so the worker
+//! shuts the platform down and exits: a worker never outlives its server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::frame::{self, FromWorker, ToWorker};
+use crate::{Job, Platform, WorkerContext};
+
+/// Errors that end a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("pipe to server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame from server: {0}")]
+    Frame(#[from] serde_json::Error),
+    #[error("server closed the pipe before sending Init")]
+    NoInit,
+}
+
+/// Run platform `P` against the server on stdin/stdout until the server goes away or asks
+/// the worker to stop.
+pub async fn run<P: Platform>() -> Result<(), WorkerError> {
+    let mut input = FramedRead::new(tokio::io::stdin(), frame::codec());
+    let output = FramedWrite::new(tokio::io::stdout(), frame::codec());
+
+    let (instance, heartbeat_secs, settings) = match input.next().await {
+        Some(bytes) => match serde_json::from_slice(&bytes?[..])? {
+            ToWorker::Init {
+                instance,
+                heartbeat_secs,
+                settings,
+            } => (instance, heartbeat_secs, settings),
+            _ => return Err(WorkerError::NoInit),
+        },
+        None => return Err(WorkerError::NoInit),
+    };
+    let manifest = P::manifest();
+    let span = tracing::info_span!("worker", platform = manifest.name, %instance);
+    let _enter = span.enter();
+
+    let (out_tx, out_rx) = mpsc::channel::<FromWorker>(256);
+    let writer = tokio::spawn(write_frames(output, out_rx));
+    let ctx = WorkerContext {
+        instance,
+        settings,
+        out: out_tx.clone(),
+    };
+    let platform = Arc::new(P::new(ctx));
+    let _ = out_tx.send(FromWorker::Ready).await;
+    let heartbeat = tokio::spawn(heartbeats(
+        out_tx.clone(),
+        Duration::from_secs(heartbeat_secs.max(1)),
+    ));
+
+    let slots = Arc::new(Semaphore::new(manifest.concurrency.max(1)));
+    let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
+
+    while let Some(bytes) = input.next().await {
+        let msg: ToWorker = serde_json::from_slice(&bytes?[..])?;
+        match msg {
+            ToWorker::Job {
+                id,
+                session,
+                activity,
+                credentials,
+            } => {
+                let job = Job {
+                    id: id.clone(),
+                    session,
+                    activity,
+                    credentials,
+                };
+                // Acquired here, in arrival order, so a persistent platform (one slot) sees
+                // its jobs strictly in the order the client sent them.
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let platform = platform.clone();
+                let out = out_tx.clone();
+                let running_done = running.clone();
+                let job_id = id.clone();
+                let task = tokio::spawn(async move {
+                    let frame = match platform.handle(job).await {
+                        Ok(result) => FromWorker::Result {
+                            id: job_id.clone(),
+                            result,
+                            error: None,
+                        },
+                        Err(e) => FromWorker::Result {
+                            id: job_id.clone(),
+                            result: None,
+                            error: Some(e.0),
+                        },
+                    };
+                    drop(permit);
+                    remove(&running_done, &job_id);
+                    let _ = out.send(frame).await;
+                });
+                insert(&running, id, task.abort_handle());
+            }
+            ToWorker::Cancel { id } => {
+                if let Some(handle) = remove(&running, &id) {
+                    tracing::debug!(job = %id, "job cancelled by server");
+                    handle.abort();
+                }
+            }
+            ToWorker::Shutdown => break,
+            ToWorker::Init { .. } => tracing::warn!("ignoring a second Init frame"),
+        }
+    }
+
+    platform.shutdown().await;
+    heartbeat.abort();
+    drop(out_tx);
+    drop(platform);
+    // Results already queued still reach the server before the process exits.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    Ok(())
+}
+
+fn insert(map: &Mutex<HashMap<String, AbortHandle>>, id: String, h: AbortHandle) {
+    map.lock().unwrap_or_else(|p| p.into_inner()).insert(id, h);
+}
+
+fn remove(map: &Mutex<HashMap<String, AbortHandle>>, id: &str) -> Option<AbortHandle> {
+    map.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
+}
+
+async fn heartbeats(out: mpsc::Sender<FromWorker>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if out.send(FromWorker::Heartbeat).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The single writer: frames are serialised here so producers never hold the pipe. Writes
+/// are flushed only when the queue is drained, which batches bursts into fewer syscalls.
+async fn write_frames(
+    mut sink: FramedWrite<tokio::io::Stdout, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::Receiver<FromWorker>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            if let Err(e) = feed(&mut sink, &frame).await {
+                tracing::error!(error = %e, "cannot write to server; exiting");
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn feed(
+    sink: &mut FramedWrite<tokio::io::Stdout, tokio_util::codec::LengthDelimitedCodec>,
+    frame: &FromWorker,
+) -> Result<(), WorkerError> {
+    let bytes = serde_json::to_vec(frame)?;
+    sink.feed(bytes::Bytes::from(bytes)).await?;
+    Ok(())
+}
+
+/// Exposed for platform tests that want a context without a process.
+pub fn test_context(settings: Value) -> (WorkerContext, mpsc::Receiver<FromWorker>) {
+    let (tx, rx) = mpsc::channel(64);
+    (
+        WorkerContext {
+            instance: "test".into(),
+            settings,
+            out: tx,
+        },
+        rx,
+    )
+}
