@@ -81,7 +81,7 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Number of jobs waiting (not reserved) in `queue`.
     async fn len(&self, queue: &str) -> Result<usize, EngineError>;
 
-    /// Drop a queue and everything in it (its platform instance is gone); returns the ids of
-    /// jobs that were still waiting or reserved so their requesters can be answered.
-    async fn remove(&self, queue: &str) -> Result<Vec<String>, EngineError>;
+    /// Drop a queue and everything in it (its platform instance is gone); returns the jobs
+    /// that were still waiting or reserved so their requesters can be answered.
+    async fn remove(&self, queue: &str) -> Result<Vec<Delivery>, EngineError>;
 }

@@ -142,7 +142,13 @@ pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
 
     // Removing a queue reports the jobs its requesters are still waiting on.
     q.push(&name, "d", Bytes::from_static(b"D")).await.unwrap();
-    let mut gone = q.remove(&name).await.unwrap();
+    let mut gone: Vec<String> = q
+        .remove(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.job_id)
+        .collect();
     gone.sort();
     assert_eq!(gone, vec!["c".to_owned(), "d".to_owned()]);
     assert_eq!(q.len(&name).await.unwrap(), 0);

@@ -5,9 +5,14 @@
 //! [`FromWorker`] from its stdout; the worker logs to stderr. The pipe is private to the two
 //! processes, so frames carry plaintext; whatever crosses a shared queue is sealed before.
 
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_util::codec::LengthDelimitedCodec;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Largest frame either side accepts: comfortably above the server's payload limit, so a
 /// frame this big means a bug or a hostile peer, and the connection is dropped.
@@ -20,6 +25,55 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// Decode frames of type `T` from a pipe. A malformed frame is an error item; the stream
+/// ends when the other side closes the pipe.
+pub fn reader<R, T>(r: R) -> impl Stream<Item = std::io::Result<T>> + Send + Unpin
+where
+    R: AsyncRead + Send + Unpin,
+    T: DeserializeOwned,
+{
+    FramedRead::new(r, codec()).map(|item| {
+        let bytes = item?;
+        serde_json::from_slice(&bytes[..]).map_err(std::io::Error::other)
+    })
+}
+
+/// Start the single writer task for a pipe and return its queue. Frames are flushed when
+/// the queue runs dry, so a burst becomes few writes. The task ends when every sender is
+/// dropped or the pipe breaks.
+pub fn spawn_writer<W, T>(w: W, capacity: usize) -> (mpsc::Sender<T>, JoinHandle<()>)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+    T: Serialize + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<T>(capacity);
+    let task = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(w, codec());
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(frame) = next {
+                let bytes = match serde_json::to_vec(&frame) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "frame does not serialise; dropped");
+                        next = rx.try_recv().ok();
+                        continue;
+                    }
+                };
+                if let Err(e) = sink.feed(bytes::Bytes::from(bytes)).await {
+                    tracing::debug!(error = %e, "pipe closed");
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
+                return;
+            }
+        }
+    });
+    (tx, task)
+}
+
 /// Server → worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "frame", rename_all = "snake_case")]
@@ -28,8 +82,8 @@ pub enum ToWorker {
     Init {
         /// The instance key (`dummy`, `irc:<actor>:<scope>` …), for logs.
         instance: String,
-        /// Seconds between heartbeats.
-        heartbeat_secs: u64,
+        /// Milliseconds between heartbeats.
+        heartbeat_ms: u64,
         /// Server settings platforms may consult (e.g. `accept_invalid_certs`).
         #[serde(default)]
         settings: Value,

@@ -9,11 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::frame::{self, FromWorker, ToWorker};
 use crate::{Job, Platform, WorkerContext};
@@ -23,8 +22,6 @@ use crate::{Job, Platform, WorkerContext};
 pub enum WorkerError {
     #[error("pipe to server failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("bad frame from server: {0}")]
-    Frame(#[from] serde_json::Error),
     #[error("server closed the pipe before sending Init")]
     NoInit,
 }
@@ -32,26 +29,21 @@ pub enum WorkerError {
 /// Run platform `P` against the server on stdin/stdout until the server goes away or asks
 /// the worker to stop.
 pub async fn run<P: Platform>() -> Result<(), WorkerError> {
-    let mut input = FramedRead::new(tokio::io::stdin(), frame::codec());
-    let output = FramedWrite::new(tokio::io::stdout(), frame::codec());
-
-    let (instance, heartbeat_secs, settings) = match input.next().await {
-        Some(bytes) => match serde_json::from_slice(&bytes?[..])? {
-            ToWorker::Init {
-                instance,
-                heartbeat_secs,
-                settings,
-            } => (instance, heartbeat_secs, settings),
-            _ => return Err(WorkerError::NoInit),
-        },
-        None => return Err(WorkerError::NoInit),
+    let mut input = frame::reader::<_, ToWorker>(tokio::io::stdin());
+    let (instance, heartbeat_ms, settings) = match input.next().await {
+        Some(Ok(ToWorker::Init {
+            instance,
+            heartbeat_ms,
+            settings,
+        })) => (instance, heartbeat_ms, settings),
+        Some(Err(e)) => return Err(e.into()),
+        _ => return Err(WorkerError::NoInit),
     };
     let manifest = P::manifest();
     let span = tracing::info_span!("worker", platform = manifest.name, %instance);
     let _enter = span.enter();
 
-    let (out_tx, out_rx) = mpsc::channel::<FromWorker>(256);
-    let writer = tokio::spawn(write_frames(output, out_rx));
+    let (out_tx, writer) = frame::spawn_writer::<_, FromWorker>(tokio::io::stdout(), 256);
     let ctx = WorkerContext {
         instance,
         settings,
@@ -61,15 +53,14 @@ pub async fn run<P: Platform>() -> Result<(), WorkerError> {
     let _ = out_tx.send(FromWorker::Ready).await;
     let heartbeat = tokio::spawn(heartbeats(
         out_tx.clone(),
-        Duration::from_secs(heartbeat_secs.max(1)),
+        Duration::from_millis(heartbeat_ms.max(10)),
     ));
 
     let slots = Arc::new(Semaphore::new(manifest.concurrency.max(1)));
     let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
 
-    while let Some(bytes) = input.next().await {
-        let msg: ToWorker = serde_json::from_slice(&bytes?[..])?;
-        match msg {
+    while let Some(msg) = input.next().await {
+        match msg? {
             ToWorker::Job {
                 id,
                 session,
@@ -146,36 +137,6 @@ async fn heartbeats(out: mpsc::Sender<FromWorker>, every: Duration) {
             return;
         }
     }
-}
-
-/// The single writer: frames are serialised here so producers never hold the pipe. Writes
-/// are flushed only when the queue is drained, which batches bursts into fewer syscalls.
-async fn write_frames(
-    mut sink: FramedWrite<tokio::io::Stdout, tokio_util::codec::LengthDelimitedCodec>,
-    mut rx: mpsc::Receiver<FromWorker>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            if let Err(e) = feed(&mut sink, &frame).await {
-                tracing::error!(error = %e, "cannot write to server; exiting");
-                return;
-            }
-            next = rx.try_recv().ok();
-        }
-        if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn feed(
-    sink: &mut FramedWrite<tokio::io::Stdout, tokio_util::codec::LengthDelimitedCodec>,
-    frame: &FromWorker,
-) -> Result<(), WorkerError> {
-    let bytes = serde_json::to_vec(frame)?;
-    sink.feed(bytes::Bytes::from(bytes)).await?;
-    Ok(())
 }
 
 /// Exposed for platform tests that want a context without a process.

@@ -22,6 +22,17 @@ struct Entry {
     attempt: u32,
 }
 
+impl Entry {
+    fn into_delivery(self, tag: u64) -> Delivery {
+        Delivery {
+            tag,
+            job_id: self.job_id,
+            payload: self.payload,
+            attempt: self.attempt,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     ready: VecDeque<Entry>,
@@ -92,12 +103,7 @@ impl JobQueue for MemoryQueue {
                     entry.attempt += 1;
                     let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
                     q.reserved.insert(tag, entry.clone());
-                    return Ok(Some(Delivery {
-                        tag,
-                        job_id: entry.job_id,
-                        payload: entry.payload,
-                        attempt: entry.attempt,
-                    }));
+                    return Ok(Some(entry.into_delivery(tag)));
                 }
                 (q.wake.clone(), next_due)
             };
@@ -143,15 +149,7 @@ impl JobQueue for MemoryQueue {
     async fn dead_letters(&self, queue: &str) -> Result<Vec<Delivery>, EngineError> {
         let queues = lock(&self.queues);
         Ok(queues.get(queue).map_or_else(Vec::new, |q| {
-            q.dead
-                .iter()
-                .map(|e| Delivery {
-                    tag: 0,
-                    job_id: e.job_id.clone(),
-                    payload: e.payload.clone(),
-                    attempt: e.attempt,
-                })
-                .collect()
+            q.dead.iter().map(|e| e.clone().into_delivery(0)).collect()
         }))
     }
 
@@ -162,7 +160,7 @@ impl JobQueue for MemoryQueue {
             .map_or(0, |q| q.ready.len() + q.delayed.len()))
     }
 
-    async fn remove(&self, queue: &str) -> Result<Vec<String>, EngineError> {
+    async fn remove(&self, queue: &str) -> Result<Vec<Delivery>, EngineError> {
         let Some(q) = lock(&self.queues).remove(queue) else {
             return Ok(Vec::new());
         };
@@ -172,7 +170,7 @@ impl JobQueue for MemoryQueue {
             .into_iter()
             .chain(q.delayed.into_iter().map(|(_, e)| e))
             .chain(q.reserved.into_values())
-            .map(|e| e.job_id)
+            .map(|e| e.into_delivery(0))
             .collect())
     }
 }

@@ -1,0 +1,141 @@
+//! Result records of each mode and how they are printed: aligned
+//! human-readable lines by default, one JSON object with `--json`.
+
+use serde::Serialize;
+
+use crate::rss::ProcRss;
+
+/// Outcome of an echo run (latencies in microseconds).
+#[derive(Debug, Serialize)]
+pub struct EchoReport {
+    pub mode: &'static str,
+    pub concurrency: usize,
+    pub connections: usize,
+    /// Verified round trips in the measured phase.
+    pub ok: u64,
+    /// Failed requests in any phase: error replies, mismatches, unanswered.
+    pub errors: u64,
+    /// The part of `errors` that got no ack at all.
+    pub unanswered: u64,
+    pub elapsed_s: f64,
+    pub rps: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+/// Outcome of an idle-connections run (RSS in KiB).
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
+    pub mode: &'static str,
+    pub requested: usize,
+    pub connections: usize,
+    pub failed: usize,
+    /// Connections the server closed while they were held.
+    pub dropped: u64,
+    pub hold_s: f64,
+    pub rss_before_kb: u64,
+    /// Sampled about a second after the last connection opened.
+    pub rss_after_kb: u64,
+    /// Sampled at the end of the hold.
+    pub rss_end_kb: u64,
+    /// `(rss_after - rss_before) / connections`.
+    pub bytes_per_conn: f64,
+    pub fd_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// RSS of a process and its direct children (in KiB).
+#[derive(Debug, Serialize)]
+pub struct RssReport {
+    pub mode: &'static str,
+    pub processes: Vec<ProcRss>,
+    pub total_kb: u64,
+}
+
+/// Prints a report as JSON or as human-readable lines.
+pub fn print(report: &(impl Serialize + Human), json: bool) {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("error: cannot serialise report: {e}"),
+        }
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+    }
+}
+
+/// Human-readable rendering of a report.
+pub trait Human {
+    fn lines(&self) -> Vec<String>;
+}
+
+impl Human for EchoReport {
+    fn lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "mode        {} ({} connection(s) x {} in flight)",
+                self.mode, self.connections, self.concurrency
+            ),
+            format!(
+                "requests    {} ok, {} failed ({} unanswered)",
+                self.ok, self.errors, self.unanswered
+            ),
+            format!("elapsed     {:.3} s", self.elapsed_s),
+            format!("throughput  {:.0} round trips/s", self.rps),
+            format!(
+                "latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            ),
+        ];
+        if let Some(error) = &self.first_error {
+            lines.push(format!("first error {error}"));
+        }
+        lines
+    }
+}
+
+impl Human for IdleReport {
+    fn lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "connections {} open of {} ({} failed, {} dropped), held {:.1} s",
+                self.connections, self.requested, self.failed, self.dropped, self.hold_s
+            ),
+            format!("rss before  {}", mib(self.rss_before_kb)),
+            format!("rss after   {} (1 s after opening)", mib(self.rss_after_kb)),
+            format!("rss end     {} (end of hold)", mib(self.rss_end_kb)),
+            format!("per conn    {:.0} bytes", self.bytes_per_conn),
+        ];
+        if let Some(limit) = self.fd_limit {
+            lines.push(format!("fd limit    {limit}"));
+        }
+        if let Some(note) = &self.note {
+            lines.push(format!("note        {note}"));
+        }
+        lines
+    }
+}
+
+impl Human for RssReport {
+    fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .processes
+            .iter()
+            .map(|p| format!("{:>8} {:<16} {}", p.pid, p.name, mib(p.rss_kb)))
+            .collect();
+        lines.push(format!("{:>8} {:<16} {}", "", "total", mib(self.total_kb)));
+        lines
+    }
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1} MiB ({kb} kB)", kb as f64 / 1024.0)
+}

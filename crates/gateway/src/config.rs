@@ -1,0 +1,76 @@
+//! Everything the gateway can be told, with Sockethub's defaults where it has them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How to start a worker process: `program args… platform <name>`.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    /// Arguments before `platform <name>` (normally none).
+    pub args: Vec<String>,
+}
+
+impl WorkerCommand {
+    /// This very executable (the `switchboard` binary runs both roles).
+    pub fn current_exe() -> std::io::Result<Self> {
+        Ok(WorkerCommand {
+            program: std::env::current_exe()?,
+            args: Vec::new(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest activity accepted, in bytes of JSON (Sockethub: 256 KiB).
+    pub max_payload: usize,
+    /// Rate limit: at most `rate_max` events per `rate_window` per connection, then blocked
+    /// for `rate_block` (Sockethub: 100 per second, 5 s).
+    pub rate_window: Duration,
+    pub rate_max: u32,
+    pub rate_block: Duration,
+    /// Simultaneous connections from one IP address; 0 turns the cap off.
+    pub max_connections_per_ip: usize,
+    /// A job not answered in this time is answered with a timeout error.
+    pub request_timeout: Duration,
+    /// Workers send a heartbeat this often; one silent for `heartbeat_timeout` is killed.
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Live platform instances (worker processes) at most.
+    pub max_instances: usize,
+    /// An instance with no sessions (persistent) or no work (stateless) for this long is
+    /// stopped.
+    pub idle_timeout: Duration,
+    /// Stored credentials expire after this long even if the session lives on.
+    pub credentials_ttl: Duration,
+    /// Settings passed to every worker (`accept_invalid_certs`, …).
+    pub worker_settings: Value,
+    pub worker_command: WorkerCommand,
+    /// 32-byte root secret for sealing; random per boot unless configured (nodes sharing an
+    /// engine must share it).
+    pub secret: [u8; 32],
+}
+
+impl GatewayConfig {
+    pub fn new(worker_command: WorkerCommand) -> Self {
+        GatewayConfig {
+            max_payload: 256 * 1024,
+            rate_window: Duration::from_secs(1),
+            rate_max: 100,
+            rate_block: Duration::from_secs(5),
+            max_connections_per_ip: 256,
+            request_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            max_instances: 64,
+            idle_timeout: Duration::from_secs(60),
+            credentials_ttl: Duration::from_secs(24 * 3600),
+            worker_settings: Value::Object(Default::default()),
+            worker_command,
+            secret: switchboard_engine::seal::random_bytes::<32>(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The gateway itself: built once at start-up, shared by every transport.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use switchboard_engine::Engine;
+use switchboard_protocol::registry::Registry;
+use switchboard_protocol::{Manifest, Validator};
+use tokio::sync::mpsc;
+
+use crate::config::GatewayConfig;
+use crate::keys::Keys;
+use crate::pipeline::Pipeline;
+use crate::pool::Pool;
+use crate::session::{Push, Session};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid platform schema: {0}")]
+    Schema(String),
+    #[error("engine: {0}")]
+    Engine(#[from] switchboard_engine::EngineError),
+}
+
+/// Why a connection was refused before it got a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("too many concurrent connections from this address")]
+    TooManyConnections,
+}
+
+pub(crate) struct GatewayInner {
+    pub config: Arc<GatewayConfig>,
+    pub engine: Engine,
+    pub validator: Validator,
+    pub registry: Registry,
+    pub pipeline: Pipeline,
+    pub pool: Pool,
+    pub keys: Keys,
+    pub manifests: Vec<Manifest>,
+    sessions: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// The gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<GatewayInner>,
+}
+
+impl Gateway {
+    /// Build the gateway for `manifests` on `engine`. `version` is what the schema registry
+    /// reports.
+    pub fn new(
+        config: GatewayConfig,
+        engine: Engine,
+        manifests: Vec<Manifest>,
+        version: &str,
+    ) -> Result<Self, GatewayError> {
+        let validator = Validator::new(&manifests).map_err(GatewayError::Schema)?;
+        let registry = Registry::new(version, &manifests);
+        let keys = Keys::new(config.secret);
+        let config = Arc::new(config);
+        let pool = Pool::new(config.clone(), engine.clone(), keys.clone());
+        Ok(Gateway {
+            inner: Arc::new(GatewayInner {
+                pipeline: Pipeline::standard(config.max_payload),
+                config,
+                engine,
+                validator,
+                registry,
+                pool,
+                keys,
+                manifests,
+                sessions: AtomicUsize::new(0),
+                per_ip: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// A new session for a connection from `peer`, and the stream of pushes for it.
+    pub async fn open_session(
+        &self,
+        peer: IpAddr,
+    ) -> Result<(Session, mpsc::Receiver<Push>), Refusal> {
+        let cap = self.inner.config.max_connections_per_ip;
+        {
+            let mut per_ip = self.inner.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = per_ip.entry(peer).or_insert(0);
+            if cap > 0 && *n >= cap {
+                return Err(Refusal::TooManyConnections);
+            }
+            *n += 1;
+        }
+        self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+        match Session::open(self.inner.clone(), peer).await {
+            Ok(pair) => Ok(pair),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open session");
+                self.inner.release(peer);
+                Err(Refusal::TooManyConnections)
+            }
+        }
+    }
+
+    /// Live sessions, instances and the engine, for `GET /health`.
+    pub fn health(&self) -> Value {
+        json!({
+            "status": "ok",
+            "engine": self.inner.engine.name,
+            "sessions": self.inner.sessions.load(Ordering::Relaxed),
+            "instances": self.inner.pool.len(),
+            "platforms": self.platform_names(),
+        })
+    }
+
+    pub fn platform_names(&self) -> Vec<&'static str> {
+        self.inner.manifests.iter().map(|m| m.name).collect()
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.inner.engine.name
+    }
+
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.inner.pipeline.stage_names()
+    }
+
+    /// Stop all platform instances (their worker processes exit).
+    pub async fn shutdown(&self) {
+        self.inner.pool.shutdown().await;
+    }
+}
+
+impl GatewayInner {
+    /// A session from `peer` ended.
+    pub(crate) fn release(&self, peer: IpAddr) {
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! One platform instance: its queue, its worker process, and the sessions it serves.
+//!
+//! The instance task takes jobs from the queue (at most `concurrency` in flight), starts
+//! the worker process when there is work and none is running, writes jobs to it, and turns
+//! what comes back into sealed replies on each session's channel. It watches heartbeats and
+//! kills a silent worker. When a worker dies, every job it held is answered with the
+//! reason; a stateless instance starts a fresh process for the next job, a persistent one
+//! (whose connection died with it) ends and tells its sessions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_engine::seal::random_id;
+use switchboard_engine::{Delivery, JobQueue};
+use switchboard_platform::frame::{FromWorker, ToWorker};
+use switchboard_protocol::{Manifest, context, error_reply};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::process::{ProcEvent, Process, exit_text};
+use super::{PoolShared, Target, lock};
+use crate::wire::{BusMsg, JobEnvelope, session_channel};
+
+/// A job written to the worker and not yet answered.
+struct InFlight {
+    tag: u64,
+    session: String,
+    activity: Value,
+    /// Frees a slot of the concurrency window when the job is answered.
+    _slot: OwnedSemaphorePermit,
+}
+
+enum Control {
+    Cancel(String),
+    Stop,
+}
+
+pub(crate) struct Instance {
+    pub key: String,
+    /// Unique per instance lifetime, so a successor with the same key never shares jobs
+    /// with a predecessor that is shutting down.
+    queue: String,
+    manifest: Manifest,
+    actor: Option<String>,
+    sessions: Mutex<HashSet<String>>,
+    last_active: Mutex<Instant>,
+    inflight: Mutex<HashMap<String, InFlight>>,
+    control: mpsc::UnboundedSender<Control>,
+    stopping: AtomicBool,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Instance {
+    pub fn start(target: &Target, shared: Arc<PoolShared>) -> Arc<Self> {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let inst = Arc::new(Instance {
+            key: target.key.clone(),
+            queue: format!("{}/{}", target.key, random_id::<4>()),
+            manifest: target.manifest.clone(),
+            actor: target.actor.clone(),
+            sessions: Mutex::default(),
+            last_active: Mutex::new(Instant::now()),
+            inflight: Mutex::default(),
+            control,
+            stopping: AtomicBool::new(false),
+            task: Mutex::new(None),
+        });
+        let span = tracing::info_span!("instance", key = %inst.key);
+        let task = tokio::spawn(run(inst.clone(), shared, control_rx).instrument(span));
+        *lock(&inst.task) = Some(task);
+        inst
+    }
+
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    pub fn attach(&self, session: &str) {
+        lock(&self.sessions).insert(session.to_owned());
+    }
+
+    pub fn detach(&self, session: &str) {
+        lock(&self.sessions).remove(session);
+    }
+
+    pub fn touch(&self) {
+        *lock(&self.last_active) = Instant::now();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// No work in flight, nobody attached (persistent) and untouched for `timeout`.
+    pub fn is_idle(&self, timeout: Duration) -> bool {
+        !self.is_stopping()
+            && lock(&self.inflight).is_empty()
+            && (!self.manifest.persist || lock(&self.sessions).is_empty())
+            && lock(&self.last_active).elapsed() > timeout
+    }
+
+    pub fn cancel(&self, job_id: &str) {
+        let _ = self.control.send(Control::Cancel(job_id.to_owned()));
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.control.send(Control::Stop);
+    }
+
+    /// Wait up to `timeout` for the instance task (and so its process) to finish.
+    pub async fn stopped(&self, timeout: Duration) {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(timeout, task).await;
+        }
+    }
+
+    fn sessions(&self) -> Vec<String> {
+        lock(&self.sessions).iter().cloned().collect()
+    }
+}
+
+/// Takes jobs from the queue whenever the concurrency window has room.
+async fn feed(
+    queue: Arc<dyn JobQueue>,
+    name: String,
+    window: Arc<Semaphore>,
+    tx: mpsc::Sender<(Delivery, OwnedSemaphorePermit)>,
+) {
+    loop {
+        let Ok(slot) = window.clone().acquire_owned().await else {
+            return;
+        };
+        match queue.reserve(&name, Duration::from_secs(5)).await {
+            Ok(Some(d)) => {
+                if tx.send((d, slot)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Everything the instance task works with.
+struct Ctx {
+    inst: Arc<Instance>,
+    shared: Arc<PoolShared>,
+}
+
+impl Ctx {
+    fn platform(&self) -> &'static str {
+        self.inst.manifest.name
+    }
+
+    async fn publish(&self, session: &str, msg: &BusMsg) {
+        let sealed = self.shared.keys.seal_bus(session, msg);
+        if let Err(e) = self
+            .shared
+            .engine
+            .broker
+            .publish(&session_channel(session), sealed)
+            .await
+        {
+            tracing::error!(error = %e, %session, "cannot publish to session");
+        }
+    }
+
+    async fn ack(&self, tag: u64) {
+        if let Err(e) = self.shared.engine.queue.ack(&self.inst.queue, tag).await {
+            tracing::warn!(error = %e, "ack failed");
+        }
+    }
+
+    /// The reply a client sees for a finished job, `@context` re-stamped.
+    fn reply(&self, activity: &Value, result: Option<Value>, error: Option<String>) -> Value {
+        let mut reply = match (error, result) {
+            (Some(e), _) => error_reply(activity, &e),
+            (None, Some(v)) if v.is_object() => v,
+            _ => activity.clone(),
+        };
+        context::stamp(&mut reply, self.platform());
+        reply
+    }
+
+    /// Answer one job to its requester, and (persistent platforms) show the result to the
+    /// other sessions sharing the connection.
+    async fn answer(&self, job: &str, session: &str, reply: Value) {
+        self.inst.touch();
+        if self.inst.manifest.persist {
+            for other in self.inst.sessions() {
+                if other != session {
+                    let push = BusMsg::Push {
+                        activity: reply.clone(),
+                    };
+                    self.publish(&other, &push).await;
+                }
+            }
+        }
+        let msg = BusMsg::Result {
+            job: job.to_owned(),
+            reply,
+        };
+        self.publish(session, &msg).await;
+    }
+
+    /// Answer every job in flight with `error` (its worker is gone).
+    async fn fail_inflight(&self, error: &str) {
+        let jobs: Vec<(String, InFlight)> = lock(&self.inst.inflight).drain().collect();
+        for (id, f) in jobs {
+            tracing::warn!(job = %id, %error, "job failed with its worker");
+            self.ack(f.tag).await;
+            let reply = self.reply(&f.activity, None, Some(error.to_owned()));
+            self.answer(&id, &f.session, reply).await;
+        }
+    }
+
+    /// Tell every attached session that the instance hit a fatal error.
+    async fn broadcast_error(&self, error: &str) {
+        let actor = self.inst.actor.as_deref().unwrap_or(self.platform());
+        let activity = json!({
+            "@context": context::canonical(self.platform()),
+            "type": "error",
+            "actor": {"id": actor, "type": "service"},
+            "error": error,
+        });
+        for session in self.inst.sessions() {
+            let push = BusMsg::Push {
+                activity: activity.clone(),
+            };
+            self.publish(&session, &push).await;
+        }
+    }
+
+    async fn on_frame(&self, frame: FromWorker, last_beat: &mut Instant, fatal: &mut Option<String>) {
+        match frame {
+            FromWorker::Ready | FromWorker::Heartbeat => *last_beat = Instant::now(),
+            FromWorker::Result { id, result, error } => {
+                *last_beat = Instant::now();
+                let Some(f) = lock(&self.inst.inflight).remove(&id) else {
+                    tracing::debug!(job = %id, "result for a job no longer waited on");
+                    return;
+                };
+                self.ack(f.tag).await;
+                let reply = self.reply(&f.activity, result, error);
+                tracing::debug!(job = %id, session = %f.session, "job answered");
+                self.answer(&id, &f.session, reply).await;
+            }
+            FromWorker::Event {
+                mut activity,
+                session,
+            } => {
+                context::stamp(&mut activity, self.platform());
+                let targets = match session {
+                    Some(s) => vec![s],
+                    None => self.inst.sessions(),
+                };
+                for s in targets {
+                    let push = BusMsg::Push {
+                        activity: activity.clone(),
+                    };
+                    self.publish(&s, &push).await;
+                }
+            }
+            FromWorker::Fatal { error } => {
+                tracing::error!(%error, "worker reported a fatal error");
+                self.broadcast_error(&error).await;
+                *fatal = Some(error);
+            }
+        }
+    }
+
+    /// Answer a job that never reached a worker.
+    async fn refuse(&self, d: &Delivery, job: &JobEnvelope, error: &str) {
+        self.ack(d.tag).await;
+        let reply = self.reply(&job.activity, None, Some(error.to_owned()));
+        self.answer(&job.id, &job.session, reply).await;
+    }
+}
+
+async fn run(
+    inst: Arc<Instance>,
+    shared: Arc<PoolShared>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let cx = Ctx {
+        inst: inst.clone(),
+        shared: shared.clone(),
+    };
+    let config = shared.config.clone();
+    let window = Arc::new(Semaphore::new(inst.manifest.concurrency.max(1)));
+    let (jobs_tx, mut jobs) = mpsc::channel(1);
+    let feeder = tokio::spawn(feed(
+        shared.engine.queue.clone(),
+        inst.queue.clone(),
+        window.clone(),
+        jobs_tx,
+    ));
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut proc: Option<Process> = None;
+    let mut generation = 0u64;
+    let mut last_beat = Instant::now();
+    let mut fatal: Option<String> = None;
+    let mut watchdog = tokio::time::interval(config.heartbeat_interval);
+    tracing::info!(platform = cx.platform(), "platform instance started");
+
+    loop {
+        tokio::select! {
+            Some((delivery, slot)) = jobs.recv() => {
+                let job = match shared.keys.open_job(&delivery.job_id, &delivery.payload) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        // Sealed by another key (a node with a different secret): nobody here
+                        // can answer it, so it goes to the dead letters rather than looping.
+                        tracing::error!(job = %delivery.job_id, error = %e, "cannot open job");
+                        let _ = shared.engine.queue.nack(&inst.queue, delivery.tag).await;
+                        continue;
+                    }
+                };
+                if proc.is_none() {
+                    generation += 1;
+                    let init = ToWorker::Init {
+                        instance: inst.key.clone(),
+                        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+                        settings: config.worker_settings.clone(),
+                    };
+                    match Process::spawn(&config.worker_command, cx.platform(), generation, init, events_tx.clone()) {
+                        Ok(p) => {
+                            tracing::info!(pid = p.pid, "worker process started");
+                            last_beat = Instant::now();
+                            fatal = None;
+                            proc = Some(p);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start worker process");
+                            cx.refuse(&delivery, &job, &format!("failed to start {} platform worker", cx.platform())).await;
+                            if inst.manifest.persist { break; }
+                            continue;
+                        }
+                    }
+                }
+                let Some(p) = proc.as_ref() else { continue };
+                tracing::debug!(job = %job.id, session = %job.session, "job sent to worker");
+                lock(&inst.inflight).insert(job.id.clone(), InFlight {
+                    tag: delivery.tag,
+                    session: job.session.clone(),
+                    activity: job.activity.clone(),
+                    _slot: slot,
+                });
+                // If the worker is dying the send fails; its exit answers the job.
+                let _ = p.input.send(ToWorker::Job {
+                    id: job.id,
+                    session: job.session,
+                    activity: job.activity,
+                    credentials: job.credentials,
+                }).await;
+            }
+            Some(event) = events.recv() => {
+                let current = proc.as_ref().map(|p| p.generation);
+                match event {
+                    ProcEvent::Frame(g, frame) if Some(g) == current => {
+                        let was_fatal = matches!(frame, FromWorker::Fatal { .. });
+                        cx.on_frame(frame, &mut last_beat, &mut fatal).await;
+                        if was_fatal && let Some(p) = proc.as_mut() { p.kill(); }
+                    }
+                    ProcEvent::Exited(g, status) if Some(g) == current => {
+                        proc = None;
+                        let text = fatal.take().unwrap_or_else(|| exit_text(&status));
+                        tracing::warn!(%status, "worker process exited");
+                        cx.fail_inflight(&text).await;
+                        if inst.manifest.persist {
+                            cx.broadcast_error(&text).await;
+                            break;
+                        }
+                    }
+                    _ => {} // from a process already replaced
+                }
+            }
+            Some(control) = control.recv() => match control {
+                Control::Cancel(id) => {
+                    let gone = lock(&inst.inflight).remove(&id);
+                    if let Some(f) = gone {
+                        cx.ack(f.tag).await;
+                        if let Some(p) = proc.as_ref() {
+                            let _ = p.input.try_send(ToWorker::Cancel { id });
+                        }
+                    }
+                }
+                Control::Stop => break,
+            },
+            _ = watchdog.tick() => {
+                if let Some(p) = proc.as_mut()
+                    && last_beat.elapsed() > config.heartbeat_timeout
+                {
+                    tracing::warn!(pid = p.pid, "worker missed its heartbeats; killing it");
+                    p.kill();
+                }
+            }
+        }
+    }
+
+    // Teardown: no new jobs, the worker asked to stop (then killed), everyone answered.
+    inst.stopping.store(true, Ordering::Release);
+    shared.forget(&inst);
+    feeder.abort();
+    if let Some(mut p) = proc.take() {
+        let _ = p.input.try_send(ToWorker::Shutdown);
+        if !wait_exit(&mut events, p.generation, Duration::from_secs(2)).await {
+            p.kill();
+            wait_exit(&mut events, p.generation, Duration::from_secs(2)).await;
+        }
+    }
+    cx.fail_inflight(&format!("{} platform instance stopped", cx.platform())).await;
+    match shared.engine.queue.remove(&inst.queue).await {
+        Ok(left) => {
+            for d in left {
+                if let Ok(job) = shared.keys.open_job(&d.job_id, &d.payload) {
+                    let reply = cx.reply(&job.activity, None, Some(format!("{} platform instance stopped before the job ran", cx.platform())));
+                    cx.answer(&job.id, &job.session, reply).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot drain queue of stopped instance"),
+    }
+    tracing::info!("platform instance stopped");
+}
+
+/// Wait for the exit of process `generation`; false on timeout.
+async fn wait_exit(
+    events: &mut mpsc::UnboundedReceiver<ProcEvent>,
+    generation: u64,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ProcEvent::Exited(g, _))) if g == generation => return true,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! One client connection's view of the gateway.
+//!
+//! A session has a random id and secret (its credentials key is derived from the secret and
+//! exists only here), a rate limiter, the activity objects the client declared, and the
+//! requests waiting for a platform's reply. A listener task receives what the platform
+//! instances publish on `session:{id}`: replies go to their waiting request, everything else
+//! becomes a [`Push`] for the transport to deliver.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use switchboard_engine::broker::Recv;
+use switchboard_engine::seal::{SealKey, random_bytes, random_id};
+use switchboard_protocol::{context, error_reply};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::gateway::GatewayInner;
+use crate::order::{Ticket, Turnstile};
+use crate::pipeline::{Kind, Request, StageContext};
+use crate::pool::Target;
+use crate::rate::{RateLimiter, Verdict};
+use crate::wire::{BusMsg, JobEnvelope, session_channel};
+
+/// Something the server sends the client unasked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// For the client's `message` event: incoming traffic, results shared by a persistent
+    /// platform connection, fatal platform errors.
+    Message(Value),
+    /// For the client's `error` event: rate limiting and other server-level problems.
+    Error(Value),
+    /// The session cannot continue (it fell too far behind); the transport should close.
+    Close(Value),
+}
+
+/// What every rate-limited request is answered with.
+pub const RATE_LIMITED: &str = "rate limit exceeded, temporarily blocked";
+
+/// A server-level error activity, as Sockethub shapes it for the `error` event.
+pub fn server_error(summary: &str) -> Value {
+    json!({
+        "type": "Error",
+        "@context": context::canonical("error"),
+        "actor": {"type": "Application", "name": "sockethub-server"},
+        "summary": summary,
+    })
+}
+
+type Pending = Mutex<HashMap<String, oneshot::Sender<Value>>>;
+
+struct Inner {
+    id: String,
+    peer: IpAddr,
+    gw: Arc<GatewayInner>,
+    key: SealKey,
+    order: Arc<Turnstile>,
+    rate: Mutex<RateLimiter>,
+    /// Declared activity objects; replaced wholesale on change so a request can hold a
+    /// snapshot across awaits.
+    objects: Mutex<Arc<HashMap<String, Value>>>,
+    pending: Arc<Pending>,
+    push: mpsc::Sender<Push>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+/// A connection's session; cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    pub(crate) async fn open(
+        gw: Arc<GatewayInner>,
+        peer: IpAddr,
+    ) -> Result<(Session, mpsc::Receiver<Push>), switchboard_engine::EngineError> {
+        let id = random_id::<16>();
+        let secret = random_bytes::<32>();
+        let key = gw.keys.session(&secret);
+        let subscription = gw.engine.broker.subscribe(&session_channel(&id)).await?;
+        let (push, push_rx) = mpsc::channel(1024);
+        let config = &gw.config;
+        let inner = Arc::new(Inner {
+            rate: Mutex::new(RateLimiter::new(
+                config.rate_window,
+                config.rate_max,
+                config.rate_block,
+            )),
+            id,
+            peer,
+            key,
+            order: Arc::default(),
+            objects: Mutex::default(),
+            pending: Arc::default(),
+            push,
+            listener: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            gw,
+        });
+        let listener = tokio::spawn(listen(
+            inner.id.clone(),
+            subscription,
+            inner.gw.keys.clone(),
+            inner.pending.clone(),
+            inner.push.clone(),
+        ));
+        *lock(&inner.listener) = Some(listener);
+        tracing::info!(session = %inner.id, %peer, "session opened");
+        Ok((Session { inner }, push_rx))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Take this event's place in line. Call it when the event arrives, before any await.
+    pub fn ticket(&self) -> Ticket {
+        self.inner.order.ticket()
+    }
+
+    /// Count the event against the rate limit; on refusal, tell the client once per block.
+    async fn admit(&self) -> bool {
+        let verdict = lock(&self.inner.rate).check();
+        match verdict {
+            Verdict::Allow => true,
+            Verdict::BlockedNow => {
+                tracing::warn!(session = %self.inner.id, "rate limit exceeded");
+                let _ = self.inner.push.send(Push::Error(server_error(RATE_LIMITED))).await;
+                false
+            }
+            Verdict::Blocked => false,
+        }
+    }
+
+    /// The `schemas` event: the registry, or `unchanged` when the client's fingerprint is
+    /// current.
+    pub async fn schemas(&self, ticket: Ticket, known: Option<&str>) -> Value {
+        ticket.turn().await;
+        if !self.admit().await {
+            return json!({"error": RATE_LIMITED});
+        }
+        self.inner.gw.registry.answer(known)
+    }
+
+    /// The `activity-object` event: remember an object (an actor's name and type, say) so
+    /// later activities can refer to it by id. `None` means stored (the client's callback
+    /// takes an error first).
+    pub async fn activity_object(&self, ticket: Ticket, raw: Value) -> Option<Value> {
+        ticket.turn().await;
+        if !self.admit().await {
+            return Some(error_reply(&raw, RATE_LIMITED));
+        }
+        let id = match raw.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            _ if !raw.is_object() => {
+                return Some(error_reply(&raw, "activity object must be an object."));
+            }
+            _ => return Some(error_reply(&raw, "activity object must have an id property.")),
+        };
+        let mut objects = lock(&self.inner.objects);
+        let mut next = HashMap::clone(&objects);
+        next.insert(id, raw);
+        *objects = Arc::new(next);
+        None
+    }
+
+    fn stage_context<'a>(&'a self, objects: &'a HashMap<String, Value>) -> StageContext<'a> {
+        let gw = &self.inner.gw;
+        StageContext {
+            session_id: &self.inner.id,
+            validator: &gw.validator,
+            objects,
+            store: gw.engine.credentials.as_ref(),
+            session_key: &self.inner.key,
+            credentials_ttl: gw.config.credentials_ttl,
+        }
+    }
+
+    /// The `credentials` event: validate and store; the reply echoes the request.
+    pub async fn credentials(&self, ticket: Ticket, raw: Value) -> Value {
+        ticket.turn().await;
+        if !self.admit().await {
+            return error_reply(&raw, RATE_LIMITED);
+        }
+        let objects = lock(&self.inner.objects).clone();
+        let cx = self.stage_context(&objects);
+        match self
+            .inner
+            .gw
+            .pipeline
+            .run(Request::new(Kind::Credentials, raw.clone()), &cx)
+            .await
+        {
+            Ok(req) => {
+                tracing::info!(session = %self.inner.id, platform = req.platform, "credentials stored");
+                req.activity
+            }
+            Err(rejection) => error_reply(&raw, &rejection.0),
+        }
+    }
+
+    /// The `message` event: validate, queue a job for the platform, and wait for its reply
+    /// (or the request timeout).
+    pub async fn message(&self, ticket: Ticket, raw: Value) -> Value {
+        ticket.turn().await;
+        if !self.admit().await {
+            return error_reply(&raw, RATE_LIMITED);
+        }
+        let objects = lock(&self.inner.objects).clone();
+        let cx = self.stage_context(&objects);
+        let gw = &self.inner.gw;
+        let req = match gw
+            .pipeline
+            .run(Request::new(Kind::Message, raw.clone()), &cx)
+            .await
+        {
+            Ok(req) => req,
+            Err(rejection) => return error_reply(&raw, &rejection.0),
+        };
+        let Some(platform) = req.platform else {
+            return error_reply(&raw, "unable to resolve platform from @context");
+        };
+        let Some(manifest) = gw.validator.manifest(platform) else {
+            return error_reply(&raw, "unable to resolve platform from @context");
+        };
+        let target = self.target(manifest, &req);
+        let job = JobEnvelope {
+            id: random_id::<8>(),
+            session: self.inner.id.clone(),
+            platform: platform.to_owned(),
+            activity: req.activity,
+            credentials: req.credentials,
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending).insert(job.id.clone(), tx);
+        if let Err(e) = gw.pool.submit(&target, &job).await {
+            lock(&self.inner.pending).remove(&job.id);
+            return error_reply(&job.activity, &e.to_string());
+        }
+        tracing::debug!(session = %self.inner.id, job = %job.id, platform, "job queued");
+        // The next event may go ahead while this one waits for the platform.
+        drop(ticket);
+
+        let timeout = gw.config.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => error_reply(&job.activity, "session closed before the platform answered"),
+            Err(_) => {
+                lock(&self.inner.pending).remove(&job.id);
+                gw.pool.cancel(&target.key, &job.id);
+                tracing::warn!(session = %self.inner.id, job = %job.id, "request timed out");
+                let mut reply = error_reply(
+                    &job.activity,
+                    &format!(
+                        "request timed out: the {platform} platform did not answer within {} ms",
+                        timeout.as_millis()
+                    ),
+                );
+                context::stamp(&mut reply, platform);
+                reply
+            }
+        }
+    }
+
+    /// Which instance a job goes to. Stateless platforms: the one shared instance.
+    /// Persistent ones: per actor and scope, where the scope is a keyed fingerprint of the
+    /// credentials when they hold a secret (so identical secrets share one connection) and
+    /// this session otherwise (so anonymous users never share).
+    fn target(&self, manifest: &switchboard_protocol::Manifest, req: &Request) -> Target {
+        if !manifest.persist {
+            return Target {
+                key: manifest.name.to_owned(),
+                manifest: manifest.clone(),
+                actor: None,
+            };
+        }
+        let has_secret = req.credentials.as_ref().is_some_and(|c| {
+            ["password", "token"]
+                .iter()
+                .any(|k| c.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+        });
+        let keys = &self.inner.gw.keys;
+        let scope = match (&req.credentials, has_secret) {
+            (Some(creds), true) => keys.digest(&[b"creds", creds.to_string().as_bytes()]),
+            _ => keys.digest(&[b"session", self.inner.id.as_bytes()]),
+        };
+        let actor = req.actor_id();
+        Target {
+            key: format!(
+                "{}:{}",
+                manifest.name,
+                keys.digest(&[actor.as_bytes(), scope.as_bytes()])
+            ),
+            manifest: manifest.clone(),
+            actor: Some(actor.to_owned()),
+        }
+    }
+
+    /// The connection ended: forget its credentials, leave its instances, stop listening.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let gw = &self.inner.gw;
+        match gw.engine.credentials.delete_session(&self.inner.id).await {
+            Ok(n) => tracing::info!(session = %self.inner.id, credentials = n, "session closed"),
+            Err(e) => tracing::error!(session = %self.inner.id, error = %e, "cannot delete credentials"),
+        }
+        gw.pool.detach(&self.inner.id);
+        if let Some(listener) = lock(&self.inner.listener).take() {
+            listener.abort();
+        }
+        lock(&self.inner.pending).clear();
+        gw.release(self.inner.peer);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire) {
+            // A transport that forgot close(): still release what is synchronous to release.
+            if let Some(l) = lock(&self.listener).take() {
+                l.abort();
+            }
+            self.gw.release(self.peer);
+            let store = self.gw.engine.credentials.clone();
+            let id = self.id.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = store.delete_session(&id).await;
+                });
+            }
+        }
+    }
+}
+
+/// Route what arrives on `session:{id}` to waiting requests or the push stream.
+async fn listen(
+    session: String,
+    mut sub: switchboard_engine::Subscription,
+    keys: crate::keys::Keys,
+    pending: Arc<Pending>,
+    push: mpsc::Sender<Push>,
+) {
+    loop {
+        let bytes = match sub.recv().await {
+            Recv::Message(b) => b,
+            Recv::Lagged => {
+                tracing::warn!(%session, "session fell behind its messages; closing");
+                let _ = push
+                    .send(Push::Close(server_error("too many undelivered messages; connection closed")))
+                    .await;
+                return;
+            }
+            Recv::Closed => return,
+        };
+        let msg = match keys.open_bus(&session, &bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(%session, error = %e, "cannot open session message");
+                continue;
+            }
+        };
+        match msg {
+            BusMsg::Result { job, reply } => {
+                let waiting = lock(&pending).remove(&job);
+                match waiting {
+                    Some(tx) => {
+                        if let Err(reply) = tx.send(reply) {
+                            let _ = push.send(Push::Message(reply)).await;
+                        }
+                    }
+                    // Its request timed out already: deliver it rather than lose it.
+                    None => {
+                        let _ = push.send(Push::Message(reply)).await;
+                    }
+                }
+            }
+            BusMsg::Push { activity } => {
+                let _ = push.send(Push::Message(activity)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! What the gateway puts into the engine, and how it is sealed.
+//!
+//! Jobs on the JobQueue and messages on a session's broker channel are JSON sealed with
+//! AES-256-GCM (see [`crate::keys`]); the engine only ever holds ciphertext.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_engine::EngineError;
+
+use crate::keys::Keys;
+
+/// A job as it waits in the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JobEnvelope {
+    pub id: String,
+    pub session: String,
+    pub platform: String,
+    /// The normalised, validated activity (never contains credentials).
+    pub activity: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Value>,
+}
+
+/// What travels on `session:{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum BusMsg {
+    /// The reply to one of the session's requests.
+    Result { job: String, reply: Value },
+    /// Something for the client's `message` event (incoming traffic, a shared instance's
+    /// results, a fatal platform error).
+    Push { activity: Value },
+}
+
+pub(crate) fn session_channel(session: &str) -> String {
+    format!("session:{session}")
+}
+
+impl Keys {
+    pub fn seal_job(&self, job: &JobEnvelope) -> Bytes {
+        let plain = serde_json::to_vec(job).expect("a JobEnvelope always serialises");
+        self.jobs.seal(job.id.as_bytes(), &plain)
+    }
+
+    pub fn open_job(&self, job_id: &str, sealed: &[u8]) -> Result<JobEnvelope, EngineError> {
+        let plain = self.jobs.open(job_id.as_bytes(), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| EngineError::Unseal)
+    }
+
+    pub fn seal_bus(&self, session: &str, msg: &BusMsg) -> Bytes {
+        let plain = serde_json::to_vec(msg).expect("a BusMsg always serialises");
+        self.bus.seal(session.as_bytes(), &plain)
+    }
+
+    pub fn open_bus(&self, session: &str, sealed: &[u8]) -> Result<BusMsg, EngineError> {
+        let plain = self.bus.open(session.as_bytes(), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| EngineError::Unseal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn jobs_are_sealed_and_bound_to_their_id() {
+        let keys = Keys::new([7; 32]);
+        let job = JobEnvelope {
+            id: "j1".into(),
+            session: "s1".into(),
+            platform: "irc".into(),
+            activity: json!({"type": "connect"}),
+            credentials: Some(json!({"password": "hunter2"})),
+        };
+        let sealed = keys.seal_job(&job);
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(keys.open_job("j1", &sealed).unwrap().session, "s1");
+        assert!(keys.open_job("j2", &sealed).is_err());
+    }
+}

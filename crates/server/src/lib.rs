@@ -1,0 +1,62 @@
+//! Switchboard's network face: one axum server carrying the Socket.IO transport at
+//! `/sockethub` (see [`sockethub`]) and the HTTP endpoints (`GET /health`).
+
+mod http;
+pub mod sockethub;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use switchboard_gateway::Gateway;
+use tokio::net::TcpListener;
+use tower_http::cors::CorsLayer;
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Socket.IO path (Sockethub: `/sockethub`).
+    pub path: String,
+    /// The gateway's payload limit; the transport allows a margin above it so oversize
+    /// activities reach the gateway and get a clear error instead of a dropped connection.
+    pub max_payload: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            path: "/sockethub".into(),
+            max_payload: 256 * 1024,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Serve until `shutdown` resolves, then close every connection and return.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (layer, io) = sockethub::layer(gateway.clone(), &config);
+    let app = Router::new()
+        .merge(http::routes(gateway))
+        .layer(layer)
+        .layer(CorsLayer::permissive());
+    let closing = io.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing client connections");
+        closing.close().await;
+    })
+    .await
+}

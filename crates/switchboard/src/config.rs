@@ -1,0 +1,203 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `SWITCHBOARD_*` environment
+//! variables and command-line flags (clap merges those two; a flag beats its variable).
+//!
+//! Every setting has the same name in all three places: `max_payload` in the file,
+//! `SWITCHBOARD_MAX_PAYLOAD` in the environment, `--max-payload` on the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use switchboard_gateway::{GatewayConfig, WorkerCommand};
+use switchboard_server::ServerConfig;
+
+/// Declares the settings once: the file/struct field, its default, and the flag.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr, env = $env:literal; )*) => {
+        /// The effective configuration.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Settings {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $( $field: $default, )* }
+            }
+        }
+
+        /// Flags of `switchboard serve` (each also readable from its environment variable).
+        #[derive(Debug, Clone, Args)]
+        pub struct ServeArgs {
+            /// TOML configuration file.
+            #[arg(long, env = "SWITCHBOARD_CONFIG")]
+            pub config: Option<PathBuf>,
+            $( $(#[doc = $doc])* #[arg(long, env = $env)] pub $field: Option<$ty>, )*
+        }
+
+        impl Settings {
+            fn overlay(&mut self, args: &ServeArgs) {
+                $( if let Some(v) = &args.$field { self.$field = v.clone(); } )*
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on.
+    host: String = "127.0.0.1".into(), env = "SWITCHBOARD_HOST";
+    /// Port to listen on (0 picks a free one; the banner says which).
+    port: u16 = 10550, env = "SWITCHBOARD_PORT";
+    /// Largest activity accepted, in bytes.
+    max_payload: usize = 256 * 1024, env = "SWITCHBOARD_MAX_PAYLOAD";
+    /// Milliseconds a platform has to answer a request.
+    request_timeout_ms: u64 = 30_000, env = "SWITCHBOARD_REQUEST_TIMEOUT_MS";
+    /// Rate limit window, in milliseconds.
+    rate_limit_window_ms: u64 = 1_000, env = "SWITCHBOARD_RATE_LIMIT_WINDOW_MS";
+    /// Events allowed per connection per window.
+    rate_limit_max: u32 = 100, env = "SWITCHBOARD_RATE_LIMIT_MAX";
+    /// How long a connection over the limit stays blocked, in milliseconds.
+    rate_limit_block_ms: u64 = 5_000, env = "SWITCHBOARD_RATE_LIMIT_BLOCK_MS";
+    /// Simultaneous connections per client IP (0: no cap).
+    max_connections_per_ip: usize = 256, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP";
+    /// Worker heartbeat interval, in milliseconds.
+    heartbeat_interval_ms: u64 = 5_000, env = "SWITCHBOARD_HEARTBEAT_INTERVAL_MS";
+    /// A worker silent this long (milliseconds) is killed.
+    heartbeat_timeout_ms: u64 = 15_000, env = "SWITCHBOARD_HEARTBEAT_TIMEOUT_MS";
+    /// Platform instances (worker processes) at most.
+    max_instances: usize = 64, env = "SWITCHBOARD_MAX_INSTANCES";
+    /// Idle instances are stopped after this many milliseconds.
+    idle_timeout_ms: u64 = 60_000, env = "SWITCHBOARD_IDLE_TIMEOUT_MS";
+    /// Stored credentials expire after this many seconds.
+    credentials_ttl_secs: u64 = 86_400, env = "SWITCHBOARD_CREDENTIALS_TTL_SECS";
+    /// 64 hex digits of root secret for sealing (random per boot when empty; nodes sharing
+    /// an engine must share it).
+    secret: String = String::new(), env = "SWITCHBOARD_SECRET";
+}
+
+impl Settings {
+    pub fn load(args: &ServeArgs) -> Result<Settings> {
+        let mut settings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.overlay(args);
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.max_payload < 1024 {
+            bail!("max_payload must be at least 1024 bytes");
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            bail!("heartbeat_timeout_ms must be longer than heartbeat_interval_ms");
+        }
+        if self.max_instances == 0 {
+            bail!("max_instances must be at least 1");
+        }
+        if !self.secret.is_empty() {
+            self.secret_bytes()?;
+        }
+        Ok(())
+    }
+
+    fn secret_bytes(&self) -> Result<Option<[u8; 32]>> {
+        if self.secret.is_empty() {
+            return Ok(None);
+        }
+        let bytes = hex::decode(&self.secret).context("secret must be hex")?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("secret must be 64 hex digits (32 bytes)"))?;
+        Ok(Some(arr))
+    }
+
+    /// The effective settings as TOML, with the secret masked.
+    pub fn describe(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.secret.is_empty() {
+            shown.secret = "(set)".into();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("cannot render settings: {e}"))
+    }
+
+    pub fn gateway(&self) -> Result<GatewayConfig> {
+        let mut g = GatewayConfig::new(WorkerCommand::current_exe()?);
+        g.max_payload = self.max_payload;
+        g.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        g.rate_window = Duration::from_millis(self.rate_limit_window_ms);
+        g.rate_max = self.rate_limit_max;
+        g.rate_block = Duration::from_millis(self.rate_limit_block_ms);
+        g.max_connections_per_ip = self.max_connections_per_ip;
+        g.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
+        g.heartbeat_timeout = Duration::from_millis(self.heartbeat_timeout_ms);
+        g.max_instances = self.max_instances;
+        g.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
+        g.credentials_ttl = Duration::from_secs(self.credentials_ttl_secs);
+        if let Some(secret) = self.secret_bytes()? {
+            g.secret = secret;
+        }
+        Ok(g)
+    }
+
+    pub fn server(&self) -> ServerConfig {
+        ServerConfig {
+            max_payload: self.max_payload,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(argv: &[&str]) -> ServeArgs {
+        Cli::parse_from(std::iter::once("serve").chain(argv.iter().copied())).args
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "port = 4000\nrate_limit_max = 7\n").unwrap();
+        let path = file.to_str().unwrap();
+
+        let s = Settings::load(&args(&["--config", path])).unwrap();
+        assert_eq!((s.port, s.rate_limit_max, s.host.as_str()), (4000, 7, "127.0.0.1"));
+
+        let s = Settings::load(&args(&["--config", path, "--port", "5000"])).unwrap();
+        assert_eq!(s.port, 5000, "a flag beats the file");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_and_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("sb-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "prot = 4000\n").unwrap();
+        let err = Settings::load(&args(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        assert!(Settings::load(&args(&["--secret", "abc"])).is_err());
+        assert!(Settings::load(&args(&["--heartbeat-timeout-ms", "10", "--heartbeat-interval-ms", "20"])).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

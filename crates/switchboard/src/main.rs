@@ -1,0 +1,77 @@
+//! The `switchboard` binary: `serve` runs the server, `platform <name>` runs one platform
+//! worker (the server starts these itself), `config check` validates a configuration.
+
+mod config;
+mod platforms;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Real-time messaging gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (Socket.IO at /sockethub, /health) on the embedded engine.
+    Serve(config::ServeArgs),
+    /// Run one platform worker on stdin/stdout (started by the server).
+    Platform {
+        /// Platform name (see `switchboard serve` banner for the list).
+        name: String,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (file, environment, flags) and print the result.
+    Check(config::ServeArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Logs go to stderr: a worker's stdout is its pipe to the server.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging("info");
+            let settings = config::Settings::load(&args)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run(settings))
+        }
+        Command::Platform { name } => {
+            init_logging("warn");
+            // One thread is plenty for a worker and keeps its memory small.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(platforms::run_worker(&name))
+        }
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => {
+            let settings = config::Settings::load(&args)?;
+            println!("{}", settings.describe());
+            Ok(())
+        }
+    }
+}

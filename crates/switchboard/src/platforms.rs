@@ -1,0 +1,23 @@
+//! The platforms compiled into this binary. Adding a platform: depend on its crate and add
+//! a line to both functions below.
+
+use anyhow::{Result, bail};
+use switchboard_platform::{Platform, worker};
+use switchboard_platform_dummy::Dummy;
+use switchboard_protocol::Manifest;
+
+/// Manifests of every available platform, in registry order.
+pub fn manifests() -> Vec<Manifest> {
+    vec![Dummy::manifest()]
+}
+
+/// Run platform `name` as a worker on stdin/stdout.
+pub async fn run_worker(name: &str) -> Result<()> {
+    match name {
+        "dummy" => Ok(worker::run::<Dummy>().await?),
+        other => bail!(
+            "unknown platform {other:?} (available: {})",
+            manifests().iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}

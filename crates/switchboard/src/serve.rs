@@ -1,0 +1,49 @@
+//! `switchboard serve`: build the engine and gateway, bind, print the banner, serve until
+//! SIGINT/SIGTERM, then stop every worker process before exiting.
+
+use anyhow::{Context, Result};
+use switchboard_engine::Engine;
+use switchboard_gateway::Gateway;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::platforms;
+
+pub async fn run(settings: Settings) -> Result<()> {
+    let engine = Engine::embedded();
+    let gateway = Gateway::new(
+        settings.gateway()?,
+        engine,
+        platforms::manifests(),
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let addr = listener.local_addr()?;
+    // The first stdout line is the banner; scripts and tests read the address from it.
+    println!(
+        "switchboard {} listening on http://{addr} (socket.io path /sockethub; engine: {}; platforms: {})",
+        env!("CARGO_PKG_VERSION"),
+        gateway.engine_name(),
+        gateway.platform_names().join(", ")
+    );
+    tracing::info!(%addr, stages = ?gateway.stage_names(), "serving");
+
+    switchboard_server::serve(listener, gateway.clone(), settings.server(), shutdown_signal()).await?;
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
