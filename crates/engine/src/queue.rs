@@ -54,7 +54,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Exponential backoff after the `attempt`-th failure, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.base_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)

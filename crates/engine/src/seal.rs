@@ -59,13 +59,7 @@ impl SealKey {
         let nonce = Nonce::generate();
         let ct = self
             .cipher
-            .encrypt(
-                &nonce,
-                aes_gcm::aead::Payload {
-                    msg: plain,
-                    aad,
-                },
-            )
+            .encrypt(&nonce, aes_gcm::aead::Payload { msg: plain, aad })
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(nonce.as_slice());
@@ -94,7 +88,10 @@ mod tests {
     fn round_trip_and_tamper_detection() {
         let key = SealKey::derive(b"root secret", Some(b"session"), "credentials");
         let sealed = key.seal(b"aad", b"hunter2");
-        assert!(!sealed.windows(7).any(|w| w == b"hunter2"), "plaintext leaked");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"hunter2"),
+            "plaintext leaked"
+        );
         assert_eq!(key.open(b"aad", &sealed).unwrap(), b"hunter2");
 
         let mut bad = sealed.to_vec();

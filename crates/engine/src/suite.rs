@@ -55,7 +55,9 @@ pub async fn broker(b: &dyn Broker) {
     );
 
     drop(s2);
-    b.publish(&ch, Bytes::from_static(b"after drop")).await.unwrap();
+    b.publish(&ch, Bytes::from_static(b"after drop"))
+        .await
+        .unwrap();
     assert_eq!(
         recv_within(&mut s1, 2000).await,
         Some(Recv::Message(Bytes::from_static(b"after drop")))
@@ -75,7 +77,10 @@ pub async fn broker(b: &dyn Broker) {
             other => panic!("a lagging subscriber must end with Lagged, got {other:?}"),
         }
     }
-    assert!(got <= SUBSCRIBER_BUFFER, "lagging subscriber buffered {got} messages");
+    assert!(
+        got <= SUBSCRIBER_BUFFER,
+        "lagging subscriber buffered {got} messages"
+    );
 }
 
 /// JobQueue: FIFO, exclusivity of reservations, ack, retry with backoff, dead letters,
@@ -83,7 +88,10 @@ pub async fn broker(b: &dyn Broker) {
 pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
     let name = unique("q");
     assert!(
-        q.reserve(&name, Duration::from_millis(20)).await.unwrap().is_none(),
+        q.reserve(&name, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_none(),
         "an empty queue reserves nothing"
     );
 
@@ -91,12 +99,26 @@ pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
     q.push(&name, "b", Bytes::from_static(b"B")).await.unwrap();
     assert_eq!(q.len(&name).await.unwrap(), 2);
 
-    let a = q.reserve(&name, Duration::ZERO).await.unwrap().expect("job a");
-    assert_eq!((a.job_id.as_str(), &a.payload[..], a.attempt), ("a", &b"A"[..], 1));
-    let b = q.reserve(&name, Duration::ZERO).await.unwrap().expect("job b");
+    let a = q
+        .reserve(&name, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("job a");
+    assert_eq!(
+        (a.job_id.as_str(), &a.payload[..], a.attempt),
+        ("a", &b"A"[..], 1)
+    );
+    let b = q
+        .reserve(&name, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("job b");
     assert_eq!(b.job_id, "b", "jobs come out in push order");
     assert!(
-        q.reserve(&name, Duration::from_millis(20)).await.unwrap().is_none(),
+        q.reserve(&name, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_none(),
         "a reserved job is not handed out twice"
     );
 
@@ -105,7 +127,12 @@ pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
 
     // Retry: b comes back after its backoff with the attempt counted.
     let outcome = q.nack(&name, b.tag).await.unwrap();
-    assert_eq!(outcome, NackOutcome::Retrying { after: policy.backoff(1) });
+    assert_eq!(
+        outcome,
+        NackOutcome::Retrying {
+            after: policy.backoff(1)
+        }
+    );
     let again = q
         .reserve(&name, policy.backoff(1) + Duration::from_secs(2))
         .await
@@ -127,7 +154,10 @@ pub async fn queue(q: &dyn JobQueue, policy: RetryPolicy) {
             }
         }
     }
-    assert_eq!(d.attempt, policy.max_attempts, "dead-lettered after max attempts");
+    assert_eq!(
+        d.attempt, policy.max_attempts,
+        "dead-lettered after max attempts"
+    );
     let dead = q.dead_letters(&name).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].job_id, "b");
@@ -160,7 +190,9 @@ pub async fn credentials(s: &dyn CredentialStore) {
     let b = unique("session-b");
     let long = Duration::from_secs(600);
 
-    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-1"), long).await.unwrap();
+    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-1"), long)
+        .await
+        .unwrap();
     assert_eq!(
         s.get(&a, "irc:alice").await.unwrap(),
         Some(Bytes::from_static(b"sealed-1"))
@@ -171,20 +203,39 @@ pub async fn credentials(s: &dyn CredentialStore) {
         "another session must not see the blob"
     );
 
-    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-2"), long).await.unwrap();
+    s.put(&a, "irc:alice", Bytes::from_static(b"sealed-2"), long)
+        .await
+        .unwrap();
     assert_eq!(
         s.get(&a, "irc:alice").await.unwrap(),
         Some(Bytes::from_static(b"sealed-2")),
         "put replaces"
     );
 
-    s.put(&a, "short", Bytes::from_static(b"x"), Duration::from_millis(50)).await.unwrap();
+    s.put(
+        &a,
+        "short",
+        Bytes::from_static(b"x"),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(s.get(&a, "short").await.unwrap(), None, "entries expire after their TTL");
+    assert_eq!(
+        s.get(&a, "short").await.unwrap(),
+        None,
+        "entries expire after their TTL"
+    );
 
-    s.put(&b, "xmpp:bob", Bytes::from_static(b"y"), long).await.unwrap();
+    s.put(&b, "xmpp:bob", Bytes::from_static(b"y"), long)
+        .await
+        .unwrap();
     assert!(s.delete_session(&a).await.unwrap() >= 1);
-    assert_eq!(s.get(&a, "irc:alice").await.unwrap(), None, "delete_session forgets all");
+    assert_eq!(
+        s.get(&a, "irc:alice").await.unwrap(),
+        None,
+        "delete_session forgets all"
+    );
     assert_eq!(
         s.get(&b, "xmpp:bob").await.unwrap(),
         Some(Bytes::from_static(b"y")),

@@ -29,7 +29,11 @@ impl Keys {
 
     /// The key for one session's credentials.
     pub fn session(&self, session_secret: &[u8]) -> SealKey {
-        SealKey::derive(&self.root, Some(session_secret), "switchboard credentials v1")
+        SealKey::derive(
+            &self.root,
+            Some(session_secret),
+            "switchboard credentials v1",
+        )
     }
 
     /// A short keyed digest of `parts`, used for instance keys and credential scopes.

@@ -134,7 +134,11 @@ impl Session {
             Verdict::Allow => true,
             Verdict::BlockedNow => {
                 tracing::warn!(session = %self.inner.id, "rate limit exceeded");
-                let _ = self.inner.push.send(Push::Error(server_error(RATE_LIMITED))).await;
+                let _ = self
+                    .inner
+                    .push
+                    .send(Push::Error(server_error(RATE_LIMITED)))
+                    .await;
                 false
             }
             Verdict::Blocked => false,
@@ -164,7 +168,12 @@ impl Session {
             _ if !raw.is_object() => {
                 return Some(error_reply(&raw, "activity object must be an object."));
             }
-            _ => return Some(error_reply(&raw, "activity object must have an id property.")),
+            _ => {
+                return Some(error_reply(
+                    &raw,
+                    "activity object must have an id property.",
+                ));
+            }
         };
         let mut objects = lock(&self.inner.objects);
         let mut next = HashMap::clone(&objects);
@@ -284,9 +293,11 @@ impl Session {
             };
         }
         let has_secret = req.credentials.as_ref().is_some_and(|c| {
-            ["password", "token"]
-                .iter()
-                .any(|k| c.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+            ["password", "token"].iter().any(|k| {
+                c.get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            })
         });
         let keys = &self.inner.gw.keys;
         let scope = match (&req.credentials, has_secret) {
@@ -313,7 +324,9 @@ impl Session {
         let gw = &self.inner.gw;
         match gw.engine.credentials.delete_session(&self.inner.id).await {
             Ok(n) => tracing::info!(session = %self.inner.id, credentials = n, "session closed"),
-            Err(e) => tracing::error!(session = %self.inner.id, error = %e, "cannot delete credentials"),
+            Err(e) => {
+                tracing::error!(session = %self.inner.id, error = %e, "cannot delete credentials")
+            }
         }
         gw.pool.detach(&self.inner.id);
         if let Some(listener) = lock(&self.inner.listener).take() {
@@ -357,7 +370,9 @@ async fn listen(
             Recv::Lagged => {
                 tracing::warn!(%session, "session fell behind its messages; closing");
                 let _ = push
-                    .send(Push::Close(server_error("too many undelivered messages; connection closed")))
+                    .send(Push::Close(server_error(
+                        "too many undelivered messages; connection closed",
+                    )))
                     .await;
                 return;
             }

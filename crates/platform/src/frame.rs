@@ -144,7 +144,10 @@ mod tests {
             error: Some("Error: boom".into()),
         };
         let text = serde_json::to_string(&f).unwrap();
-        assert_eq!(text, r#"{"frame":"result","id":"j1","error":"Error: boom"}"#);
+        assert_eq!(
+            text,
+            r#"{"frame":"result","id":"j1","error":"Error: boom"}"#
+        );
         let back: FromWorker = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, FromWorker::Result { error: Some(e), .. } if e == "Error: boom"));
     }

@@ -22,7 +22,10 @@ pub struct Job {
 impl Job {
     /// The activity's `type` (the verb).
     pub fn verb(&self) -> &str {
-        self.activity.get("type").and_then(Value::as_str).unwrap_or("")
+        self.activity
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -72,12 +75,20 @@ impl WorkerContext {
     /// Report a problem that ends this instance: the server tells every attached session and
     /// stops the worker.
     pub async fn fatal(&self, error: impl Into<String>) {
-        let _ = self.out.send(FromWorker::Fatal { error: error.into() }).await;
+        let _ = self
+            .out
+            .send(FromWorker::Fatal {
+                error: error.into(),
+            })
+            .await;
     }
 
     /// A boolean server setting (false when absent).
     pub fn setting(&self, key: &str) -> bool {
-        self.settings.get(key).and_then(Value::as_bool).unwrap_or(false)
+        self.settings
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 }
 
@@ -92,7 +103,8 @@ pub trait Platform: Send + Sync + Sized + 'static {
 
     /// Run one job. `Ok(Some(v))` replies with `v`, `Ok(None)` replies with the request
     /// itself, `Err(e)` replies with the request plus `error: e`.
-    fn handle(&self, job: Job) -> impl Future<Output = Result<Option<Value>, PlatformError>> + Send;
+    fn handle(&self, job: Job)
+    -> impl Future<Output = Result<Option<Value>, PlatformError>> + Send;
 
     /// Called before a clean exit (server shutdown, instance reaped): close connections.
     fn shutdown(&self) -> impl Future<Output = ()> + Send {

@@ -6,11 +6,13 @@
 //! shuts the platform down and exits: a worker never outlives its server.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::net::unix::pipe;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
@@ -29,7 +31,8 @@ pub enum WorkerError {
 /// Run platform `P` against the server on stdin/stdout until the server goes away or asks
 /// the worker to stop.
 pub async fn run<P: Platform>() -> Result<(), WorkerError> {
-    let mut input = frame::reader::<_, ToWorker>(tokio::io::stdin());
+    let (stdin, stdout) = stdio_pipes()?;
+    let mut input = frame::reader::<_, ToWorker>(stdin);
     let (instance, heartbeat_ms, settings) = match input.next().await {
         Some(Ok(ToWorker::Init {
             instance,
@@ -43,7 +46,7 @@ pub async fn run<P: Platform>() -> Result<(), WorkerError> {
     let span = tracing::info_span!("worker", platform = manifest.name, %instance);
     let _enter = span.enter();
 
-    let (out_tx, writer) = frame::spawn_writer::<_, FromWorker>(tokio::io::stdout(), 256);
+    let (out_tx, writer) = frame::spawn_writer::<_, FromWorker>(stdout, 256);
     let ctx = WorkerContext {
         instance,
         settings,
@@ -119,6 +122,18 @@ pub async fn run<P: Platform>() -> Result<(), WorkerError> {
     // Results already queued still reach the server before the process exits.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())
+}
+
+/// stdin and stdout as non-blocking pipes on the runtime's reactor. (tokio's own
+/// `stdin()`/`stdout()` go through the blocking thread pool, a thread hop per read and write,
+/// which would dominate a job's round trip.)
+fn stdio_pipes() -> std::io::Result<(pipe::Receiver, pipe::Sender)> {
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
+    Ok((
+        pipe::Receiver::from_owned_fd(stdin)?,
+        pipe::Sender::from_owned_fd(stdout)?,
+    ))
 }
 
 fn insert(map: &Mutex<HashMap<String, AbortHandle>>, id: String, h: AbortHandle) {

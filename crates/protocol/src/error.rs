@@ -12,11 +12,15 @@ pub enum ProtocolError {
     NoType,
     #[error("activity stream must contain an actor property.")]
     NoActor,
-    #[error("platform context URL not registered with this Sockethub instance. No platform @context values were provided.")]
+    #[error(
+        "platform context URL not registered with this Sockethub instance. No platform @context values were provided."
+    )]
     NoPlatformContext,
     #[error("platform context URL not registered with this Sockethub instance. Multiple platform @context values were provided: {}.", .0.join(", "))]
     MultiplePlatformContexts(Vec<String>),
-    #[error("platform context URL not registered with this Sockethub instance. Unregistered platform @context value: {0}")]
+    #[error(
+        "platform context URL not registered with this Sockethub instance. Unregistered platform @context value: {0}"
+    )]
     UnregisteredContext(String),
     #[error("credential activity streams must have credentials set as type")]
     CredentialsType,

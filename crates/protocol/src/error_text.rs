@@ -64,7 +64,9 @@ fn message(kind: &ValidationErrorKind) -> (String, Option<String>) {
         K::MaxItems { limit } => (format!("must NOT have more than {limit} items"), None),
         K::MinLength { limit } => (format!("must NOT have fewer than {limit} characters"), None),
         K::MaxLength { limit } => (format!("must NOT have more than {limit} characters"), None),
-        K::MinProperties { limit } => (format!("must NOT have fewer than {limit} properties"), None),
+        K::MinProperties { limit } => {
+            (format!("must NOT have fewer than {limit} properties"), None)
+        }
         K::MaxProperties { limit } => (format!("must NOT have more than {limit} properties"), None),
         K::Minimum { limit } => (format!("must be >= {limit}"), None),
         K::Maximum { limit } => (format!("must be <= {limit}"), None),
@@ -134,7 +136,9 @@ pub fn describe<'a>(
     let mut best: Option<(&Failure, usize)> = None;
     for f in &all {
         let mut segments = f.path.split('/').skip(1);
-        let Some(part) = segments.next() else { continue };
+        let Some(part) = segments.next() else {
+            continue;
+        };
         if !matches!(part, "actor" | "target" | "object") {
             continue;
         }
@@ -179,5 +183,9 @@ pub fn describe<'a>(
 }
 
 fn where_(path: &str) -> &str {
-    if path.is_empty() { "activity stream" } else { path }
+    if path.is_empty() {
+        "activity stream"
+    } else {
+        path
+    }
 }

@@ -107,8 +107,10 @@ mod tests {
 
     #[test]
     fn expands_shorthands() {
-        let out = norm(json!({"@context": [], "type": "echo", "actor": "me", "target": ["a"], "object": "hi"}))
-            .unwrap();
+        let out = norm(
+            json!({"@context": [], "type": "echo", "actor": "me", "target": ["a"], "object": "hi"}),
+        )
+        .unwrap();
         assert_eq!(out["actor"], json!({"id": "me"}));
         assert_eq!(out["target"], json!([{"id": "a"}]));
         assert_eq!(out["object"], json!({"content": "hi"}));
@@ -117,7 +119,10 @@ mod tests {
     #[test]
     fn expands_declared_objects() {
         let mut objects = HashMap::new();
-        objects.insert("me".to_owned(), json!({"id": "me", "type": "person", "name": "Me"}));
+        objects.insert(
+            "me".to_owned(),
+            json!({"id": "me", "type": "person", "name": "Me"}),
+        );
         let out = normalize(
             &json!({"@context": [], "type": "echo", "actor": "me"}),
             |_| true,
@@ -129,7 +134,10 @@ mod tests {
 
     #[test]
     fn promotes_legacy_context_for_known_platforms_only() {
-        let out = norm(json!({"context": "dummy", "type": "echo", "actor": {"id": "a", "type": "person"}})).unwrap();
+        let out = norm(
+            json!({"context": "dummy", "type": "echo", "actor": {"id": "a", "type": "person"}}),
+        )
+        .unwrap();
         assert_eq!(out["@context"], context::canonical("dummy"));
         assert!(out.get("context").is_none());
         assert_eq!(

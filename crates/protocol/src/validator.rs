@@ -151,7 +151,11 @@ impl Validator {
     }
 }
 
-fn check(schema: &jsonschema::Validator, platform: &str, activity: &Value) -> Result<(), ProtocolError> {
+fn check(
+    schema: &jsonschema::Validator,
+    platform: &str,
+    activity: &Value,
+) -> Result<(), ProtocolError> {
     if schema.is_valid(activity) {
         return Ok(());
     }
@@ -235,7 +239,11 @@ mod tests {
     fn unregistered_contexts_are_named() {
         let v = validator();
         let mut a = activity("dummy", "echo");
-        a["@context"] = json!([AS, SOCKETHUB, "https://sockethub.org/ns/context/platform/nope/v1.jsonld"]);
+        a["@context"] = json!([
+            AS,
+            SOCKETHUB,
+            "https://sockethub.org/ns/context/platform/nope/v1.jsonld"
+        ]);
         assert_eq!(
             err(&v, a.clone()),
             "platform context URL not registered with this Sockethub instance. Unregistered platform @context value: https://sockethub.org/ns/context/platform/nope/v1.jsonld"
@@ -257,7 +265,10 @@ mod tests {
         let v = validator();
         let mut a = activity("dummy", "echo");
         a["actor"] = json!({"type": "person"});
-        assert_eq!(err(&v, a), "[dummy] /actor: must have required property 'id'");
+        assert_eq!(
+            err(&v, a),
+            "[dummy] /actor: must have required property 'id'"
+        );
 
         let mut a = activity("dummy", "echo");
         a["actor"] = json!(42);
@@ -282,11 +293,17 @@ mod tests {
 
         let mut a = activity("dummy", "echo");
         a["published"] = json!("yesterday");
-        assert_eq!(err(&v, a), "[dummy] /published: must match format \"date-time\"");
+        assert_eq!(
+            err(&v, a),
+            "[dummy] /published: must match format \"date-time\""
+        );
 
         let mut a = activity("dummy", "echo");
         a["@context"] = json!([AS, context::platform_url("dummy")]);
-        assert_eq!(err(&v, a), "[dummy] /@context: must contain at least 1 valid item(s)");
+        assert_eq!(
+            err(&v, a),
+            "[dummy] /@context: must contain at least 1 valid item(s)"
+        );
     }
 
     #[test]

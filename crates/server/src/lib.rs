@@ -55,8 +55,10 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
+        // Stop accepting at once; close the live Socket.IO connections alongside, since
+        // axum waits for every connection to end.
         tracing::info!("shutting down: closing client connections");
-        closing.close().await;
+        tokio::spawn(async move { closing.close().await });
     })
     .await
 }

@@ -104,19 +104,22 @@ async fn on_connect(s: SocketRef, gateway: Gateway) {
     tokio::spawn(deliver(s.clone(), pushes));
 
     let sess = session.clone();
-    s.on("schemas", move |data: TryData<Value>, ack: MaybeAck, s: SocketRef| {
-        let ticket = sess.ticket();
-        let sess = sess.clone();
-        async move {
-            let known = data.0.ok().and_then(|v| v.as_str().map(str::to_owned));
-            let reply = sess.schemas(ticket, known.as_deref()).await;
-            if ack.wanted {
-                ack.send(&reply);
-            } else {
-                let _ = s.emit("schemas", &reply);
+    s.on(
+        "schemas",
+        move |data: TryData<Value>, ack: MaybeAck, s: SocketRef| {
+            let ticket = sess.ticket();
+            let sess = sess.clone();
+            async move {
+                let known = data.0.ok().and_then(|v| v.as_str().map(str::to_owned));
+                let reply = sess.schemas(ticket, known.as_deref()).await;
+                if ack.wanted {
+                    ack.send(&reply);
+                } else {
+                    let _ = s.emit("schemas", &reply);
+                }
             }
-        }
-    });
+        },
+    );
 
     let sess = session.clone();
     s.on("credentials", move |data: TryData<Value>, ack: MaybeAck| {
@@ -129,28 +132,34 @@ async fn on_connect(s: SocketRef, gateway: Gateway) {
     });
 
     let sess = session.clone();
-    s.on("message", move |data: TryData<Value>, ack: MaybeAck, s: SocketRef| {
-        let ticket = sess.ticket();
-        let sess = sess.clone();
-        async move {
-            let reply = sess.message(ticket, payload(data)).await;
-            if ack.wanted {
-                ack.send(&reply);
-            } else {
-                let _ = s.emit("message", &reply);
+    s.on(
+        "message",
+        move |data: TryData<Value>, ack: MaybeAck, s: SocketRef| {
+            let ticket = sess.ticket();
+            let sess = sess.clone();
+            async move {
+                let reply = sess.message(ticket, payload(data)).await;
+                if ack.wanted {
+                    ack.send(&reply);
+                } else {
+                    let _ = s.emit("message", &reply);
+                }
             }
-        }
-    });
+        },
+    );
 
     let sess = session.clone();
-    s.on("activity-object", move |data: TryData<Value>, ack: MaybeAck| {
-        let ticket = sess.ticket();
-        let sess = sess.clone();
-        async move {
-            let reply = sess.activity_object(ticket, payload(data)).await;
-            ack.send(&reply.unwrap_or(Value::Null));
-        }
-    });
+    s.on(
+        "activity-object",
+        move |data: TryData<Value>, ack: MaybeAck| {
+            let ticket = sess.ticket();
+            let sess = sess.clone();
+            async move {
+                let reply = sess.activity_object(ticket, payload(data)).await;
+                ack.send(&reply.unwrap_or(Value::Null));
+            }
+        },
+    );
 
     s.on_disconnect(move || {
         let session: Session = session.clone();

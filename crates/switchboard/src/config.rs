@@ -51,6 +51,8 @@ settings! {
     host: String = "127.0.0.1".into(), env = "SWITCHBOARD_HOST";
     /// Port to listen on (0 picks a free one; the banner says which).
     port: u16 = 10550, env = "SWITCHBOARD_PORT";
+    /// Runtime threads: 1 (one thread, lowest latency), 0 (one per core), or N.
+    threads: usize = 1, env = "SWITCHBOARD_THREADS";
     /// Largest activity accepted, in bytes.
     max_payload: usize = 256 * 1024, env = "SWITCHBOARD_MAX_PAYLOAD";
     /// Milliseconds a platform has to answer a request.
@@ -181,7 +183,10 @@ mod tests {
         let path = file.to_str().unwrap();
 
         let s = Settings::load(&args(&["--config", path])).unwrap();
-        assert_eq!((s.port, s.rate_limit_max, s.host.as_str()), (4000, 7, "127.0.0.1"));
+        assert_eq!(
+            (s.port, s.rate_limit_max, s.host.as_str()),
+            (4000, 7, "127.0.0.1")
+        );
 
         let s = Settings::load(&args(&["--config", path, "--port", "5000"])).unwrap();
         assert_eq!(s.port, 5000, "a flag beats the file");
@@ -197,7 +202,15 @@ mod tests {
         let err = Settings::load(&args(&["--config", file.to_str().unwrap()])).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         assert!(Settings::load(&args(&["--secret", "abc"])).is_err());
-        assert!(Settings::load(&args(&["--heartbeat-timeout-ms", "10", "--heartbeat-interval-ms", "20"])).is_err());
+        assert!(
+            Settings::load(&args(&[
+                "--heartbeat-timeout-ms",
+                "10",
+                "--heartbeat-interval-ms",
+                "20"
+            ]))
+            .is_err()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -17,7 +17,11 @@ pub async fn run_worker(name: &str) -> Result<()> {
         "dummy" => Ok(worker::run::<Dummy>().await?),
         other => bail!(
             "unknown platform {other:?} (available: {})",
-            manifests().iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+            manifests()
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

@@ -30,7 +30,13 @@ pub async fn run(settings: Settings) -> Result<()> {
     );
     tracing::info!(%addr, stages = ?gateway.stage_names(), "serving");
 
-    switchboard_server::serve(listener, gateway.clone(), settings.server(), shutdown_signal()).await?;
+    switchboard_server::serve(
+        listener,
+        gateway.clone(),
+        settings.server(),
+        shutdown_signal(),
+    )
+    .await?;
     gateway.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -38,7 +44,10 @@ pub async fn run(settings: Settings) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -64,7 +64,10 @@ impl Request {
     }
 
     pub fn verb(&self) -> &str {
-        self.activity.get("type").and_then(Value::as_str).unwrap_or("")
+        self.activity
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }
 

@@ -36,7 +36,10 @@ impl Stage for SizeLimit {
     }
 
     async fn run(&self, req: &mut Request, _: &StageContext<'_>) -> Result<(), Rejection> {
-        let mut counter = Counter { n: 0, max: self.max };
+        let mut counter = Counter {
+            n: 0,
+            max: self.max,
+        };
         if serde_json::to_writer(&mut counter, &req.raw).is_err() {
             return Err(ProtocolError::TooLarge { limit: self.max }.into());
         }

@@ -12,17 +12,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use switchboard_engine::Delivery;
 use switchboard_engine::seal::random_id;
-use switchboard_engine::{Delivery, JobQueue};
 use switchboard_platform::frame::{FromWorker, ToWorker};
 use switchboard_protocol::{Manifest, context, error_reply};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::process::{ProcEvent, Process, exit_text};
+use super::process::{Process, exit_text};
 use super::{PoolShared, Target, lock};
 use crate::wire::{BusMsg, JobEnvelope, session_channel};
 
@@ -31,8 +32,6 @@ struct InFlight {
     tag: u64,
     session: String,
     activity: Value,
-    /// Frees a slot of the concurrency window when the job is answered.
-    _slot: OwnedSemaphorePermit,
 }
 
 enum Control {
@@ -126,32 +125,6 @@ impl Instance {
     }
 }
 
-/// Takes jobs from the queue whenever the concurrency window has room.
-async fn feed(
-    queue: Arc<dyn JobQueue>,
-    name: String,
-    window: Arc<Semaphore>,
-    tx: mpsc::Sender<(Delivery, OwnedSemaphorePermit)>,
-) {
-    loop {
-        let Ok(slot) = window.clone().acquire_owned().await else {
-            return;
-        };
-        match queue.reserve(&name, Duration::from_secs(5)).await {
-            Ok(Some(d)) => {
-                if tx.send((d, slot)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "job queue unavailable; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 /// Everything the instance task works with.
 struct Ctx {
     inst: Arc<Instance>,
@@ -242,7 +215,12 @@ impl Ctx {
         }
     }
 
-    async fn on_frame(&self, frame: FromWorker, last_beat: &mut Instant, fatal: &mut Option<String>) {
+    async fn on_frame(
+        &self,
+        frame: FromWorker,
+        last_beat: &mut Instant,
+        fatal: &mut Option<String>,
+    ) {
         match frame {
             FromWorker::Ready | FromWorker::Heartbeat => *last_beat = Instant::now(),
             FromWorker::Result { id, result, error } => {
@@ -288,6 +266,14 @@ impl Ctx {
     }
 }
 
+/// The next frame from the worker, or never when there is none.
+async fn next_frame(proc: &mut Option<Process>) -> Option<std::io::Result<FromWorker>> {
+    match proc {
+        Some(p) => p.frames.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     inst: Arc<Instance>,
     shared: Arc<PoolShared>,
@@ -298,43 +284,46 @@ async fn run(
         shared: shared.clone(),
     };
     let config = shared.config.clone();
-    let window = Arc::new(Semaphore::new(inst.manifest.concurrency.max(1)));
-    let (jobs_tx, mut jobs) = mpsc::channel(1);
-    let feeder = tokio::spawn(feed(
-        shared.engine.queue.clone(),
-        inst.queue.clone(),
-        window.clone(),
-        jobs_tx,
-    ));
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let queue = shared.engine.queue.clone();
+    let window = inst.manifest.concurrency.max(1);
     let mut proc: Option<Process> = None;
-    let mut generation = 0u64;
     let mut last_beat = Instant::now();
     let mut fatal: Option<String> = None;
     let mut watchdog = tokio::time::interval(config.heartbeat_interval);
     tracing::info!(platform = cx.platform(), "platform instance started");
 
+    // One task does it all (queue, worker pipe, control, heartbeats): every hand-off
+    // between tasks costs a wake-up, and this loop is on every request's path.
     loop {
+        let room = lock(&inst.inflight).len() < window;
         tokio::select! {
-            Some((delivery, slot)) = jobs.recv() => {
+            reserved = queue.reserve(&inst.queue, Duration::from_secs(5)), if room => {
+                let delivery = match reserved {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job queue unavailable; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
                 let job = match shared.keys.open_job(&delivery.job_id, &delivery.payload) {
                     Ok(job) => job,
                     Err(e) => {
-                        // Sealed by another key (a node with a different secret): nobody here
-                        // can answer it, so it goes to the dead letters rather than looping.
+                        // Sealed under another key (a node with a different secret): nobody
+                        // here can answer it, so it goes to the dead letters, not round again.
                         tracing::error!(job = %delivery.job_id, error = %e, "cannot open job");
-                        let _ = shared.engine.queue.nack(&inst.queue, delivery.tag).await;
+                        let _ = queue.nack(&inst.queue, delivery.tag).await;
                         continue;
                     }
                 };
                 if proc.is_none() {
-                    generation += 1;
                     let init = ToWorker::Init {
                         instance: inst.key.clone(),
                         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
                         settings: config.worker_settings.clone(),
                     };
-                    match Process::spawn(&config.worker_command, cx.platform(), generation, init, events_tx.clone()) {
+                    match Process::spawn(&config.worker_command, cx.platform(), init) {
                         Ok(p) => {
                             tracing::info!(pid = p.pid, "worker process started");
                             last_beat = Instant::now();
@@ -355,7 +344,6 @@ async fn run(
                     tag: delivery.tag,
                     session: job.session.clone(),
                     activity: job.activity.clone(),
-                    _slot: slot,
                 });
                 // If the worker is dying the send fails; its exit answers the job.
                 let _ = p.input.send(ToWorker::Job {
@@ -365,27 +353,33 @@ async fn run(
                     credentials: job.credentials,
                 }).await;
             }
-            Some(event) = events.recv() => {
-                let current = proc.as_ref().map(|p| p.generation);
-                match event {
-                    ProcEvent::Frame(g, frame) if Some(g) == current => {
-                        let was_fatal = matches!(frame, FromWorker::Fatal { .. });
-                        cx.on_frame(frame, &mut last_beat, &mut fatal).await;
-                        if was_fatal && let Some(p) = proc.as_mut() { p.kill(); }
-                    }
-                    ProcEvent::Exited(g, status) if Some(g) == current => {
-                        proc = None;
-                        let text = fatal.take().unwrap_or_else(|| exit_text(&status));
-                        tracing::warn!(%status, "worker process exited");
-                        cx.fail_inflight(&text).await;
-                        if inst.manifest.persist {
-                            cx.broadcast_error(&text).await;
-                            break;
-                        }
-                    }
-                    _ => {} // from a process already replaced
+            item = next_frame(&mut proc) => match item {
+                Some(Ok(frame)) => {
+                    let was_fatal = matches!(frame, FromWorker::Fatal { .. });
+                    cx.on_frame(frame, &mut last_beat, &mut fatal).await;
+                    if was_fatal && let Some(p) = proc.as_mut() { p.kill(); }
                 }
-            }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "bad frame from worker; killing it");
+                    if let Some(p) = proc.as_mut() { p.kill(); }
+                }
+                None => {
+                    // The worker closed its end: it is exiting (or was killed).
+                    let Some(mut p) = proc.take() else { continue };
+                    let text = match p.exit(Duration::from_secs(2)).await {
+                        Ok(status) => {
+                            tracing::warn!(%status, "worker process exited");
+                            fatal.take().unwrap_or_else(|| exit_text(&status))
+                        }
+                        Err(e) => format!("Error: session thread closed unexpectedly: {e}"),
+                    };
+                    cx.fail_inflight(&text).await;
+                    if inst.manifest.persist {
+                        cx.broadcast_error(&text).await;
+                        break;
+                    }
+                }
+            },
             Some(control) = control.recv() => match control {
                 Control::Cancel(id) => {
                     let gone = lock(&inst.inflight).remove(&id);
@@ -412,20 +406,26 @@ async fn run(
     // Teardown: no new jobs, the worker asked to stop (then killed), everyone answered.
     inst.stopping.store(true, Ordering::Release);
     shared.forget(&inst);
-    feeder.abort();
     if let Some(mut p) = proc.take() {
         let _ = p.input.try_send(ToWorker::Shutdown);
-        if !wait_exit(&mut events, p.generation, Duration::from_secs(2)).await {
-            p.kill();
-            wait_exit(&mut events, p.generation, Duration::from_secs(2)).await;
+        if let Err(e) = p.exit(Duration::from_secs(2)).await {
+            tracing::warn!(error = %e, "cannot reap worker");
         }
     }
-    cx.fail_inflight(&format!("{} platform instance stopped", cx.platform())).await;
-    match shared.engine.queue.remove(&inst.queue).await {
+    cx.fail_inflight(&format!("{} platform instance stopped", cx.platform()))
+        .await;
+    match queue.remove(&inst.queue).await {
         Ok(left) => {
             for d in left {
                 if let Ok(job) = shared.keys.open_job(&d.job_id, &d.payload) {
-                    let reply = cx.reply(&job.activity, None, Some(format!("{} platform instance stopped before the job ran", cx.platform())));
+                    let reply = cx.reply(
+                        &job.activity,
+                        None,
+                        Some(format!(
+                            "{} platform instance stopped before the job ran",
+                            cx.platform()
+                        )),
+                    );
                     cx.answer(&job.id, &job.session, reply).await;
                 }
             }
@@ -433,20 +433,4 @@ async fn run(
         Err(e) => tracing::warn!(error = %e, "cannot drain queue of stopped instance"),
     }
     tracing::info!("platform instance stopped");
-}
-
-/// Wait for the exit of process `generation`; false on timeout.
-async fn wait_exit(
-    events: &mut mpsc::UnboundedReceiver<ProcEvent>,
-    generation: u64,
-    timeout: Duration,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(ProcEvent::Exited(g, _))) if g == generation => return true,
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => return false,
-        }
-    }
 }

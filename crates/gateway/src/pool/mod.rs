@@ -141,7 +141,10 @@ impl Pool {
     /// Stop every instance and wait (bounded) for their processes to exit.
     pub async fn shutdown(&self) {
         self.shared.closing.store(true, Ordering::Release);
-        let all: Vec<Arc<Instance>> = lock(&self.shared.instances).drain().map(|(_, i)| i).collect();
+        let all: Vec<Arc<Instance>> = lock(&self.shared.instances)
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
         for inst in &all {
             inst.stop();
         }

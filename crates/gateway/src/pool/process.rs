@@ -1,40 +1,30 @@
-//! One worker process: spawning it and turning its pipe and exit into events.
+//! One worker process: spawning it, its pipes, and how its exit reads.
 
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::Stream;
 use switchboard_platform::frame::{self, FromWorker, ToWorker};
-use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 use crate::config::WorkerCommand;
 
-/// What a process reports to its instance, tagged with the process generation so events of
-/// a process that was already replaced are recognised.
-#[derive(Debug)]
-pub(crate) enum ProcEvent {
-    Frame(u64, FromWorker),
-    Exited(u64, ExitStatus),
-}
+type Frames = Pin<Box<dyn Stream<Item = std::io::Result<FromWorker>> + Send>>;
 
-/// A running worker process.
+/// A running worker process. Frames to it go through a writer task (so a full pipe never
+/// stalls the instance); frames from it are read by the instance task itself.
 pub(crate) struct Process {
-    pub generation: u64,
     pub pid: Option<u32>,
     pub input: mpsc::Sender<ToWorker>,
-    kill: Option<oneshot::Sender<()>>,
+    pub frames: Frames,
+    child: Child,
 }
 
 impl Process {
-    /// Start `<program> platform <name>`, send it `init`, and forward what it says to
-    /// `events`.
-    pub fn spawn(
-        cmd: &WorkerCommand,
-        platform: &str,
-        generation: u64,
-        init: ToWorker,
-        events: mpsc::UnboundedSender<ProcEvent>,
-    ) -> std::io::Result<Process> {
+    /// Start `<program> platform <name>` and send it `init`.
+    pub fn spawn(cmd: &WorkerCommand, platform: &str, init: ToWorker) -> std::io::Result<Process> {
         let mut child = Command::new(&cmd.program)
             .args(&cmd.args)
             .arg("platform")
@@ -42,58 +32,37 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            // If the server itself dies, the worker sees stdin close and exits; this covers
-            // the server dropping a Process it forgot to stop.
+            // If the server dies, the worker sees stdin close and exits; this covers a
+            // Process dropped without being stopped.
             .kill_on_drop(true)
             .spawn()?;
-        let pid = child.id();
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("worker pipes missing"));
         };
         let (input, _writer) = frame::spawn_writer::<_, ToWorker>(stdin, 1024);
-        // The channel is empty and has capacity, so this cannot fail.
+        // The channel is new and empty, so this cannot fail.
         let _ = input.try_send(init);
-
-        let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let mut frames = frame::reader::<_, FromWorker>(stdout);
-            loop {
-                tokio::select! {
-                    item = frames.next() => match item {
-                        Some(Ok(f)) => { let _ = events.send(ProcEvent::Frame(generation, f)); }
-                        Some(Err(e)) => {
-                            tracing::error!(error = %e, pid, "bad frame from worker; killing it");
-                            let _ = child.start_kill();
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = &mut kill_rx => {
-                        let _ = child.start_kill();
-                        break;
-                    }
-                }
-            }
-            let status = match child.wait().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, pid, "cannot wait for worker");
-                    return;
-                }
-            };
-            let _ = events.send(ProcEvent::Exited(generation, status));
-        });
         Ok(Process {
-            generation,
-            pid,
+            pid: child.id(),
             input,
-            kill: Some(kill_tx),
+            frames: Box::pin(frame::reader::<_, FromWorker>(stdout)),
+            child,
         })
     }
 
     pub fn kill(&mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
+        let _ = self.child.start_kill();
+    }
+
+    /// Wait for the process to end (it closed its stdout or was killed), killing it if it
+    /// lingers past `grace`.
+    pub async fn exit(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                self.kill();
+                self.child.wait().await
+            }
         }
     }
 }

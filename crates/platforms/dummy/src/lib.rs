@@ -128,7 +128,11 @@ mod tests {
     #[tokio::test]
     async fn echo_swaps_actor_and_target() {
         let (ctx, _rx) = test_context(Value::Null);
-        let reply = Dummy::new(ctx).handle(job("echo", "hi")).await.unwrap().unwrap();
+        let reply = Dummy::new(ctx)
+            .handle(job("echo", "hi"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply["actor"], json!({"id": "dummy", "type": "platform"}));
         assert_eq!(reply["target"], json!({"id": "test", "type": "person"}));
         assert_eq!(reply["object"]["content"], "hi");

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs the test peers it needs,
+# checks formatting and lints, builds, runs the Rust tests and the npm client tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- test peers and tools --------------------------------------------------------------
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  log "installing ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+
+log "npm client packages (tests/clients)"
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- Rust --------------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --locked --workspace
+
+# --- real clients against the real binary ------------------------------------------------
+log "npm client tests (socket.io-client, @sockethub/client)"
+cargo build --locked -p switchboard
+(cd tests/clients && SWITCHBOARD_BIN="$PWD/../../target/debug/switchboard" npm test)
