@@ -28,7 +28,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 start_sb() {
   # The bench is one client sending as fast as it can: lift the per-connection rate limit.
-  target/release/switchboard serve --port "$PORT_SB" --rate-limit-max 100000000 >"$OUT/sb.log" 2>&1 &
+  target/release/switchboard serve --port "$PORT_SB" --rate-limit-max 100000000 --max-connections-per-ip 0 >"$OUT/sb.log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID"); wait_port "$PORT_SB"
 }
 start_peer() {

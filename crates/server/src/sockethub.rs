@@ -5,9 +5,12 @@
 //! for one. A `message` sent without an ack gets its reply as a `message` event instead, so
 //! nothing is lost. Server pushes go out as `message` and `error` events.
 //!
-//! Handlers run as separate tasks, so each takes its [`Ticket`](switchboard_gateway::Ticket)
-//! synchronously, in arrival order, before its task starts: the session then processes a
-//! client's events in the order they were sent.
+//! The session is opened and the event handlers registered in a connect *middleware*, which
+//! socketioxide runs before it tells the client it is connected: an event the client sends
+//! the moment it connects always finds its handler. Handlers run as separate tasks, so each
+//! takes its [`Ticket`](switchboard_gateway::Ticket) synchronously, in arrival order, before
+//! its task starts: the session then processes a client's events in the order they were
+//! sent.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use axum::extract::ConnectInfo;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::FromMessageParts;
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
@@ -37,8 +40,16 @@ pub(crate) fn layer(gateway: Gateway, config: &ServerConfig) -> (SocketIoLayer, 
         .ws_max_frame_size(transport_limit)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer();
-    let gw = gateway.clone();
-    io.ns("/", move |s: SocketRef| on_connect(s, gw.clone()));
+    io.ns(
+        "/",
+        announce_refusal.with(move |s: SocketRef| {
+            let gateway = gateway.clone();
+            async move {
+                setup(s, gateway).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }),
+    );
     (layer, io)
 }
 
@@ -91,13 +102,26 @@ fn payload(data: TryData<Value>) -> Value {
     data.0.unwrap_or(Value::Null)
 }
 
-async fn on_connect(s: SocketRef, gateway: Gateway) {
+/// Set on a socket whose session was refused (the connect handler tells the client).
+#[derive(Clone)]
+struct Refused(String);
+
+/// After the client is told it is connected: a refused connection gets Sockethub's `error`
+/// event, then is closed.
+async fn announce_refusal(s: SocketRef) {
+    if let Some(Refused(reason)) = s.extensions.get::<Refused>() {
+        let _ = s.emit("error", &server_error(&reason));
+        let _ = s.disconnect();
+    }
+}
+
+/// Before the client is told it is connected: open the session and register the handlers.
+async fn setup(s: SocketRef, gateway: Gateway) {
     let (session, pushes) = match gateway.open_session(peer_ip(&s)).await {
         Ok(pair) => pair,
         Err(refusal) => {
             tracing::warn!(peer = %peer_ip(&s), "connection refused: {refusal}");
-            let _ = s.emit("error", &server_error(&refusal.to_string()));
-            let _ = s.disconnect();
+            s.extensions.insert(Refused(refusal.to_string()));
             return;
         }
     };

@@ -18,7 +18,7 @@ const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Every test here starts worker processes as children of this test process, and some
 /// count them: they run one at a time.
-static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn config() -> GatewayConfig {
     let mut c = GatewayConfig::new(WorkerCommand {
@@ -124,7 +124,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_session_cannot_use_another_sessions_credentials() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, _) = gateway(config(), persistent(true));
     let (a, _pa) = open(&gw).await;
     let (b, _pb) = open(&gw).await;
@@ -145,7 +145,7 @@ async fn a_session_cannot_use_another_sessions_credentials() {
 
 #[tokio::test]
 async fn credentials_are_sealed_and_deleted_on_disconnect() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, engine) = gateway(config(), persistent(true));
     let (a, _pa) = open(&gw).await;
     a.credentials(a.ticket(), credentials("alice", "hunter2"))
@@ -172,7 +172,7 @@ async fn credentials_are_sealed_and_deleted_on_disconnect() {
 
 #[tokio::test]
 async fn invalid_credentials_are_refused_with_the_schema_error() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, engine) = gateway(config(), persistent(true));
     let (a, _pa) = open(&gw).await;
     let mut bad = credentials("alice", "x");
@@ -192,7 +192,7 @@ async fn invalid_credentials_are_refused_with_the_schema_error() {
 
 #[tokio::test]
 async fn same_secret_shares_one_connection_and_its_results() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, _) = gateway(config(), persistent(true));
     let (a, _pa) = open(&gw).await;
     let (b, mut pb) = open(&gw).await;
@@ -230,7 +230,7 @@ async fn same_secret_shares_one_connection_and_its_results() {
 
 #[tokio::test]
 async fn anonymous_sessions_never_share() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, _) = gateway(config(), persistent(false));
     let (a, _pa) = open(&gw).await;
     let (b, _pb) = open(&gw).await;
@@ -243,7 +243,7 @@ async fn anonymous_sessions_never_share() {
 
 #[tokio::test]
 async fn instance_cap_answers_with_an_error() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let mut c = config();
     c.max_instances = 1;
     let (gw, _) = gateway(c, persistent(false));
@@ -260,7 +260,7 @@ async fn instance_cap_answers_with_an_error() {
 
 #[tokio::test]
 async fn a_silent_worker_is_killed_and_replaced() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let mut c = config();
     c.heartbeat_interval = Duration::from_millis(100);
     c.heartbeat_timeout = Duration::from_millis(600);
@@ -290,7 +290,7 @@ async fn a_silent_worker_is_killed_and_replaced() {
 
 #[tokio::test]
 async fn idle_instances_are_reaped() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let mut c = config();
     c.idle_timeout = Duration::from_millis(300);
     let (gw, _) = gateway(c, Dummy::manifest());
@@ -309,7 +309,7 @@ async fn idle_instances_are_reaped() {
 
 #[tokio::test]
 async fn events_keep_arrival_order_across_credentials_and_messages() {
-    let _serial = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = CHILDREN.lock().await;
     let (gw, _) = gateway(config(), persistent(true));
     let (a, _pa) = open(&gw).await;
     // Tickets taken in order, futures run in reverse: credentials must still come first.

@@ -11,9 +11,12 @@ use tokio::time::Instant;
 use super::lock;
 use crate::{CredentialStore, EngineError};
 
+/// One session's entries: key → (sealed blob, expiry).
+type Entries = HashMap<String, (Bytes, Instant)>;
+
 #[derive(Default)]
 pub struct MemoryCredentialStore {
-    sessions: Mutex<HashMap<String, HashMap<String, (Bytes, Instant)>>>,
+    sessions: Mutex<HashMap<String, Entries>>,
 }
 
 impl MemoryCredentialStore {
