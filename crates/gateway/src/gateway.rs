@@ -9,13 +9,12 @@ use serde_json::{Value, json};
 use switchboard_engine::Engine;
 use switchboard_protocol::registry::Registry;
 use switchboard_protocol::{Manifest, Validator};
-use tokio::sync::mpsc;
 
 use crate::config::GatewayConfig;
 use crate::keys::Keys;
 use crate::pipeline::Pipeline;
 use crate::pool::Pool;
-use crate::session::{Push, Session};
+use crate::session::{Pusher, Session};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -81,11 +80,8 @@ impl Gateway {
         })
     }
 
-    /// A new session for a connection from `peer`, and the stream of pushes for it.
-    pub async fn open_session(
-        &self,
-        peer: IpAddr,
-    ) -> Result<(Session, mpsc::Receiver<Push>), Refusal> {
+    /// A new session for a connection from `peer`; its pushes go to `push`.
+    pub async fn open_session(&self, peer: IpAddr, push: Pusher) -> Result<Session, Refusal> {
         let cap = self.inner.config.max_connections_per_ip;
         {
             let mut per_ip = self.inner.per_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,8 +92,8 @@ impl Gateway {
             *n += 1;
         }
         self.inner.sessions.fetch_add(1, Ordering::Relaxed);
-        match Session::open(self.inner.clone(), peer).await {
-            Ok(pair) => Ok(pair),
+        match Session::open(self.inner.clone(), peer, push).await {
+            Ok(session) => Ok(session),
             Err(e) => {
                 tracing::error!(error = %e, "cannot open session");
                 self.inner.release(peer);

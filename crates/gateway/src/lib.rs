@@ -27,4 +27,4 @@ mod wire;
 pub use config::{GatewayConfig, WorkerCommand};
 pub use gateway::{Gateway, GatewayError, Refusal};
 pub use order::Ticket;
-pub use session::{Push, RATE_LIMITED, Session, server_error};
+pub use session::{Push, Pusher, RATE_LIMITED, Session, server_error};

@@ -1,10 +1,10 @@
 //! One client connection's view of the gateway.
 //!
-//! A session has a random id and secret (its credentials key is derived from the secret and
-//! exists only here), a rate limiter, the activity objects the client declared, and the
-//! requests waiting for a platform's reply. A listener task receives what the platform
+//! A session has a random id and secret (its credentials key is derived from the secret,
+//! which exists only here), a rate limiter, the activity objects the client declared, and
+//! the requests waiting for a platform's reply. A listener task receives what the platform
 //! instances publish on `session:{id}`: replies go to their waiting request, everything else
-//! becomes a [`Push`] for the transport to deliver.
+//! is handed to the transport's [`Pusher`] as a [`Push`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use switchboard_engine::broker::Recv;
-use switchboard_engine::seal::{SealKey, random_bytes, random_id};
+use switchboard_engine::seal::{random_bytes, random_id};
 use switchboard_protocol::{context, error_reply};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::gateway::GatewayInner;
@@ -52,18 +52,24 @@ pub fn server_error(summary: &str) -> Value {
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Value>>>;
 
+/// How a session hands pushes to its transport. Called from the session's listener task;
+/// it must not block (Socket.IO's emit only queues).
+pub type Pusher = Arc<dyn Fn(Push) + Send + Sync>;
+
 struct Inner {
     id: String,
     peer: IpAddr,
     gw: Arc<GatewayInner>,
-    key: SealKey,
+    secret: [u8; 32],
     order: Arc<Turnstile>,
     rate: Mutex<RateLimiter>,
     /// Declared activity objects; replaced wholesale on change so a request can hold a
     /// snapshot across awaits.
     objects: Mutex<Arc<HashMap<String, Value>>>,
     pending: Arc<Pending>,
-    push: mpsc::Sender<Push>,
+    /// Dropped at close: the transport's pusher usually holds the connection, which holds
+    /// the handlers, which hold this session; letting go of it breaks that cycle.
+    push: Mutex<Option<Pusher>>,
     listener: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
 }
@@ -82,12 +88,10 @@ impl Session {
     pub(crate) async fn open(
         gw: Arc<GatewayInner>,
         peer: IpAddr,
-    ) -> Result<(Session, mpsc::Receiver<Push>), switchboard_engine::EngineError> {
+        push: Pusher,
+    ) -> Result<Session, switchboard_engine::EngineError> {
         let id = random_id::<16>();
-        let secret = random_bytes::<32>();
-        let key = gw.keys.session(&secret);
         let subscription = gw.engine.broker.subscribe(&session_channel(&id)).await?;
-        let (push, push_rx) = mpsc::channel(1024);
         let config = &gw.config;
         let inner = Arc::new(Inner {
             rate: Mutex::new(RateLimiter::new(
@@ -97,11 +101,11 @@ impl Session {
             )),
             id,
             peer,
-            key,
+            secret: random_bytes::<32>(),
             order: Arc::default(),
             objects: Mutex::default(),
             pending: Arc::default(),
-            push,
+            push: Mutex::new(Some(push.clone())),
             listener: Mutex::new(None),
             closed: AtomicBool::new(false),
             gw,
@@ -109,13 +113,13 @@ impl Session {
         let listener = tokio::spawn(listen(
             inner.id.clone(),
             subscription,
-            inner.gw.keys.clone(),
+            inner.gw.clone(),
             inner.pending.clone(),
-            inner.push.clone(),
+            push,
         ));
         *lock(&inner.listener) = Some(listener);
         tracing::info!(session = %inner.id, %peer, "session opened");
-        Ok((Session { inner }, push_rx))
+        Ok(Session { inner })
     }
 
     pub fn id(&self) -> &str {
@@ -134,11 +138,10 @@ impl Session {
             Verdict::Allow => true,
             Verdict::BlockedNow => {
                 tracing::warn!(session = %self.inner.id, "rate limit exceeded");
-                let _ = self
-                    .inner
-                    .push
-                    .send(Push::Error(server_error(RATE_LIMITED)))
-                    .await;
+                let push = lock(&self.inner.push).clone();
+                if let Some(push) = push {
+                    push(Push::Error(server_error(RATE_LIMITED)));
+                }
                 false
             }
             Verdict::Blocked => false,
@@ -189,8 +192,9 @@ impl Session {
             validator: &gw.validator,
             objects,
             store: gw.engine.credentials.as_ref(),
-            session_key: &self.inner.key,
             credentials_ttl: gw.config.credentials_ttl,
+            keys: &gw.keys,
+            session_secret: &self.inner.secret,
         }
     }
 
@@ -332,6 +336,7 @@ impl Session {
         if let Some(listener) = lock(&self.inner.listener).take() {
             listener.abort();
         }
+        lock(&self.inner.push).take();
         lock(&self.inner.pending).clear();
         gw.release(self.inner.peer);
     }
@@ -356,29 +361,27 @@ impl Drop for Inner {
     }
 }
 
-/// Route what arrives on `session:{id}` to waiting requests or the push stream.
+/// Route what arrives on `session:{id}` to waiting requests or the transport.
 async fn listen(
     session: String,
     mut sub: switchboard_engine::Subscription,
-    keys: crate::keys::Keys,
+    gw: Arc<GatewayInner>,
     pending: Arc<Pending>,
-    push: mpsc::Sender<Push>,
+    push: Pusher,
 ) {
     loop {
         let bytes = match sub.recv().await {
             Recv::Message(b) => b,
             Recv::Lagged => {
                 tracing::warn!(%session, "session fell behind its messages; closing");
-                let _ = push
-                    .send(Push::Close(server_error(
-                        "too many undelivered messages; connection closed",
-                    )))
-                    .await;
+                push(Push::Close(server_error(
+                    "too many undelivered messages; connection closed",
+                )));
                 return;
             }
             Recv::Closed => return,
         };
-        let msg = match keys.open_bus(&session, &bytes) {
+        let msg = match gw.keys.open_bus(&session, &bytes) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(%session, error = %e, "cannot open session message");
@@ -391,18 +394,14 @@ async fn listen(
                 match waiting {
                     Some(tx) => {
                         if let Err(reply) = tx.send(reply) {
-                            let _ = push.send(Push::Message(reply)).await;
+                            push(Push::Message(reply));
                         }
                     }
                     // Its request timed out already: deliver it rather than lose it.
-                    None => {
-                        let _ = push.send(Push::Message(reply)).await;
-                    }
+                    None => push(Push::Message(reply)),
                 }
             }
-            BusMsg::Push { activity } => {
-                let _ = push.send(Push::Message(activity)).await;
-            }
+            BusMsg::Push { activity } => push(Push::Message(activity)),
         }
     }
 }

@@ -22,9 +22,9 @@ pub(crate) struct JobEnvelope {
     pub credentials: Option<Value>,
 }
 
-/// What travels on `session:{id}`.
+/// What travels on `session:{id}` (externally tagged: cheaper to decode than a tag field).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum BusMsg {
     /// The reply to one of the session's requests.
     Result { job: String, reply: Value },

@@ -74,9 +74,10 @@ where
     (tx, task)
 }
 
-/// Server → worker.
+/// Server → worker. (Externally tagged, `{"job": {…}}`: an internally tagged enum would be
+/// buffered whole before decoding, on every frame.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "frame", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ToWorker {
     /// First frame: who this worker is and how it should behave.
     Init {
@@ -105,7 +106,7 @@ pub enum ToWorker {
 
 /// Worker → server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "frame", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FromWorker {
     /// The worker read its Init frame and is ready for jobs.
     Ready,
@@ -144,16 +145,13 @@ mod tests {
             error: Some("Error: boom".into()),
         };
         let text = serde_json::to_string(&f).unwrap();
-        assert_eq!(
-            text,
-            r#"{"frame":"result","id":"j1","error":"Error: boom"}"#
-        );
+        assert_eq!(text, r#"{"result":{"id":"j1","error":"Error: boom"}}"#);
         let back: FromWorker = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, FromWorker::Result { error: Some(e), .. } if e == "Error: boom"));
     }
 
     #[test]
     fn unknown_frames_are_rejected() {
-        assert!(serde_json::from_str::<ToWorker>(r#"{"frame":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ToWorker>(r#"{"explode":{}}"#).is_err());
     }
 }

@@ -23,8 +23,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
-use switchboard_gateway::{Gateway, Push, Session, server_error};
-use tokio::sync::mpsc;
+use switchboard_gateway::{Gateway, Push, Pusher, Session, server_error};
 
 use crate::ServerConfig;
 
@@ -117,15 +116,14 @@ async fn announce_refusal(s: SocketRef) {
 
 /// Before the client is told it is connected: open the session and register the handlers.
 async fn setup(s: SocketRef, gateway: Gateway) {
-    let (session, pushes) = match gateway.open_session(peer_ip(&s)).await {
-        Ok(pair) => pair,
+    let session = match gateway.open_session(peer_ip(&s), pusher(s.clone())).await {
+        Ok(session) => session,
         Err(refusal) => {
             tracing::warn!(peer = %peer_ip(&s), "connection refused: {refusal}");
             s.extensions.insert(Refused(refusal.to_string()));
             return;
         }
     };
-    tokio::spawn(deliver(s.clone(), pushes));
 
     let sess = session.clone();
     s.on(
@@ -191,20 +189,14 @@ async fn setup(s: SocketRef, gateway: Gateway) {
     });
 }
 
-/// Forward the session's pushes to the client.
-async fn deliver(s: SocketRef, mut pushes: mpsc::Receiver<Push>) {
-    while let Some(push) = pushes.recv().await {
-        let sent = match &push {
-            Push::Message(v) => s.emit("message", v),
-            Push::Error(v) => s.emit("error", v),
-            Push::Close(v) => {
-                let _ = s.emit("error", v);
-                let _ = s.clone().disconnect();
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
+/// Delivers the session's pushes to the client (emit only queues, so this never blocks).
+fn pusher(s: SocketRef) -> Pusher {
+    Arc::new(move |push| match &push {
+        Push::Message(v) => drop(s.emit("message", v)),
+        Push::Error(v) => drop(s.emit("error", v)),
+        Push::Close(v) => {
+            let _ = s.emit("error", v);
+            let _ = s.clone().disconnect();
         }
-    }
+    })
 }

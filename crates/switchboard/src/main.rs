@@ -8,6 +8,12 @@ mod serve;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: a request's many small JSON allocations cost
+/// about a third of the server's CPU under glibc malloc, and mimalloc returns memory of idle
+/// connections more readily.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Real-time messaging gateway")]
 struct Cli {

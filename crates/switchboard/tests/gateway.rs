@@ -4,6 +4,7 @@
 //! client suite in `tests/clients`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -69,15 +70,20 @@ fn credentials(actor: &str, password: &str) -> Value {
     })
 }
 
-async fn open(gw: &Gateway) -> (Session, mpsc::Receiver<Push>) {
-    gw.open_session(LOCAL).await.unwrap()
+async fn open(gw: &Gateway) -> (Session, mpsc::UnboundedReceiver<Push>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let session = gw
+        .open_session(LOCAL, Arc::new(move |p| drop(tx.send(p))))
+        .await
+        .unwrap();
+    (session, rx)
 }
 
 async fn send(s: &Session, activity: Value) -> Value {
     s.message(s.ticket(), activity).await
 }
 
-async fn next_push(rx: &mut mpsc::Receiver<Push>) -> Push {
+async fn next_push(rx: &mut mpsc::UnboundedReceiver<Push>) -> Push {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a push within 5 s")

@@ -31,7 +31,7 @@ impl Stage for Credentials {
             Kind::Credentials => {
                 let object = req.activity.get("object").cloned().unwrap_or(Value::Null);
                 let plain = serde_json::to_vec(&object)?;
-                let sealed = cx.session_key.seal(key.as_bytes(), &plain);
+                let sealed = cx.session_key().seal(key.as_bytes(), &plain);
                 cx.store
                     .put(cx.session_id, &key, sealed, cx.credentials_ttl)
                     .await
@@ -57,7 +57,7 @@ impl Stage for Credentials {
                 match stored {
                     Some(sealed) => {
                         let plain = cx
-                            .session_key
+                            .session_key()
                             .open(key.as_bytes(), &sealed)
                             .map_err(|_| Rejection(format!("invalid credentials for {key}")))?;
                         req.credentials = Some(serde_json::from_slice(&plain)?);

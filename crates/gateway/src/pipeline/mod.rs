@@ -19,6 +19,8 @@ use switchboard_engine::CredentialStore;
 use switchboard_engine::seal::SealKey;
 use switchboard_protocol::{Validator, normalize};
 
+use crate::keys::Keys;
+
 pub use credentials::Credentials;
 pub use schema::{Envelope, PlatformSchema};
 pub use size::SizeLimit;
@@ -78,9 +80,17 @@ pub struct StageContext<'a> {
     /// Activity objects the session declared (for expanding `actor: "id"`).
     pub objects: &'a HashMap<String, Value>,
     pub store: &'a dyn CredentialStore,
-    /// Seals and opens this session's credentials.
-    pub session_key: &'a SealKey,
     pub credentials_ttl: Duration,
+    pub(crate) keys: &'a Keys,
+    pub(crate) session_secret: &'a [u8; 32],
+}
+
+impl StageContext<'_> {
+    /// The key that seals and opens this session's credentials. Derived on use rather than
+    /// kept per connection: it is needed only by credential events and their jobs.
+    pub fn session_key(&self) -> SealKey {
+        self.keys.session(self.session_secret)
+    }
 }
 
 /// A client-facing refusal.
