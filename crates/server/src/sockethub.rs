@@ -38,6 +38,9 @@ pub(crate) fn layer(gateway: Gateway, config: &ServerConfig) -> (SocketIoLayer, 
         .ws_max_message_size(transport_limit)
         .ws_max_frame_size(transport_limit)
         .transports([TransportType::Polling, TransportType::Websocket])
+        // Idle connections dominate memory; a small read buffer (grown on demand for big
+        // messages) saves 3 KB per connection against the 4 KiB default.
+        .ws_read_buffer_size(1024)
         .build_layer();
     io.ns(
         "/",

@@ -1,0 +1,87 @@
+//! The binary's command line: configuration precedence and refusals, as a user sees them.
+
+use std::process::Command;
+
+fn switchboard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+#[test]
+fn config_check_applies_file_then_environment_then_flags() {
+    let dir = std::env::temp_dir().join(format!("sb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        "port = 4000\nrate_limit_max = 7\nmax_instances = 9\n",
+    )
+    .unwrap();
+
+    let out = switchboard()
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .args(["--max-instances", "11"])
+        .env("SWITCHBOARD_RATE_LIMIT_MAX", "8")
+        .env("SWITCHBOARD_MAX_INSTANCES", "10")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("port = 4000"), "file value kept: {text}");
+    assert!(
+        text.contains("rate_limit_max = 8"),
+        "environment beats file: {text}"
+    );
+    assert!(
+        text.contains("max_instances = 11"),
+        "flag beats environment: {text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_secret_is_never_printed() {
+    let secret = "ab".repeat(32);
+    let out = switchboard()
+        .args(["config", "check", "--secret", &secret])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&secret), "{text}");
+    assert!(text.contains("secret = \"(set)\""), "{text}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_reason() {
+    let out = switchboard()
+        .args(["config", "check"])
+        .env("SWITCHBOARD_PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-port"));
+
+    let out = switchboard()
+        .args([
+            "config",
+            "check",
+            "--config",
+            "/nonexistent/switchboard.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn an_unknown_platform_worker_fails_cleanly() {
+    let out = switchboard().args(["platform", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown platform \"nope\""));
+}
