@@ -198,47 +198,42 @@ impl Session {
         }
     }
 
-    /// The `credentials` event: validate and store; the reply echoes the request.
-    pub async fn credentials(&self, ticket: Ticket, raw: Value) -> Value {
+    /// What every activity event does first, in its turn: count against the rate limit and
+    /// run the pipeline. `Err` is the reply that ends the event there.
+    async fn validate(&self, ticket: &Ticket, kind: Kind, raw: &Value) -> Result<Request, Value> {
         ticket.turn().await;
         if !self.admit().await {
-            return error_reply(&raw, RATE_LIMITED);
+            return Err(error_reply(raw, RATE_LIMITED));
         }
         let objects = lock(&self.inner.objects).clone();
         let cx = self.stage_context(&objects);
-        match self
-            .inner
+        self.inner
             .gw
             .pipeline
-            .run(Request::new(Kind::Credentials, raw.clone()), &cx)
+            .run(Request::new(kind, raw.clone()), &cx)
             .await
-        {
+            .map_err(|rejection| error_reply(raw, &rejection.0))
+    }
+
+    /// The `credentials` event: validate and store; the reply echoes the request.
+    pub async fn credentials(&self, ticket: Ticket, raw: Value) -> Value {
+        match self.validate(&ticket, Kind::Credentials, &raw).await {
             Ok(req) => {
                 tracing::info!(session = %self.inner.id, platform = req.platform, "credentials stored");
                 req.activity
             }
-            Err(rejection) => error_reply(&raw, &rejection.0),
+            Err(reply) => reply,
         }
     }
 
     /// The `message` event: validate, queue a job for the platform, and wait for its reply
     /// (or the request timeout).
     pub async fn message(&self, ticket: Ticket, raw: Value) -> Value {
-        ticket.turn().await;
-        if !self.admit().await {
-            return error_reply(&raw, RATE_LIMITED);
-        }
-        let objects = lock(&self.inner.objects).clone();
-        let cx = self.stage_context(&objects);
-        let gw = &self.inner.gw;
-        let req = match gw
-            .pipeline
-            .run(Request::new(Kind::Message, raw.clone()), &cx)
-            .await
-        {
+        let req = match self.validate(&ticket, Kind::Message, &raw).await {
             Ok(req) => req,
-            Err(rejection) => return error_reply(&raw, &rejection.0),
+            Err(reply) => return reply,
         };
+        let gw = &self.inner.gw;
         let Some(platform) = req.platform else {
             return error_reply(&raw, "unable to resolve platform from @context");
         };

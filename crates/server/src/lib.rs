@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 use tower_http::cors::CorsLayer;
@@ -49,6 +50,12 @@ pub async fn serve(
         .layer(layer)
         .layer(CorsLayer::permissive());
     let closing = io.clone();
+    // Replies are small and latency-bound: never hold them back for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

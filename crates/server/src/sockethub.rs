@@ -88,6 +88,15 @@ impl MaybeAck {
             tracing::debug!(error = %e, "ack not delivered (client gone)");
         }
     }
+
+    /// Answer through the ack when the client asked for one, else as an `event`.
+    fn reply(self, s: &SocketRef, event: &'static str, value: &Value) {
+        if self.wanted {
+            self.send(value);
+        } else {
+            let _ = s.emit(event, value);
+        }
+    }
 }
 
 fn peer_ip(s: &SocketRef) -> IpAddr {
@@ -137,11 +146,7 @@ async fn setup(s: SocketRef, gateway: Gateway) {
             async move {
                 let known = data.0.ok().and_then(|v| v.as_str().map(str::to_owned));
                 let reply = sess.schemas(ticket, known.as_deref()).await;
-                if ack.wanted {
-                    ack.send(&reply);
-                } else {
-                    let _ = s.emit("schemas", &reply);
-                }
+                ack.reply(&s, "schemas", &reply);
             }
         },
     );
@@ -164,11 +169,7 @@ async fn setup(s: SocketRef, gateway: Gateway) {
             let sess = sess.clone();
             async move {
                 let reply = sess.message(ticket, payload(data)).await;
-                if ack.wanted {
-                    ack.send(&reply);
-                } else {
-                    let _ = s.emit("message", &reply);
-                }
+                ack.reply(&s, "message", &reply);
             }
         },
     );
