@@ -29,6 +29,9 @@ pub enum GatewayError {
 pub enum Refusal {
     #[error("too many concurrent connections from this address")]
     TooManyConnections,
+    /// The engine could not set the session up (a distributed backend is down).
+    #[error("server unavailable, try again later")]
+    Unavailable,
 }
 
 pub(crate) struct GatewayInner {
@@ -97,7 +100,7 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(error = %e, "cannot open session");
                 self.inner.release(peer);
-                Err(Refusal::TooManyConnections)
+                Err(Refusal::Unavailable)
             }
         }
     }

@@ -366,16 +366,20 @@ async fn run(
                 None => {
                     // The worker closed its end: it is exiting (or was killed).
                     let Some(mut p) = proc.take() else { continue };
+                    // A worker that reported a fatal error already told the sessions why.
+                    let reported = fatal.take();
                     let text = match p.exit(Duration::from_secs(2)).await {
                         Ok(status) => {
                             tracing::warn!(%status, "worker process exited");
-                            fatal.take().unwrap_or_else(|| exit_text(&status))
+                            reported.clone().unwrap_or_else(|| exit_text(&status))
                         }
                         Err(e) => format!("Error: session thread closed unexpectedly: {e}"),
                     };
                     cx.fail_inflight(&text).await;
                     if inst.manifest.persist {
-                        cx.broadcast_error(&text).await;
+                        if reported.is_none() {
+                            cx.broadcast_error(&text).await;
+                        }
                         break;
                     }
                 }
