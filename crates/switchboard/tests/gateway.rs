@@ -328,3 +328,34 @@ async fn events_keep_arrival_order_across_credentials_and_messages() {
     assert_eq!(reply["object"]["content"], "after creds", "{reply}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crash_takes_down_only_its_own_instance() {
+    let _serial = CHILDREN.lock().await;
+    let (gw, _) = gateway(config(), persistent(false));
+    let (a, mut pa) = open(&gw).await;
+    let (b, _pb) = open(&gw).await;
+    send(&a, echo("alice", "x")).await;
+    send(&b, echo("bob", "y")).await;
+    let before = worker_pids();
+    assert_eq!(before.len(), 2);
+
+    let mut crash = echo("alice", "bye");
+    crash["type"] = json!("exit1");
+    let reply = send(&a, crash).await;
+    assert_eq!(reply["error"], "Error: session thread closed unexpectedly: 1");
+    // The persistent instance's session is told its connection is gone.
+    match next_push(&mut pa).await {
+        Push::Message(m) => {
+            assert_eq!(m["type"], "error");
+            assert_eq!(m["actor"], json!({"id": "alice", "type": "service"}));
+        }
+        other => panic!("unexpected push {other:?}"),
+    }
+
+    // Bob's worker is untouched and still answers.
+    assert_eq!(send(&b, echo("bob", "still here")).await["object"]["content"], "still here");
+    let after = worker_pids();
+    assert!(after.iter().any(|p| before.contains(p)), "bob's worker survived");
+    gw.shutdown().await;
+}
