@@ -48,6 +48,7 @@ pub async fn serve(
     let app = Router::new()
         .merge(http::routes(gateway))
         .layer(layer)
+        .layer(axum::middleware::map_request(http::own_request_head))
         .layer(CorsLayer::permissive());
     let closing = io.clone();
     // Replies are small and latency-bound: never hold them back for Nagle's algorithm.

@@ -343,7 +343,10 @@ async fn a_crash_takes_down_only_its_own_instance() {
     let mut crash = echo("alice", "bye");
     crash["type"] = json!("exit1");
     let reply = send(&a, crash).await;
-    assert_eq!(reply["error"], "Error: session thread closed unexpectedly: 1");
+    assert_eq!(
+        reply["error"],
+        "Error: session thread closed unexpectedly: 1"
+    );
     // The persistent instance's session is told its connection is gone.
     match next_push(&mut pa).await {
         Push::Message(m) => {
@@ -354,8 +357,14 @@ async fn a_crash_takes_down_only_its_own_instance() {
     }
 
     // Bob's worker is untouched and still answers.
-    assert_eq!(send(&b, echo("bob", "still here")).await["object"]["content"], "still here");
+    assert_eq!(
+        send(&b, echo("bob", "still here")).await["object"]["content"],
+        "still here"
+    );
     let after = worker_pids();
-    assert!(after.iter().any(|p| before.contains(p)), "bob's worker survived");
+    assert!(
+        after.iter().any(|p| before.contains(p)),
+        "bob's worker survived"
+    );
     gw.shutdown().await;
 }
