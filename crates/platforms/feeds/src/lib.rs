@@ -275,7 +275,11 @@ fn to_post(actor: &Value, e: &Entry) -> Value {
     let (content, html) = match (body, summary) {
         (Some((b, t)), _) => (b.clone(), is_html(&t)),
         (None, Some(s)) => (s.content.clone(), is_html(&s.content_type.to_string())),
-        (None, None) => (String::new(), false),
+        // Media RSS entries (YouTube) carry their text in media:description.
+        (None, None) => match e.media.iter().find_map(|m| m.description.as_ref()) {
+            Some(d) => (d.content.clone(), is_html(&d.content_type.to_string())),
+            None => (String::new(), false),
+        },
     };
     let mut object = Map::new();
     object.insert(
