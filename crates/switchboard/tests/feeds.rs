@@ -155,6 +155,10 @@ async fn since_limit_redirects_gzip_and_conditional_get() {
     let r = send(&s, req).await;
     assert_eq!(r["totalItems"], 2, "entries 24 and 25");
 
+    // A host name goes through the fetcher's pinned resolver (checked addresses only).
+    let r = ok(&s, &format!("http://localhost:{}/atom25", addr.port())).await;
+    assert_eq!(r["totalItems"], 25);
+
     // redirect within the allowed server
     let r = ok(&s, &format!("http://{addr}/redirect")).await;
     assert_eq!(r["summary"], "In Our Time");

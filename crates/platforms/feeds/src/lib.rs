@@ -3,6 +3,10 @@
 //! (RSS 0.9x/1.0/2.0, Atom, JSON Feed, parsed by feed-rs) through the guarded fetcher of
 //! `switchboard-http` and answers with a `collection` of `post` activities.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use feed_rs::model::{Entry, Feed, Text};
 use serde_json::{Map, Value, json};
@@ -15,7 +19,13 @@ const ACCEPT: &str = "application/atom+xml, application/rss+xml, application/fee
 
 pub struct Feeds {
     fetcher: Result<Fetcher, String>,
+    /// The last parse of each recently fetched feed, reused while the body is unchanged
+    /// (a `304` from the fetcher's cache, or the same bytes again).
+    parsed: Mutex<HashMap<String, (Bytes, Arc<Feed>)>>,
 }
+
+/// Parsed feeds kept at most.
+const PARSED_ENTRIES: usize = 64;
 
 impl Platform for Feeds {
     fn manifest() -> Manifest {
@@ -55,6 +65,7 @@ impl Platform for Feeds {
     fn new(ctx: WorkerContext) -> Self {
         Feeds {
             fetcher: Fetcher::new(FetchConfig::from_settings(&ctx.settings)).map_err(|e| e.0),
+            parsed: Mutex::default(),
         }
     }
 
@@ -76,7 +87,26 @@ impl Platform for Feeds {
             .fetch(url, ACCEPT)
             .await
             .map_err(|e| PlatformError::new(e.0))?;
-        let feed = parse(url, &fetched.body, fetched.mime().as_deref())?;
+        let known = self
+            .parsed
+            .lock()
+            .unwrap()
+            .get(url)
+            .filter(|(body, _)| *body == fetched.body)
+            .map(|(_, feed)| feed.clone());
+        let feed = match known {
+            Some(feed) => feed,
+            None => {
+                let feed = Arc::new(parse(url, &fetched.body, fetched.mime().as_deref())?);
+                let mut parsed = self.parsed.lock().unwrap();
+                if parsed.len() >= PARSED_ENTRIES && !parsed.contains_key(url) {
+                    // Crude but bounded: start over rather than track recency.
+                    parsed.clear();
+                }
+                parsed.insert(url.to_owned(), (fetched.body.clone(), feed.clone()));
+                feed
+            }
+        };
         Ok(Some(to_collection(url, &feed, &options)))
     }
 }
