@@ -266,15 +266,15 @@ fn media(e: &Entry) -> Vec<Value> {
             );
             out.push(Value::Object(v));
         }
-        if m.content.is_empty() {
-            if let Some(t) = m.thumbnails.first() {
-                let mut v = Map::new();
-                v.insert("url".into(), t.image.uri.clone().into());
-                v.insert("thumbnail".into(), t.image.uri.clone().into());
-                put(&mut v, "title", text(&m.title));
-                put(&mut v, "description", text(&m.description));
-                out.push(Value::Object(v));
-            }
+        if m.content.is_empty()
+            && let Some(t) = m.thumbnails.first()
+        {
+            let mut v = Map::new();
+            v.insert("url".into(), t.image.uri.clone().into());
+            v.insert("thumbnail".into(), t.image.uri.clone().into());
+            put(&mut v, "title", text(&m.title));
+            put(&mut v, "description", text(&m.description));
+            out.push(Value::Object(v));
         }
     }
     // RSS enclosures surface as links with rel="enclosure".
@@ -304,10 +304,10 @@ fn to_post(actor: &Value, e: &Entry) -> Value {
     let has_body = body.is_some();
     let (content, html) = match (body, summary) {
         (Some((b, t)), _) => (b.clone(), is_html(&t)),
-        (None, Some(s)) => (s.content.clone(), is_html(&s.content_type.to_string())),
+        (None, Some(s)) => (s.content.clone(), is_html(s.content_type.as_ref())),
         // Media RSS entries (YouTube) carry their text in media:description.
         (None, None) => match e.media.iter().find_map(|m| m.description.as_ref()) {
-            Some(d) => (d.content.clone(), is_html(&d.content_type.to_string())),
+            Some(d) => (d.content.clone(), is_html(d.content_type.as_ref())),
             None => (String::new(), false),
         },
     };

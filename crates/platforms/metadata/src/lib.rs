@@ -119,6 +119,7 @@ pub fn extract(html: &str, base: &Url) -> Result<Value, PlatformError> {
     let mut meta: HashMap<String, String> = HashMap::new();
     let mut title_tag: Option<String> = None;
     let mut icon: Option<String> = None;
+    let mut touch_icon: Option<String> = None;
     let mut canonical: Option<String> = None;
     let mut language: Option<String> = None;
     for node in dom.nodes() {
@@ -157,8 +158,8 @@ pub fn extract(html: &str, base: &Url) -> Result<Value, PlatformError> {
                 let rels: Vec<&str> = rel.split_whitespace().collect();
                 if rels.contains(&"icon") && icon.is_none() {
                     icon = href;
-                } else if rels.contains(&"apple-touch-icon") && icon.is_none() {
-                    icon = href;
+                } else if rels.contains(&"apple-touch-icon") && touch_icon.is_none() {
+                    touch_icon = href;
                 } else if rels.contains(&"canonical") && canonical.is_none() {
                     canonical = href;
                 }
@@ -209,7 +210,7 @@ pub fn extract(html: &str, base: &Url) -> Result<Value, PlatformError> {
         "url",
         absolute(get(&["og:url"]).or(canonical)).or_else(|| Some(base.to_string())),
     );
-    put("icon", absolute(icon));
+    put("icon", absolute(icon.or(touch_icon)));
     put("language", get(&["og:locale"]).or(language));
     put("author", get(&["author", "article:author"]));
     put("twitterCard", get(&["twitter:card"]));
