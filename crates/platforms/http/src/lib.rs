@@ -620,6 +620,10 @@ mod tests {
             ),
             ("http://[::ffff:127.0.0.1]:8080/", "::ffff:127.0.0.1"),
             ("http://localhost:9/", ""),
+            // Other spellings of loopback, normalised by the URL parser before the check.
+            ("http://2130706433/", "127.0.0.1"),
+            ("http://0x7f.1/", "127.0.0.1"),
+            ("http://0/", "0.0.0.0"),
         ] {
             let e = f.fetch(url, "*/*").await.unwrap_err().0;
             assert!(e.starts_with("refusing to fetch "), "{url}: {e}");

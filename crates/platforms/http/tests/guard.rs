@@ -170,3 +170,14 @@ async fn conditional_get_reuses_the_cached_body() {
     assert_eq!(&second.body[..], b"versioned body");
     assert_eq!(hits.load(Ordering::SeqCst), 2, "both went to the server");
 }
+
+#[tokio::test]
+async fn https_goes_through_rustls() {
+    // A plain-HTTP server spoken to over https: the TLS stack (ring provider, platform
+    // verifier) runs and the handshake fails cleanly rather than panicking.
+    let (addr, _, _) = setup().await;
+    let f = only(addr);
+    let url = format!("https://{addr}/ok");
+    let e = f.fetch(&url, "*/*").await.unwrap_err();
+    assert!(e.0.starts_with(&format!("error fetching {url}: ")), "{e}");
+}
