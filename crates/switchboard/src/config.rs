@@ -15,7 +15,7 @@ use switchboard_server::ServerConfig;
 
 /// Declares the settings once: the file/struct field, its default, and the flag.
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr, env = $env:literal; )*) => {
+    ($( $(#[doc = $doc:literal])* $(#[arg($($extra:tt)*)])? $field:ident : $ty:ty = $default:expr, env = $env:literal; )*) => {
         /// The effective configuration.
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(deny_unknown_fields, default)]
@@ -35,7 +35,7 @@ macro_rules! settings {
             /// TOML configuration file.
             #[arg(long, env = "SWITCHBOARD_CONFIG")]
             pub config: Option<PathBuf>,
-            $( $(#[doc = $doc])* #[arg(long, env = $env)] pub $field: Option<$ty>, )*
+            $( $(#[doc = $doc])* #[arg(long, env = $env $(, $($extra)*)?)] pub $field: Option<$ty>, )*
         }
 
         impl Settings {
@@ -78,6 +78,14 @@ settings! {
     /// 64 hex digits of root secret for sealing (random per boot when empty; nodes sharing
     /// an engine must share it).
     secret: String = String::new(), env = "SWITCHBOARD_SECRET";
+    /// Let the feeds and metadata platforms fetch from loopback, private, link-local and
+    /// other non-public addresses (trusted setups and tests only). A plain switch on the
+    /// command line; `true`/`false` in the file and the environment.
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    allow_private_network: bool = false, env = "SWITCHBOARD_ALLOW_PRIVATE_NETWORK";
+    /// Milliseconds the feeds and metadata platforms allow for one fetch (all redirects and
+    /// the body).
+    http_timeout_ms: u64 = 15_000, env = "SWITCHBOARD_HTTP_TIMEOUT_MS";
 }
 
 impl Settings {
@@ -102,6 +110,9 @@ impl Settings {
         }
         if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
             bail!("heartbeat_timeout_ms must be longer than heartbeat_interval_ms");
+        }
+        if self.http_timeout_ms == 0 {
+            bail!("http_timeout_ms must be at least 1");
         }
         if self.max_instances == 0 {
             bail!("max_instances must be at least 1");
@@ -148,6 +159,10 @@ impl Settings {
         if let Some(secret) = self.secret_bytes()? {
             g.secret = secret;
         }
+        g.worker_settings = serde_json::json!({
+            "allow_private_network": self.allow_private_network,
+            "http_timeout_ms": self.http_timeout_ms,
+        });
         Ok(g)
     }
 
@@ -211,6 +226,39 @@ mod tests {
             ]))
             .is_err()
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn allow_private_network_switch_and_worker_settings() {
+        let s = Settings::load(&args(&[])).unwrap();
+        assert!(!s.allow_private_network);
+        assert_eq!(
+            s.gateway().unwrap().worker_settings,
+            serde_json::json!({"allow_private_network": false, "http_timeout_ms": 15000})
+        );
+        let s = Settings::load(&args(&["--allow-private-network"])).unwrap();
+        assert!(s.allow_private_network, "a plain switch");
+        assert_eq!(
+            s.gateway().unwrap().worker_settings["allow_private_network"],
+            true
+        );
+        let s = Settings::load(&args(&["--allow-private-network", "false"])).unwrap();
+        assert!(!s.allow_private_network);
+        let s = Settings::load(&args(&["--allow-private-network", "--port", "1"])).unwrap();
+        assert!(s.allow_private_network && s.port == 1);
+
+        let dir = std::env::temp_dir().join(format!("sb-config-apn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            "allow_private_network = true\nhttp_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let s = Settings::load(&args(&["--config", file.to_str().unwrap()])).unwrap();
+        assert!(s.allow_private_network);
+        assert_eq!(s.gateway().unwrap().worker_settings["http_timeout_ms"], 500);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

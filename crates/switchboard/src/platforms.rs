@@ -4,17 +4,21 @@
 use anyhow::{Result, bail};
 use switchboard_platform::{Platform, worker};
 use switchboard_platform_dummy::Dummy;
+use switchboard_platform_feeds::Feeds;
+use switchboard_platform_metadata::Metadata;
 use switchboard_protocol::Manifest;
 
 /// Manifests of every available platform, in registry order.
 pub fn manifests() -> Vec<Manifest> {
-    vec![Dummy::manifest()]
+    vec![Dummy::manifest(), Feeds::manifest(), Metadata::manifest()]
 }
 
 /// Run platform `name` as a worker on stdin/stdout.
 pub async fn run_worker(name: &str) -> Result<()> {
     match name {
         "dummy" => Ok(worker::run::<Dummy>().await?),
+        "feeds" => Ok(worker::run::<Feeds>().await?),
+        "metadata" => Ok(worker::run::<Metadata>().await?),
         other => bail!(
             "unknown platform {other:?} (available: {})",
             manifests()
