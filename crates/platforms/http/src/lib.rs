@@ -25,16 +25,9 @@ use url::{Host, Url};
 pub const DEFAULT_MAX_BYTES: usize = 5 * 1024 * 1024;
 
 /// A failed fetch; the text is what the client sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct FetchError(pub String);
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for FetchError {}
 
 fn err(msg: impl Into<String>) -> FetchError {
     FetchError(msg.into())
