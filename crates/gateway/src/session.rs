@@ -254,7 +254,14 @@ impl Session {
             lock(&self.inner.pending).remove(&job.id);
             return error_reply(&job.activity, &e.to_string());
         }
-        tracing::debug!(session = %self.inner.id, job = %job.id, platform, "job queued");
+        tracing::debug!(
+            session = %self.inner.id,
+            job = %job.id,
+            message = job.activity.get("id").and_then(Value::as_str).unwrap_or(""),
+            platform,
+            verb = job.activity.get("type").and_then(Value::as_str).unwrap_or(""),
+            "job queued"
+        );
         // The next event may go ahead while this one waits for the platform.
         drop(ticket);
 
