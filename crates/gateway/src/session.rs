@@ -257,9 +257,9 @@ impl Session {
         tracing::debug!(
             session = %self.inner.id,
             job = %job.id,
-            message = job.activity.get("id").and_then(Value::as_str).unwrap_or(""),
+            message = job.activity.get("id").and_then(serde_json::Value::as_str).unwrap_or(""),
             platform,
-            verb = job.activity.get("type").and_then(Value::as_str).unwrap_or(""),
+            verb = job.activity.get("type").and_then(serde_json::Value::as_str).unwrap_or(""),
             "job queued"
         );
         // The next event may go ahead while this one waits for the platform.
