@@ -41,14 +41,6 @@ async fn ok(s: &switchboard_gateway::Session, url: &str) -> Value {
     reply
 }
 
-async fn error(s: &switchboard_gateway::Session, activity: Value) -> String {
-    let reply = send(s, activity).await;
-    reply["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an error reply: {reply}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn fixture_feeds_of_every_format() {
     let (addr, _) = serve().await;

@@ -4,15 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
-
-async fn error(s: &switchboard_gateway::Session, activity: Value) -> String {
-    let reply = send(s, activity).await;
-    reply["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an error reply: {reply}"))
-        .to_owned()
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn page_metadata_from_open_graph_twitter_and_html() {

@@ -279,3 +279,12 @@ pub fn fetch_page(url: &str) -> Value {
         "actor": {"id": url, "type": "website"}
     })
 }
+
+/// The `error` of a reply that must be a failure.
+pub async fn error(s: &Session, activity: Value) -> String {
+    let reply = send(s, activity).await;
+    reply["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error reply: {reply}"))
+        .to_owned()
+}
