@@ -244,7 +244,6 @@ impl Session {
         let job = JobEnvelope {
             id: random_id::<8>(),
             session: self.inner.id.clone(),
-            platform: platform.to_owned(),
             activity: req.activity,
             credentials: req.credentials,
         };
@@ -290,7 +289,7 @@ impl Session {
     /// Persistent ones: per actor and scope, where the scope is a keyed fingerprint of the
     /// credentials when they hold a secret (so identical secrets share one connection) and
     /// this session otherwise (so anonymous users never share).
-    fn target(&self, manifest: &switchboard_protocol::Manifest, req: &Request) -> Target {
+    fn target(&self, manifest: &Arc<switchboard_protocol::Manifest>, req: &Request) -> Target {
         if !manifest.persist {
             return Target {
                 key: manifest.name.to_owned(),

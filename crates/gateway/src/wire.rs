@@ -15,7 +15,6 @@ use crate::keys::Keys;
 pub(crate) struct JobEnvelope {
     pub id: String,
     pub session: String,
-    pub platform: String,
     /// The normalised, validated activity (never contains credentials).
     pub activity: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,7 +69,6 @@ mod tests {
         let job = JobEnvelope {
             id: "j1".into(),
             session: "s1".into(),
-            platform: "irc".into(),
             activity: json!({"type": "connect"}),
             credentials: Some(json!({"password": "hunter2"})),
         };

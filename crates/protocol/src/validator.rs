@@ -6,6 +6,7 @@
 //! run them as separate stages.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -13,7 +14,7 @@ use crate::context::{self, AS, SOCKETHUB};
 use crate::{Manifest, ProtocolError, envelope, error_text};
 
 struct Compiled {
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     messages: jsonschema::Validator,
     credentials: jsonschema::Validator,
 }
@@ -51,7 +52,7 @@ impl Validator {
             platforms.insert(
                 m.name,
                 Compiled {
-                    manifest: m.clone(),
+                    manifest: Arc::new(m.clone()),
                     messages,
                     credentials,
                 },
@@ -67,7 +68,8 @@ impl Validator {
         self.platforms.contains_key(name)
     }
 
-    pub fn manifest(&self, name: &str) -> Option<&Manifest> {
+    /// A platform's manifest, shared: callers keep it per job without copying its schemas.
+    pub fn manifest(&self, name: &str) -> Option<&Arc<Manifest>> {
         self.platforms.get(name).map(|c| &c.manifest)
     }
 
@@ -123,11 +125,17 @@ impl Validator {
         Ok(())
     }
 
-    /// A `credentials` activity: the type, then the platform's credentials schema.
-    pub fn check_credentials(&self, platform: &str, activity: &Value) -> Result<(), ProtocolError> {
+    /// A `credentials` event must carry a `credentials` activity. Sockethub checks this
+    /// before the envelope, so it is a step of its own.
+    pub fn check_credentials_type(activity: &Value) -> Result<(), ProtocolError> {
         if activity.get("type").and_then(Value::as_str) != Some("credentials") {
             return Err(ProtocolError::CredentialsType);
         }
+        Ok(())
+    }
+
+    /// The platform's credentials schema.
+    pub fn check_credentials(&self, platform: &str, activity: &Value) -> Result<(), ProtocolError> {
         check(&self.compiled(platform).credentials, platform, activity)
     }
 
@@ -142,9 +150,7 @@ impl Validator {
     /// All credentials checks in order.
     pub fn credentials(&self, activity: Value) -> Result<Validated, ProtocolError> {
         let platform = self.resolve(&activity)?;
-        if activity.get("type").and_then(Value::as_str) != Some("credentials") {
-            return Err(ProtocolError::CredentialsType);
-        }
+        Self::check_credentials_type(&activity)?;
         self.check_envelope(platform, &activity)?;
         self.check_credentials(platform, &activity)?;
         Ok(Validated { platform, activity })

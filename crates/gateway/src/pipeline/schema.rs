@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 
+use switchboard_protocol::Validator;
+
 use super::{Kind, Rejection, Request, Stage, StageContext};
 
 /// Resolves the platform from `@context` and checks the envelope schema.
@@ -18,10 +20,7 @@ impl Stage for Envelope {
         let platform = cx.validator.resolve(&req.activity)?;
         req.platform = Some(platform);
         if req.kind == Kind::Credentials {
-            // Sockethub checks the verb of a credentials event before its shape.
-            if req.verb() != "credentials" {
-                return Err(switchboard_protocol::ProtocolError::CredentialsType.into());
-            }
+            Validator::check_credentials_type(&req.activity)?;
         }
         cx.validator.check_envelope(platform, &req.activity)?;
         Ok(())

@@ -44,7 +44,7 @@ pub(crate) struct Instance {
     /// Unique per instance lifetime, so a successor with the same key never shares jobs
     /// with a predecessor that is shutting down.
     queue: String,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     actor: Option<String>,
     sessions: Mutex<HashSet<String>>,
     last_active: Mutex<Instant>,

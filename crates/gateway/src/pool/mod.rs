@@ -25,7 +25,7 @@ pub(crate) use instance::Instance;
 /// Where a job goes: the instance key and the platform's manifest.
 pub(crate) struct Target {
     pub key: String,
-    pub manifest: Manifest,
+    pub manifest: Arc<Manifest>,
     /// The actor a persistent instance acts for (names it in fatal errors).
     pub actor: Option<String>,
 }
