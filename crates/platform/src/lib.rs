@@ -9,6 +9,8 @@
 
 pub mod frame;
 mod platform;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod worker;
 
 pub use platform::{Job, Platform, PlatformError, WorkerContext};

@@ -86,6 +86,11 @@ settings! {
     /// Milliseconds the feeds and metadata platforms allow for one fetch (all redirects and
     /// the body).
     http_timeout_ms: u64 = 15_000, env = "SWITCHBOARD_HTTP_TIMEOUT_MS";
+    /// Let the IRC and XMPP platforms accept self-signed or otherwise invalid server
+    /// certificates (test and LAN servers only). A plain switch like
+    /// `--allow-private-network`.
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    accept_invalid_certs: bool = false, env = "SWITCHBOARD_ACCEPT_INVALID_CERTS";
 }
 
 impl Settings {
@@ -162,6 +167,7 @@ impl Settings {
         g.worker_settings = serde_json::json!({
             "allow_private_network": self.allow_private_network,
             "http_timeout_ms": self.http_timeout_ms,
+            "accept_invalid_certs": self.accept_invalid_certs,
         });
         Ok(g)
     }
@@ -235,12 +241,21 @@ mod tests {
         assert!(!s.allow_private_network);
         assert_eq!(
             s.gateway().unwrap().worker_settings,
-            serde_json::json!({"allow_private_network": false, "http_timeout_ms": 15000})
+            serde_json::json!({
+                "allow_private_network": false,
+                "http_timeout_ms": 15000,
+                "accept_invalid_certs": false,
+            })
         );
         let s = Settings::load(&args(&["--allow-private-network"])).unwrap();
         assert!(s.allow_private_network, "a plain switch");
         assert_eq!(
             s.gateway().unwrap().worker_settings["allow_private_network"],
+            true
+        );
+        let s = Settings::load(&args(&["--accept-invalid-certs"])).unwrap();
+        assert_eq!(
+            s.gateway().unwrap().worker_settings["accept_invalid_certs"],
             true
         );
         let s = Settings::load(&args(&["--allow-private-network", "false"])).unwrap();
