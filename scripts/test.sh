@@ -17,12 +17,25 @@ apt_install() {
   local sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   export DEBIAN_FRONTEND=noninteractive
+  # Installing a server package must not start it on its default port (the tests start
+  # their own on free loopback ports), nor create PostgreSQL's "main" cluster.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
+  fi
+  "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' |
+    "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/switchboard-tests.conf >/dev/null
   "${sudo[@]}" apt-get update -q
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+# Protocol peers the Rust tests start on 127.0.0.1 (each test harness starts and stops its
+# own): IRC (ngircd; inspircd + atheme for IRCv3 and SASL), XMPP (prosody, ejabberd),
+# Redis, PostgreSQL; openssl makes their self-signed certificates.
+apt_install openssl redis-server ngircd inspircd atheme-services prosody ejabberd postgresql-15
 
 log "npm client packages (tests/clients)"
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
