@@ -7,7 +7,7 @@
 //! (IQ replies by id, message errors and room reflections by id, MUC self-presence by
 //! room). Jobs never touch the stream, so a slow job never stalls incoming traffic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
 use tokio_xmpp::parsers::disco::{DiscoInfoQuery, DiscoInfoResult, Identity};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
@@ -36,6 +37,9 @@ use tokio_xmpp::stanzastream::{Event, StanzaStream, StreamEvent};
 use crate::connector::Connector;
 use crate::credentials::Credentials;
 use crate::incoming;
+
+const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 use crate::login::{self, RetryFailed};
 use crate::stanza::{error_text, new_id};
 
@@ -45,6 +49,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// A room this connection is in (or joining, or leaving).
 struct Room {
     nick: String,
+    /// Nicknames present, from the room's presences.
+    occupants: BTreeSet<String>,
     /// A job waiting for the room's self-presence: joined (`true` when the room was just
     /// created and is locked), left, or refused with the server's reason.
     waiter: Option<oneshot::Sender<Result<bool, String>>>,
@@ -299,6 +305,7 @@ impl Connection {
                     room.clone(),
                     Room {
                         nick,
+                        occupants: BTreeSet::new(),
                         waiter: Some(tx),
                     },
                 );
@@ -328,6 +335,13 @@ impl Connection {
             lock(&self.shared.rooms).remove(room);
         }
         result
+    }
+
+    /// The nicknames in a room this connection is in.
+    pub fn occupants(&self, room: &BareJid) -> Option<Vec<String>> {
+        lock(&self.shared.rooms)
+            .get(room)
+            .map(|r| r.occupants.iter().cloned().collect())
     }
 
     /// Remember the presence to re-send after a reconnect, and send it to every room too.
@@ -488,10 +502,7 @@ async fn on_stanza(stanza: Stanza, shared: &Shared) -> Vec<Stanza> {
             on_message(m, shared).await;
             vec![]
         }
-        Stanza::Presence(p) => {
-            on_presence(p, shared).await;
-            vec![]
-        }
+        Stanza::Presence(p) => on_presence(p, shared).await,
         Stanza::Iq(iq) => on_iq(iq, shared).await,
     }
 }
@@ -537,13 +548,13 @@ async fn on_message(m: Message, shared: &Shared) {
     }
 }
 
-async fn on_presence(p: Presence, shared: &Shared) {
+async fn on_presence(p: Presence, shared: &Shared) -> Vec<Stanza> {
     if let Some(activity) = incoming::subscription(&p, &shared.actor) {
         shared.ctx.emit(activity).await;
-        return;
+        return vec![];
     }
     match room_of(shared, &p.from) {
-        Some((room, nick)) => on_room_presence(p, room, nick, shared).await,
+        Some((room, nick)) => return on_room_presence(p, room, nick, shared).await,
         None => match p.type_ {
             PresenceType::Error => {
                 let text = p
@@ -563,9 +574,27 @@ async fn on_presence(p: Presence, shared: &Shared) {
             _ => {}
         },
     }
+    vec![]
 }
 
-async fn on_room_presence(p: Presence, room: BareJid, nick: String, shared: &Shared) {
+/// The owner's "accept the default configuration" form that unlocks a room this client
+/// just created (XEP-0045 §10.1.2, instant room).
+pub fn unlock_room(room: &BareJid) -> Iq {
+    let submit = Element::from(DataForm::new(DataFormType::Submit, MUC_ROOMCONFIG, vec![]));
+    Iq::Set {
+        from: None,
+        to: Some(room.clone().into()),
+        id: new_id(),
+        payload: Element::builder("query", MUC_OWNER).append(submit).build(),
+    }
+}
+
+async fn on_room_presence(
+    p: Presence,
+    room: BareJid,
+    nick: String,
+    shared: &Shared,
+) -> Vec<Stanza> {
     let x = p
         .payloads
         .iter()
@@ -597,30 +626,49 @@ async fn on_room_presence(p: Presence, room: BareJid, nick: String, shared: &Sha
                     .await
             }
         }
-        return;
+        return vec![];
     }
+    let new_nick = x
+        .status
+        .contains(&Status::NewNick)
+        .then(|| x.items.first().and_then(|i| i.nick.clone()))
+        .flatten();
+    if let Some(n) = &from_nick
+        && let Some(r) = lock(&shared.rooms).get_mut(&room)
+    {
+        if p.type_ == PresenceType::Unavailable {
+            r.occupants.remove(n);
+            r.occupants.extend(new_nick.clone());
+        } else {
+            r.occupants.insert(n.clone());
+        }
+    }
+    let mut replies = vec![];
     let is_self = x.status.contains(&Status::SelfPresence) || from_nick.as_deref() == Some(&nick);
     if is_self {
         let created = x.status.contains(&Status::RoomHasBeenCreated);
         let mut rooms = lock(&shared.rooms);
         let waiter = rooms.get_mut(&room).and_then(|r| r.waiter.take());
         if p.type_ == PresenceType::Unavailable {
-            if x.status.contains(&Status::NewNick) {
-                if let Some(new) = x.items.first().and_then(|i| i.nick.clone())
-                    && let Some(r) = rooms.get_mut(&room)
-                {
-                    r.nick = new;
+            match (&new_nick, rooms.get_mut(&room)) {
+                (Some(new), Some(r)) => r.nick = new.clone(),
+                _ => {
+                    rooms.remove(&room);
                 }
-            } else {
-                rooms.remove(&room);
             }
         }
         drop(rooms);
-        if let Some(tx) = waiter {
-            let _ = tx.send(Ok(created));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(Ok(created));
+            }
+            // Rejoining after a reconnect re-created the room: unlock it here.
+            None if created => replies.push(unlock_room(&room).into()),
+            None => {}
         }
     }
     shared.ctx.emit(incoming::presence_update(&p, true)).await;
+    replies
 }
 
 async fn on_iq(iq: Iq, shared: &Shared) -> Vec<Stanza> {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::delay::Delay;
-use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult};
+use tokio_xmpp::parsers::disco::DiscoInfoResult;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::message_correct::Replace;
 use tokio_xmpp::parsers::muc::user::{MucUser, Status};
@@ -196,18 +196,7 @@ pub fn error(verb: &str, from: &Option<Jid>, to: &Option<Jid>, text: String) -> 
 }
 
 /// `query` attendance answer: the occupants' nicknames.
-pub fn attendance(room: &str, actor: &Value, items: &DiscoItemsResult) -> Value {
-    let members: Vec<Value> = items
-        .items
-        .iter()
-        .map(|i| {
-            i.name
-                .clone()
-                .or_else(|| i.jid.resource().map(|r| r.to_string()))
-                .unwrap_or_else(|| i.jid.to_string())
-                .into()
-        })
-        .collect();
+pub fn attendance(room: &str, actor: &Value, members: Vec<String>) -> Value {
     json!({
         "type": "query",
         "actor": {"type": "room", "id": room},

@@ -29,8 +29,6 @@ use switchboard_protocol::Manifest;
 use tokio::sync::Mutex;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
 use tokio_xmpp::parsers::disco::{
     DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult,
 };
@@ -43,9 +41,6 @@ use tokio_xmpp::parsers::roster::{Item as RosterItem, Roster, Subscription};
 use connection::Connection;
 use credentials::Credentials;
 use stanza::new_id;
-
-const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
-const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 
 pub struct Xmpp {
     ctx: WorkerContext,
@@ -119,15 +114,7 @@ impl Platform for Xmpp {
                 if created {
                     // A room this join created stays locked until its owner configures it
                     // (XEP-0045 §10.1.2): accept the default configuration ("instant room").
-                    let submit =
-                        Element::from(DataForm::new(DataFormType::Submit, MUC_ROOMCONFIG, vec![]));
-                    let query = Element::builder("query", MUC_OWNER).append(submit).build();
-                    let iq = Iq::Set {
-                        from: None,
-                        to: Some(room.clone().into()),
-                        id: new_id(),
-                        payload: query,
-                    };
+                    let iq = connection::unlock_room(&room);
                     conn.iq(iq).await.map_err(|e| {
                         fail(format!(
                             "room {room} was created but could not be unlocked: {e}"
@@ -196,6 +183,10 @@ impl Platform for Xmpp {
                         .and_then(|p| DiscoInfoResult::try_from(p).ok())
                         .ok_or_else(|| fail("the server sent no disco#info"))?;
                     incoming::room_info(&target.to_string(), conn.actor(), &info)
+                } else if let Some(members) = conn.occupants(&target.to_bare()) {
+                    // In the room: the occupants its presences announced (rooms need not
+                    // list them in disco#items).
+                    incoming::attendance(&target.to_bare().to_string(), conn.actor(), members)
                 } else {
                     let iq = Iq::from_get(
                         new_id(),
@@ -209,7 +200,17 @@ impl Platform for Xmpp {
                     let items = payload
                         .and_then(|p| DiscoItemsResult::try_from(p).ok())
                         .ok_or_else(|| fail("the server sent no disco#items"))?;
-                    incoming::attendance(&target.to_bare().to_string(), conn.actor(), &items)
+                    let members = items
+                        .items
+                        .iter()
+                        .map(|i| {
+                            i.name
+                                .clone()
+                                .or_else(|| i.jid.resource().map(|r| r.to_string()))
+                                .unwrap_or_else(|| i.jid.to_string())
+                        })
+                        .collect();
+                    incoming::attendance(&target.to_bare().to_string(), conn.actor(), members)
                 };
                 // Sockethub clients expect the answer as a pushed message; the ack carries it
                 // too.

@@ -89,6 +89,7 @@ fn describe(e: &tokio_xmpp::Error, c: &Connector) -> String {
                 .into()
         }
         tokio_xmpp::Error::Io(io) => format!("cannot talk to {}:{}: {io}", c.host, c.port),
+        tokio_xmpp::Error::Connection(e) => e.to_string(),
         tokio_xmpp::Error::Disconnected => {
             format!("{}:{} closed the connection during login", c.host, c.port)
         }

@@ -1,0 +1,225 @@
+//! XMPP servers for the tests: prosody (and ejabberd) started as processes on free
+//! 127.0.0.1 ports with a temp-dir configuration and a fresh self-signed certificate,
+//! users registered through the server's own admin tool. Dropping the peer kills the
+//! processes this harness started (by PID) and removes the directory.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the server binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn require(binary: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(binary);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{binary} is not installed: install it (scripts/test.sh apt-installs the test peers)");
+}
+
+/// uid and gid of a system user, when running as root (the servers refuse to run as root).
+fn service_user(name: &str) -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, name]).output().expect("id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("system user {name} is missing"))
+    };
+    Some((id("-u"), id("-g")))
+}
+
+fn chown_tree(dir: &Path, owner: Option<(u32, u32)>) {
+    let Some((uid, gid)) = owner else { return };
+    let status = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(dir)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+}
+
+/// A command run as `owner` when root.
+fn command_as(binary: &Path, owner: Option<(u32, u32)>) -> Command {
+    match owner {
+        Some((uid, gid)) => {
+            let mut c = Command::new(require("setpriv"));
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    }
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+fn self_signed(dir: &Path) {
+    let status = Command::new(require("openssl"))
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,DNS:conference.localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A prosody server for `localhost` with MUC on `conference.localhost`. New rooms stay
+/// locked until configured (prosody's default), as on real servers.
+pub struct Prosody {
+    pub dir: PathBuf,
+    /// STARTTLS port.
+    pub port: u16,
+    /// Direct TLS port (XEP-0368).
+    pub tls_port: u16,
+    child: Option<Child>,
+    owner: Option<(u32, u32)>,
+}
+
+impl Prosody {
+    pub fn start(users: &[(&str, &str)]) -> Prosody {
+        let dir = temp_dir("prosody");
+        self_signed(&dir);
+        let (port, tls_port) = (free_port(), free_port());
+        let d = dir.display();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(
+            dir.join("prosody.cfg.lua"),
+            format!(
+                r#"pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+log = {{ info = "{d}/prosody.log"; error = "{d}/prosody.err" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ {tls_port} }}
+c2s_direct_tls_ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
+http_ports = {{}}
+https_ports = {{}}
+s2s_ports = {{}}
+admins = {{}}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping" }}
+modules_disabled = {{ "s2s" }}
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
+VirtualHost "localhost"
+Component "conference.localhost" "muc"
+    restrict_room_creation = false
+"#
+            ),
+        )
+        .unwrap();
+        let owner = service_user("prosody");
+        chown_tree(&dir, owner);
+        let mut p = Prosody {
+            dir,
+            port,
+            tls_port,
+            child: None,
+            owner,
+        };
+        p.run();
+        for (user, password) in users {
+            let status = command_as(&require("prosodyctl"), p.owner)
+                .arg("--config")
+                .arg(p.config())
+                .args(["register", user, "localhost", password])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("prosodyctl");
+            assert!(status.success(), "prosodyctl register {user} failed");
+        }
+        p
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("prosody.cfg.lua")
+    }
+
+    fn run(&mut self) {
+        let mut child = command_as(&require("prosody"), self.owner)
+            .arg("--config")
+            .arg(self.config())
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prosody");
+        wait_port(self.port, &mut child, "prosody");
+        self.child = Some(child);
+    }
+
+    /// Kill the server (SIGKILL, the PID this harness started): every client connection drops.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
