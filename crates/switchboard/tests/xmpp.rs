@@ -520,3 +520,60 @@ async fn server_drop_reconnects_and_rejoins() {
     }
     gw.shutdown().await;
 }
+
+/// The core flows against a second implementation: login (and a refused one), 1:1 chat
+/// both ways, a new room joined by two users, and a groupchat message.
+#[tokio::test]
+async fn ejabberd_core_flows() {
+    let server = peer::Ejabberd::start(&[("alice", "alicepw"), ("bob", "bobpw")]);
+    let gw = xmpp_gateway(true);
+    let mut alice = Client::open(&gw, "alice").await;
+    let mut bob = Client::open(&gw, "bob").await;
+    let r = alice.login("nope", server.port).await;
+    assert_eq!(
+        r["error"], "connection failed: authentication failed: not-authorized",
+        "{r}"
+    );
+    let r = alice.login("alicepw", server.port).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = bob.login("bobpw", server.port).await;
+    assert!(r.get("error").is_none(), "{r}");
+
+    alice
+        .ok(
+            "send",
+            json!({"target": person("bob@localhost/test"), "object": {"type": "message", "content": "hi bob"}}),
+        )
+        .await;
+    let m = bob.expect("alice's message", |v| v["type"] == "send").await;
+    assert_eq!(m["object"]["content"], "hi bob");
+    bob.ok(
+        "send",
+        json!({"target": person("alice@localhost/test"), "object": {"type": "message", "content": "hi alice"}}),
+    )
+    .await;
+    let m = alice.expect("bob's message", |v| v["type"] == "send").await;
+    assert_eq!(m["object"]["content"], "hi alice");
+    assert_eq!(m["actor"]["id"], "bob@localhost/test");
+
+    let mut join = room_target();
+    join["actor"] = json!({"id": "alice@localhost", "type": "person", "name": "Alice"});
+    alice.ok("join", join).await;
+    let mut join = room_target();
+    join["actor"] = json!({"id": "bob@localhost", "type": "person", "name": "Bob"});
+    bob.ok("join", join).await;
+    let mut msg = room_target();
+    msg["object"] = json!({"type": "message", "content": "hello room"});
+    bob.ok("send", msg).await;
+    let m = alice
+        .expect("the room message", |v| {
+            v["type"] == "send" && v["target"]["type"] == "room"
+        })
+        .await;
+    assert_eq!(m["object"]["content"], "hello room");
+    assert_eq!(m["actor"]["name"], "Bob");
+    for c in [alice, bob] {
+        c.s.close().await;
+    }
+    gw.shutdown().await;
+}

@@ -370,13 +370,12 @@ impl Connection {
         // Dropping the connection closes the job channel, which ends `drive`; `drive`
         // closes the stream (`</stream:stream>`).
         drop(self);
-        if let Some(mut task) = task {
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }

@@ -223,3 +223,155 @@ impl Drop for Prosody {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An ejabberd server for `localhost` with MUC on `conference.localhost`, STARTTLS on a
+/// free port, its Erlang distribution on another (no epmd).
+pub struct Ejabberd {
+    pub dir: PathBuf,
+    pub port: u16,
+    ctl: Vec<String>,
+    child: Option<Child>,
+    /// The server's own PID (ejabberdctl re-executes itself as the ejabberd user).
+    pid: Option<i32>,
+}
+
+impl Ejabberd {
+    pub fn start(users: &[(&str, &str)]) -> Ejabberd {
+        let dir = temp_dir("ejabberd");
+        self_signed(&dir);
+        let (port, dist_port) = (free_port(), free_port());
+        let d = dir.display();
+        for sub in ["logs", "db"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let mut pem = std::fs::read(dir.join("cert.pem")).unwrap();
+        pem.extend(std::fs::read(dir.join("key.pem")).unwrap());
+        std::fs::write(dir.join("server.pem"), pem).unwrap();
+        std::fs::write(
+            dir.join("inetrc"),
+            "{lookup,[\"file\",\"native\"]}.\n{host,{127,0,0,1}, [\"localhost\"]}.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("ejabberdctl.cfg"),
+            format!(
+                "ERL_DIST_PORT={dist_port}\nINET_DIST_INTERFACE=127.0.0.1\n\
+                 EJABBERD_PID_PATH={d}/ejabberd.pid\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("ejabberd.yml"),
+            format!(
+                r#"hosts:
+  - localhost
+loglevel: warning
+log_rotate_count: 0
+certfiles:
+  - {d}/server.pem
+listen:
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    access: c2s
+    starttls_required: true
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+auth_method: internal
+auth_password_format: scram
+default_db: mnesia
+modules:
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_roster: {{}}
+  mod_muc:
+    host: conference.localhost
+    access: all
+    access_create: all
+    access_persistent: all
+    access_admin: none
+    default_room_options:
+      persistent: false
+      mam: false
+"#
+            ),
+        )
+        .unwrap();
+        let owner = service_user("ejabberd");
+        chown_tree(&dir, owner);
+        let ctl = vec![
+            "--config-dir".into(),
+            d.to_string(),
+            "--config".into(),
+            format!("{d}/ejabberd.yml"),
+            "--logs".into(),
+            format!("{d}/logs"),
+            "--spool".into(),
+            format!("{d}/db"),
+            "--node".into(),
+            format!("sbtest{port}@localhost"),
+        ];
+        let mut child = Command::new(require("ejabberdctl"))
+            .args(&ctl)
+            .arg("foreground")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ejabberdctl");
+        wait_port(port, &mut child, "ejabberd");
+        let pid_file = dir.join("ejabberd.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break Some(pid);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let e = Ejabberd {
+            dir,
+            port,
+            ctl,
+            child: Some(child),
+            pid,
+        };
+        assert!(e.pid.is_some(), "ejabberd wrote no pid file");
+        for (user, password) in users {
+            let status = Command::new(require("ejabberdctl"))
+                .args(&e.ctl)
+                .args(["register", user, "localhost", password])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("ejabberdctl register");
+            assert!(status.success(), "ejabberdctl register {user} failed");
+        }
+        e
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
