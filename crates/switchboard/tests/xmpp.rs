@@ -302,7 +302,7 @@ async fn muc_join_send_correct_query_and_leave() {
     let gw = xmpp_gateway(true);
     let mut alice = Client::open(&gw, "alice").await;
     let mut bob = Client::open(&gw, "bob").await;
-    let carol = Client::open(&gw, "carol").await;
+    let mut carol = Client::open(&gw, "carol").await;
     for (c, pw) in [(&alice, "alicepw"), (&bob, "bobpw"), (&carol, "carolpw")] {
         let r = c.login(pw, server.port).await;
         assert!(r.get("error").is_none(), "{r}");
@@ -357,6 +357,21 @@ async fn muc_join_send_correct_query_and_leave() {
     msg["object"] = json!({"type": "message", "content": "let me in"});
     let e = carol.fails("send", msg).await;
     assert!(e.contains("not-acceptable"), "{e}");
+
+    // Someone arriving later gets the room's history, stamped with when it was said.
+    let mut join = room_target();
+    join["actor"] = json!({"id": "carol@localhost", "type": "person", "name": "Carol"});
+    carol.ok("join", join).await;
+    let old = carol
+        .expect("the room history", |v| {
+            v["type"] == "send" && v["object"]["content"] == "hello room"
+        })
+        .await;
+    assert!(
+        old["published"].as_str().is_some_and(|p| p.ends_with('Z')),
+        "{old}"
+    );
+    carol.ok("leave", room_target()).await;
 
     // Attendance and room info.
     let mut q = room_target();

@@ -33,7 +33,7 @@ describe("health and sessions", { timeout: 60000 }, () => {
     const health = await server.health();
     assert.equal(health.status, "ok");
     assert.equal(health.engine, "embedded");
-    assert.deepEqual(health.platforms, ["dummy", "feeds", "metadata"]);
+    assert.deepEqual(health.platforms, ["dummy", "feeds", "metadata", "xmpp"]);
     assert.equal(typeof health.version, "string");
     assert.equal(health.sessions, 0);
     assert.equal(typeof health.instances, "number");

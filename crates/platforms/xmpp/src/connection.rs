@@ -655,6 +655,9 @@ async fn on_room_presence(
                     rooms.remove(&room);
                 }
             }
+        } else if let (Some(n), Some(r)) = (&from_nick, rooms.get_mut(&room)) {
+            // The room may have changed the nickname we asked for.
+            r.nick = n.clone();
         }
         drop(rooms);
         match waiter {
