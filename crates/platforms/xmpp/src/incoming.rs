@@ -275,3 +275,82 @@ pub fn connection_status(actor: &Value, status: &str, error: Option<String>) -> 
     }
     activity
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: TryFrom<Element>>(xml: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(xml.parse::<Element>().expect("xml")).expect("stanza")
+    }
+
+    #[test]
+    fn groupchat_with_correction_delay_and_stanza_id() {
+        let m: Message = parse(
+            "<message xmlns='jabber:client' type='groupchat' id='m2' \
+             from='room@muc.example/Bob' to='alice@example/web'>\
+             <body>fixed</body>\
+             <replace xmlns='urn:xmpp:message-correct:0' id='m1'/>\
+             <delay xmlns='urn:xmpp:delay' stamp='2026-11-22T10:00:00+01:00'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='s1' by='room@muc.example'/>\
+             </message>",
+        );
+        assert_eq!(
+            message(&m).unwrap(),
+            json!({
+                "type": "send",
+                "actor": {"type": "person", "id": "room@muc.example/Bob", "name": "Bob"},
+                "target": {"type": "room", "id": "room@muc.example"},
+                "object": {"type": "message", "id": "m2", "content": "fixed",
+                           "xmpp:stanza-id": "s1", "xmpp:replace": {"id": "m1"}},
+                "published": "2026-11-22T09:00:00.000Z",
+            })
+        );
+        let m: Message = parse(
+            "<message xmlns='jabber:client' type='chat' from='a@example/x'>\
+             <composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        assert_eq!(message(&m), None, "no body, no push");
+    }
+
+    #[test]
+    fn muc_nick_change_and_subscriptions() {
+        let p: Presence = parse(
+            "<presence xmlns='jabber:client' type='unavailable' from='room@muc.example/Bob' \
+             to='alice@example/web'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='member' role='participant' nick='Robert'/>\
+             <status code='303'/></x></presence>",
+        );
+        let a = presence_update(&p, true);
+        assert_eq!(
+            a["actor"],
+            json!({"type": "room", "id": "room@muc.example/Bob", "name": "Bob"})
+        );
+        assert_eq!(a["object"]["presence"], "offline");
+        assert_eq!(a["object"]["newNick"], "Robert");
+        assert_eq!(a["object"]["role"], "participant");
+        assert_eq!(a["object"]["affiliation"], "member");
+        assert_eq!(a["object"]["statusCodes"], json!(["303"]));
+
+        let me = json!({"type": "person", "id": "alice@example"});
+        let p: Presence =
+            parse("<presence xmlns='jabber:client' type='subscribe' from='bob@example/x'/>");
+        assert_eq!(
+            subscription(&p, &me).unwrap(),
+            json!({"type": "request-friend", "actor": {"type": "person", "id": "bob@example"}, "target": me})
+        );
+        let p: Presence = parse(
+            "<presence xmlns='jabber:client' from='bob@example/x'><show>dnd</show>\
+             <status>busy</status></presence>",
+        );
+        assert_eq!(subscription(&p, &me), None);
+        let a = presence_update(&p, false);
+        assert_eq!(
+            a["object"],
+            json!({"type": "presence", "presence": "dnd", "content": "busy"})
+        );
+    }
+}
