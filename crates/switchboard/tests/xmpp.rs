@@ -132,6 +132,13 @@ fn room_target() -> Value {
     json!({"target": {"id": ROOM, "type": "room"}})
 }
 
+/// A join of the test room as `user`, with nickname `nick`.
+fn join_as(user: &str, nick: &str) -> Value {
+    let mut join = room_target();
+    join["actor"] = json!({"id": format!("{user}@localhost"), "type": "person", "name": nick});
+    join
+}
+
 fn person(jid: &str) -> Value {
     json!({"id": jid, "type": "person"})
 }
@@ -310,12 +317,8 @@ async fn muc_join_send_correct_query_and_leave() {
 
     // alice creates the room (prosody locks it until configured); the platform unlocks it,
     // or bob could not enter.
-    let mut join = room_target();
-    join["actor"] = json!({"id": "alice@localhost", "type": "person", "name": "Alice"});
-    alice.ok("join", join).await;
-    let mut join = room_target();
-    join["actor"] = json!({"id": "bob@localhost", "type": "person", "name": "Bob"});
-    bob.ok("join", join).await;
+    alice.ok("join", join_as("alice", "Alice")).await;
+    bob.ok("join", join_as("bob", "Bob")).await;
     let p = alice
         .expect("bob's arrival", |v| {
             v["type"] == "update" && v["actor"]["name"] == "Bob"
@@ -327,9 +330,7 @@ async fn muc_join_send_correct_query_and_leave() {
     assert_eq!(p["object"]["role"], "participant");
 
     // A taken nickname: refused with the room's reason.
-    let mut join = room_target();
-    join["actor"] = json!({"id": "carol@localhost", "type": "person", "name": "Bob"});
-    let e = carol.fails("join", join).await;
+    let e = carol.fails("join", join_as("carol", "Bob")).await;
     assert!(e.contains("conflict"), "{e}");
 
     // Groupchat: bob's message reaches alice as a room message; bob's ack means the room
@@ -359,9 +360,7 @@ async fn muc_join_send_correct_query_and_leave() {
     assert!(e.contains("not-acceptable"), "{e}");
 
     // Someone arriving later gets the room's history, stamped with when it was said.
-    let mut join = room_target();
-    join["actor"] = json!({"id": "carol@localhost", "type": "person", "name": "Carol"});
-    carol.ok("join", join).await;
+    carol.ok("join", join_as("carol", "Carol")).await;
     let old = carol
         .expect("the room history", |v| {
             v["type"] == "send" && v["object"]["content"] == "hello room"
@@ -472,9 +471,7 @@ async fn server_drop_reconnects_and_rejoins() {
     let mut alice = Client::open(&gw, "alice").await;
     let mut bob = Client::open(&gw, "bob").await;
     alice.login("alicepw", server.port).await;
-    let mut join = room_target();
-    join["actor"] = json!({"id": "alice@localhost", "type": "person", "name": "Alice"});
-    alice.ok("join", join).await;
+    alice.ok("join", join_as("alice", "Alice")).await;
 
     server.kill();
     let lost = alice
@@ -505,9 +502,7 @@ async fn server_drop_reconnects_and_rejoins() {
 
     // alice is back in the room: bob joins and talks to her there.
     bob.login("bobpw", server.port).await;
-    let mut join = room_target();
-    join["actor"] = json!({"id": "bob@localhost", "type": "person", "name": "Bob"});
-    bob.ok("join", join).await;
+    bob.ok("join", join_as("bob", "Bob")).await;
     let mut q = room_target();
     q["object"] = json!({"type": "attendance"});
     let r = bob.ok("query", q).await;
@@ -571,12 +566,8 @@ async fn ejabberd_core_flows() {
     assert_eq!(m["object"]["content"], "hi alice");
     assert_eq!(m["actor"]["id"], "bob@localhost/test");
 
-    let mut join = room_target();
-    join["actor"] = json!({"id": "alice@localhost", "type": "person", "name": "Alice"});
-    alice.ok("join", join).await;
-    let mut join = room_target();
-    join["actor"] = json!({"id": "bob@localhost", "type": "person", "name": "Bob"});
-    bob.ok("join", join).await;
+    alice.ok("join", join_as("alice", "Alice")).await;
+    bob.ok("join", join_as("bob", "Bob")).await;
     let mut msg = room_target();
     msg["object"] = json!({"type": "message", "content": "hello room"});
     bob.ok("send", msg).await;

@@ -188,17 +188,12 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.iqs).insert(id.clone(), tx);
         self.send(iq).await?;
-        let answer = tokio::time::timeout(REPLY_TIMEOUT, rx).await;
+        let answer = answer(rx, "the server").await;
         lock(&self.shared.iqs).remove(&id);
-        match answer {
-            Ok(Ok(Iq::Result { payload, .. })) => Ok(payload),
-            Ok(Ok(Iq::Error { error, .. })) => Err(error_text(&error)),
-            Ok(Ok(_)) => Err("unexpected answer from the server".into()),
-            Ok(Err(_)) => Err("connection lost before the server answered".into()),
-            Err(_) => Err(format!(
-                "the server did not answer within {} s",
-                REPLY_TIMEOUT.as_secs()
-            )),
+        match answer? {
+            Iq::Result { payload, .. } => Ok(payload),
+            Iq::Error { error, .. } => Err(error_text(&error)),
+            _ => Err("unexpected answer from the server".into()),
         }
     }
 
@@ -244,16 +239,9 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.messages).insert(id.clone(), tx);
         self.send(message).await?;
-        let answer = tokio::time::timeout(REPLY_TIMEOUT, rx).await;
+        let answer = answer(rx, "the room").await;
         lock(&self.shared.messages).remove(&id);
-        match answer {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("connection lost before the room answered".into()),
-            Err(_) => Err(format!(
-                "the room did not confirm the message within {} s",
-                REPLY_TIMEOUT.as_secs()
-            )),
-        }
+        answer?
     }
 
     /// Enter a room as `nick`; `Ok(true)` when the room was created by this join (and is
@@ -322,15 +310,7 @@ impl Connection {
         rx: oneshot::Receiver<Result<bool, String>>,
         joining: bool,
     ) -> Result<bool, String> {
-        let answer = tokio::time::timeout(REPLY_TIMEOUT, rx).await;
-        let result = match answer {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("connection lost before the room answered".into()),
-            Err(_) => Err(format!(
-                "the room did not answer within {} s",
-                REPLY_TIMEOUT.as_secs()
-            )),
-        };
+        let result = answer(rx, "the room").await.and_then(|r| r);
         if joining && result.is_err() {
             lock(&self.shared.rooms).remove(room);
         }
@@ -387,6 +367,27 @@ impl Drop for Connection {
             task.abort();
         }
     }
+}
+
+/// What the driving task sent back for a wait, or why nothing came.
+async fn answer<T>(rx: oneshot::Receiver<T>, who: &str) -> Result<T, String> {
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(format!("connection lost before {who} answered")),
+        Err(_) => Err(format!(
+            "{who} did not answer within {} s",
+            REPLY_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// The text of the stanza error among `payloads`, or `fallback`.
+fn payload_error(payloads: &[Element], fallback: &str) -> String {
+    payloads
+        .iter()
+        .find_map(|p| StanzaError::try_from(p.clone()).ok())
+        .map(|e| error_text(&e))
+        .unwrap_or_else(|| fallback.into())
 }
 
 /// The task that owns the stream.
@@ -516,12 +517,7 @@ fn room_of(shared: &Shared, from: &Option<Jid>) -> Option<(BareJid, String)> {
 async fn on_message(m: Message, shared: &Shared) {
     let id = m.id.as_ref().map(|id| id.0.clone());
     if m.type_ == MessageType::Error {
-        let text = m
-            .payloads
-            .iter()
-            .find_map(|p| StanzaError::try_from(p.clone()).ok())
-            .map(|e| error_text(&e))
-            .unwrap_or_else(|| "the message was refused".into());
+        let text = payload_error(&m.payloads, "the message was refused");
         if let Some(tx) = id.and_then(|id| lock(&shared.messages).remove(&id)) {
             let _ = tx.send(Err(text));
             return;
@@ -556,12 +552,7 @@ async fn on_presence(p: Presence, shared: &Shared) -> Vec<Stanza> {
         Some((room, nick)) => return on_room_presence(p, room, nick, shared).await,
         None => match p.type_ {
             PresenceType::Error => {
-                let text = p
-                    .payloads
-                    .iter()
-                    .find_map(|e| StanzaError::try_from(e.clone()).ok())
-                    .map(|e| error_text(&e))
-                    .unwrap_or_else(|| "presence error".into());
+                let text = payload_error(&p.payloads, "presence error");
                 shared
                     .ctx
                     .emit(incoming::error("update", &p.from, &p.to, text))
@@ -605,12 +596,7 @@ async fn on_room_presence(
         .and_then(Jid::resource)
         .map(|r| r.to_string());
     if p.type_ == PresenceType::Error {
-        let text = p
-            .payloads
-            .iter()
-            .find_map(|e| StanzaError::try_from(e.clone()).ok())
-            .map(|e| error_text(&e))
-            .unwrap_or_else(|| "the room refused entry".into());
+        let text = payload_error(&p.payloads, "the room refused entry");
         let waiter = lock(&shared.rooms)
             .get_mut(&room)
             .and_then(|r| r.waiter.take());
