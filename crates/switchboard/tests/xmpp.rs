@@ -464,6 +464,56 @@ async fn bad_password_tls_opt_in_and_direct_tls() {
     strict.shutdown().await;
 }
 
+/// Each SASL mechanism the platform offers, against a server that allows only that one.
+#[tokio::test]
+async fn every_sasl_mechanism() {
+    for (mechanism, settings) in [
+        (
+            "SCRAM-SHA-256",
+            r#"authentication = "internal_plain"
+disable_sasl_mechanisms = { "SCRAM-SHA-1", "PLAIN" }"#,
+        ),
+        (
+            "SCRAM-SHA-1",
+            r#"authentication = "internal_hashed"
+disable_sasl_mechanisms = { "SCRAM-SHA-256", "PLAIN" }"#,
+        ),
+        (
+            "PLAIN",
+            r#"authentication = "internal_plain"
+disable_sasl_mechanisms = { "SCRAM-SHA-1", "SCRAM-SHA-256" }"#,
+        ),
+    ] {
+        let server = Prosody::start_with(&[("alice", "alicepw")], settings);
+        let gw = xmpp_gateway(true);
+        let alice = Client::open(&gw, "alice").await;
+        let r = alice.login("wrong", server.port).await;
+        assert_eq!(
+            r["error"], "connection failed: authentication failed: not-authorized",
+            "{mechanism}: {r}"
+        );
+        let r = alice.login("alicepw", server.port).await;
+        assert!(r.get("error").is_none(), "{mechanism}: {r}");
+        alice.s.close().await;
+        gw.shutdown().await;
+    }
+    // The control: with all three disabled, the server really offers none of them, so
+    // each login above used the one left.
+    let server = Prosody::start_with(
+        &[("alice", "alicepw")],
+        r#"authentication = "internal_plain"
+disable_sasl_mechanisms = { "SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN" }"#,
+    );
+    let gw = xmpp_gateway(true);
+    let alice = Client::open(&gw, "alice").await;
+    let r = alice.login("alicepw", server.port).await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    // prosody closes the stream when it has nothing left to offer.
+    assert!(e.contains("No stream features to proceed with"), "{e}");
+    alice.s.close().await;
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn server_drop_reconnects_and_rejoins() {
     let mut server = Prosody::start(&[("alice", "alicepw"), ("bob", "bobpw")]);

@@ -129,6 +129,12 @@ pub struct Prosody {
 
 impl Prosody {
     pub fn start(users: &[(&str, &str)]) -> Prosody {
+        Prosody::start_with(users, r#"authentication = "internal_hashed""#)
+    }
+
+    /// With `settings` (global prosody options, e.g. the authentication backend and the
+    /// SASL mechanisms to disable).
+    pub fn start_with(users: &[(&str, &str)], settings: &str) -> Prosody {
         let dir = temp_dir("prosody");
         self_signed(&dir);
         let (port, tls_port) = (free_port(), free_port());
@@ -151,7 +157,7 @@ admins = {{}}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping" }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
-authentication = "internal_hashed"
+{settings}
 storage = "internal"
 ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
 VirtualHost "localhost"
