@@ -438,7 +438,7 @@ async fn drive(
                 Some(Event::Stream(StreamEvent::Suspended)) => {
                     shared.online.store(false, Ordering::Release);
                     shared.fail_waiters();
-                    tracing::warn!("connection lost; reconnecting");
+                    tracing::warn!(jid = %shared.own, "connection lost; reconnecting");
                     shared.ctx.emit(incoming::connection_status(
                         &shared.actor,
                         "reconnecting",

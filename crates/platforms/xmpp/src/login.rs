@@ -25,6 +25,8 @@ use crate::connector::Connector;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Connect + TLS + SASL, as long as Sockethub allows a connect.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a silent stream may stay silent before it is probed, and then declared dead.
 pub fn timeouts() -> Timeouts {
@@ -68,12 +70,14 @@ pub async fn login(
         let (features, stream) = stream.recv_features().await?;
         Ok::<_, tokio_xmpp::Error>((features, stream.box_stream()))
     };
-    match tokio::time::timeout(Duration::from_secs(20), run).await {
+    match tokio::time::timeout(LOGIN_TIMEOUT, run).await {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(describe(&e, connector)),
         Err(_) => Err(format!(
-            "no answer from {}:{} within 20 s",
-            connector.host, connector.port
+            "no answer from {}:{} within {} s",
+            connector.host,
+            connector.port,
+            LOGIN_TIMEOUT.as_secs()
         )),
     }
 }
