@@ -45,15 +45,22 @@ fn creds(jid: &str, password: &str, port: u16) -> Value {
            "resource": "bench", "server": "127.0.0.1", "port": port})
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// `field` (`VmRSS`, `RssAnon`) of a process, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.split(':').next() == Some(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Total RSS and its private (anonymous) part; file-backed pages (the binary's code) are
+/// shared by every worker process.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "VmRSS"), status_kib(pid, "RssAnon"))
 }
 
 /// PIDs of this process's `switchboard platform xmpp` children.
@@ -217,19 +224,27 @@ async fn main() {
         online.push(rss_kib(pid));
         sessions.push((s, rx));
     }
-    let deltas: Vec<u64> = online
-        .iter()
-        .zip(&idle)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect();
     println!("xmpp logins: {logins} (one worker process each)");
-    println!(
-        "  worker RSS idle: median {} KiB; logged in: median {} KiB, max {} KiB; login adds median {} KiB",
-        median_kib(idle.clone()),
-        median_kib(online.clone()),
-        online.iter().max().unwrap(),
-        median_kib(deltas),
-    );
+    for (name, pick) in [("RSS", 0), ("private (RssAnon)", 1)] {
+        let get = |v: &[(u64, u64)]| -> Vec<u64> {
+            v.iter()
+                .map(|p| if pick == 0 { p.0 } else { p.1 })
+                .collect()
+        };
+        let (before, after) = (get(&idle), get(&online));
+        let deltas = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        println!(
+            "  worker {name}: idle median {} KiB; logged in median {} KiB, max {} KiB; the login adds median {} KiB",
+            median_kib(before),
+            median_kib(after.clone()),
+            after.iter().max().unwrap(),
+            median_kib(deltas),
+        );
+    }
 
     // 2. Incoming latency, gateway path.
     let (sender, _sender_events) = in_process("sender@localhost", "senderpw", server.port).await;
