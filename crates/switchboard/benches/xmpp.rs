@@ -45,9 +45,10 @@ fn creds(jid: &str, password: &str, port: u16) -> Value {
            "resource": "bench", "server": "127.0.0.1", "port": port})
 }
 
-/// `field` (`VmRSS`, `RssAnon`) of a process, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// `field` of `/proc/<pid>/<file>` (`status`: `VmRSS`, `RssAnon`; `smaps_rollup`: `Pss`),
+/// in KiB.
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -57,10 +58,14 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Total RSS and its private (anonymous) part; file-backed pages (the binary's code) are
-/// shared by every worker process.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    (status_kib(pid, "VmRSS"), status_kib(pid, "RssAnon"))
+/// Total RSS, its private (anonymous) part, and PSS (shared pages divided among the
+/// processes sharing them: the binary's code is shared by every worker process).
+fn rss_kib(pid: u32) -> [u64; 3] {
+    [
+        proc_kib(pid, "status", "VmRSS"),
+        proc_kib(pid, "status", "RssAnon"),
+        proc_kib(pid, "smaps_rollup", "Pss"),
+    ]
 }
 
 /// PIDs of this process's `switchboard platform xmpp` children.
@@ -225,12 +230,8 @@ async fn main() {
         sessions.push((s, rx));
     }
     println!("xmpp logins: {logins} (one worker process each)");
-    for (name, pick) in [("RSS", 0), ("private (RssAnon)", 1)] {
-        let get = |v: &[(u64, u64)]| -> Vec<u64> {
-            v.iter()
-                .map(|p| if pick == 0 { p.0 } else { p.1 })
-                .collect()
-        };
+    for (name, pick) in [("RSS", 0), ("private (RssAnon)", 1), ("PSS", 2)] {
+        let get = |v: &[[u64; 3]]| -> Vec<u64> { v.iter().map(|p| p[pick]).collect() };
         let (before, after) = (get(&idle), get(&online));
         let deltas = after
             .iter()
