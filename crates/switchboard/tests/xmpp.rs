@@ -447,6 +447,7 @@ async fn bad_password_tls_opt_in_and_direct_tls() {
         "{e}"
     );
     assert!(e.contains("certificate"), "{e}");
+    assert!(e.ends_with("runs with --accept-invalid-certs)"), "{e}");
     alice.s.close().await;
 
     // Nobody listening: a clear failure, not a hang.

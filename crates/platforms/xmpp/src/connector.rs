@@ -63,7 +63,7 @@ impl ServerConnector for Connector {
         // The certificate must name the JID's domain, whatever host we dialled.
         let stream = tls::connect(self.tls.clone(), domain, tcp)
             .await
-            .map_err(|e| ConnectError::Tls(e.0))?;
+            .map_err(|e| ConnectError::Tls(with_hint(e.0)))?;
         let header = StreamHeader {
             to: Some(Cow::Borrowed(domain)),
             from: None,
@@ -119,6 +119,18 @@ async fn starttls(
         }
     }
     Ok(stream.into_inner().into_inner())
+}
+
+/// Certificate failures say how a trusted test or LAN server can be let through.
+fn with_hint(error: String) -> String {
+    if error.contains("certificate") {
+        format!(
+            "{error} (a self-signed certificate is accepted only when the server runs with \
+             --accept-invalid-certs)"
+        )
+    } else {
+        error
+    }
 }
 
 fn offers_starttls(features: &StreamFeatures) -> bool {
