@@ -5,12 +5,18 @@ use anyhow::{Result, bail};
 use switchboard_platform::{Platform, worker};
 use switchboard_platform_dummy::Dummy;
 use switchboard_platform_feeds::Feeds;
+use switchboard_platform_irc::Irc;
 use switchboard_platform_metadata::Metadata;
 use switchboard_protocol::Manifest;
 
 /// Manifests of every available platform, in registry order.
 pub fn manifests() -> Vec<Manifest> {
-    vec![Dummy::manifest(), Feeds::manifest(), Metadata::manifest()]
+    vec![
+        Dummy::manifest(),
+        Feeds::manifest(),
+        Metadata::manifest(),
+        Irc::manifest(),
+    ]
 }
 
 /// Run platform `name` as a worker on stdin/stdout.
@@ -19,6 +25,7 @@ pub async fn run_worker(name: &str) -> Result<()> {
         "dummy" => Ok(worker::run::<Dummy>().await?),
         "feeds" => Ok(worker::run::<Feeds>().await?),
         "metadata" => Ok(worker::run::<Metadata>().await?),
+        "irc" => Ok(worker::run::<Irc>().await?),
         other => bail!(
             "unknown platform {other:?} (available: {})",
             manifests()
