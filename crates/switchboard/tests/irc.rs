@@ -1,0 +1,291 @@
+//! The irc platform through the gateway, in its real worker processes, against real IRC
+//! servers the tests start on 127.0.0.1 (ngircd; InspIRCd with atheme for IRCv3 and SASL)
+//! and a raw-socket observer client on the same network.
+
+mod common;
+mod irc_peers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use irc_peers::{Ircd, Observer};
+use serde_json::{Value, json};
+use switchboard_engine::Engine;
+use switchboard_gateway::{Gateway, Push, Session};
+use switchboard_platform::Platform;
+use switchboard_platform_irc::Irc;
+use switchboard_protocol::context;
+use tokio::sync::mpsc;
+
+const HOST: &str = "127.0.0.1";
+
+fn gateway(settings: Value) -> Gateway {
+    Gateway::new(
+        common::config(settings),
+        Engine::embedded(),
+        vec![Irc::manifest()],
+        "test",
+    )
+    .unwrap()
+}
+
+/// A session and what the server pushes to it.
+struct Client {
+    s: Session,
+    rx: mpsc::UnboundedReceiver<Push>,
+    nick: String,
+}
+
+async fn open(gw: &Gateway, nick: &str) -> Client {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let s = gw
+        .open_session(
+            common::LOCAL,
+            Arc::new(move |p| {
+                let _ = tx.send(p);
+            }),
+        )
+        .await
+        .unwrap();
+    Client {
+        s,
+        rx,
+        nick: nick.to_owned(),
+    }
+}
+
+fn actor(nick: &str) -> Value {
+    json!({"id": format!("{nick}@{HOST}"), "type": "person", "name": nick})
+}
+
+fn room(channel: &str) -> Value {
+    json!({"id": format!("{channel}@{HOST}"), "type": "room", "name": channel})
+}
+
+impl Client {
+    fn activity(&self, verb: &str, target: Option<Value>, object: Option<Value>) -> Value {
+        let mut a = json!({"type": verb, "@context": context::canonical("irc"), "actor": actor(&self.nick)});
+        if let Some(t) = target {
+            a["target"] = t;
+        }
+        if let Some(o) = object {
+            a["object"] = o;
+        }
+        a
+    }
+
+    async fn credentials(&self, object: Value) {
+        let mut creds = json!({"type": "credentials", "server": HOST, "nick": self.nick, "secure": false});
+        for (k, v) in object.as_object().unwrap() {
+            creds[k] = v.clone();
+        }
+        let a = json!({"type": "credentials", "@context": context::canonical("irc"), "actor": actor(&self.nick), "object": creds});
+        let reply = self.s.credentials(self.s.ticket(), a).await;
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+
+    async fn send_raw(&self, a: Value) -> Value {
+        self.s.message(self.s.ticket(), a).await
+    }
+
+    async fn ok(&self, verb: &str, target: Option<Value>, object: Option<Value>) -> Value {
+        let reply = self.send_raw(self.activity(verb, target, object)).await;
+        assert!(reply.get("error").is_none(), "{verb} failed: {reply}");
+        reply
+    }
+
+    async fn fails(&self, verb: &str, target: Option<Value>, object: Option<Value>) -> String {
+        let reply = self.send_raw(self.activity(verb, target, object)).await;
+        reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{verb} should fail: {reply}"))
+            .to_owned()
+    }
+
+    async fn connect(&self, port: u16, extra: Value) -> Value {
+        let mut o = extra;
+        o["port"] = json!(port);
+        self.credentials(o).await;
+        self.send_raw(self.activity("connect", None, None)).await
+    }
+
+    async fn say(&self, channel: &str, text: &str) -> Value {
+        self.ok(
+            "send",
+            Some(room(channel)),
+            Some(json!({"type": "message", "content": text})),
+        )
+        .await
+    }
+
+    /// The next pushed message matching `pred` (others are skipped); panics after 10 s.
+    async fn push(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Push::Message(m))) if pred(&m) => return m,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{}: session closed waiting for {what}", self.nick),
+                Err(_) => panic!("{}: no push for {what} within 10 s", self.nick),
+            }
+        }
+    }
+}
+
+fn is(a: &Value, verb: &str, object_type: &str) -> bool {
+    a["type"] == verb && a["object"]["type"] == object_type
+}
+
+#[tokio::test]
+async fn core_flows_against_ngircd() {
+    let ircd = Ircd::ngircd(None);
+    let gw = gateway(json!({}));
+    let mut watcher = Observer::connect(ircd.port, "watcher", None).await;
+    watcher.join("#room").await;
+    watcher.send("MODE #room +t").await;
+
+    let mut a = open(&gw, "sb1").await;
+    let reply = a.connect(ircd.port, json!({})).await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    assert_eq!(reply["type"], "connect");
+
+    // join: the observer sees it; the reply came after the server's echo
+    a.ok("join", Some(room("#room")), None).await;
+    watcher.expect(|l| l.starts_with(":sb1!") && l.contains("JOIN")).await;
+    let names = a.push("attendance after join", |m| is(m, "query", "attendance")).await;
+    assert_eq!(names["actor"], room("#room"));
+    assert!(names["object"]["members"].as_array().unwrap().contains(&json!("watcher")));
+
+    // send both ways
+    a.say("#room", "hello from switchboard").await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :hello from switchboard")).await;
+    watcher.send("PRIVMSG #room :hi sb1").await;
+    let m = a.push("channel message", |m| is(m, "send", "message")).await;
+    assert_eq!(m["actor"], actor("watcher"));
+    assert_eq!(m["target"], room("#room"));
+    assert_eq!(m["object"]["content"], "hi sb1");
+    assert!(m["published"].as_str().unwrap().ends_with('Z'), "{m}");
+    assert_eq!(m["@context"], context::canonical("irc"));
+    watcher.send("PRIVMSG sb1 :just for you").await;
+    let m = a.push("private message", |m| is(m, "send", "message")).await;
+    assert_eq!(m["target"], actor("sb1"));
+    assert_eq!(m["object"]["content"], "just for you");
+    watcher.send("PRIVMSG #room :\u{1}ACTION waves\u{1}").await;
+    let m = a.push("action", |m| is(m, "send", "me")).await;
+    assert_eq!(m["object"]["content"], "waves");
+    watcher.send("NOTICE #room :a notice").await;
+    let m = a.push("notice", |m| is(m, "send", "notice")).await;
+    assert_eq!(m["object"]["content"], "a notice");
+
+    // /me and /notice
+    a.say("#room", "/me dances").await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :\u{1}ACTION dances\u{1}")).await;
+    a.say("#room", "/notice heads up").await;
+    watcher.expect(|l| l.ends_with("NOTICE #room :heads up")).await;
+
+    // topic: refused without ops (with the server's reason), accepted with them
+    let e = a
+        .fails("update", Some(room("#room")), Some(json!({"type": "topic", "content": "mine"})))
+        .await;
+    assert!(e.contains("operator"), "{e}");
+    watcher.send("MODE #room +o sb1").await;
+    let m = a.push("op given", |m| m["type"] == "add").await;
+    assert_eq!(m["object"]["subject"]["role"], "admin");
+    assert_eq!(m["target"], actor("sb1"));
+    a.ok("update", Some(room("#room")), Some(json!({"type": "topic", "content": "mine now"})))
+        .await;
+    watcher.expect(|l| l.ends_with("TOPIC #room :mine now")).await;
+    watcher.send("TOPIC #room :watcher's topic").await;
+    let m = a.push("topic change", |m| is(m, "update", "topic")).await;
+    assert_eq!((m["actor"].clone(), m["object"]["content"].clone()), (actor("watcher"), json!("watcher's topic")));
+
+    // names
+    let r = a.ok("query", Some(room("#room")), Some(json!({"type": "attendance"}))).await;
+    assert_eq!(r["type"], "query");
+    assert_eq!(r["actor"], room("#room"));
+    let mut members: Vec<String> = serde_json::from_value(r["object"]["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["sb1", "watcher"]);
+
+    // long and multi-line messages: several lines, each within 512 bytes, nothing lost
+    let long = "é".repeat(700);
+    a.say("#room", &long).await;
+    let mut got = String::new();
+    while got.len() < long.len() {
+        let l = watcher.expect(|l| l.starts_with(":sb1!") && l.contains("PRIVMSG #room :")).await;
+        assert!(l.len() + 2 <= 512, "{} bytes", l.len() + 2);
+        got.push_str(l.split_once("PRIVMSG #room :").unwrap().1);
+    }
+    assert_eq!(got, long);
+    a.say("#room", "line one\nline two").await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :line one")).await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :line two")).await;
+
+    // injection: CR/LF in content are line breaks inside the message, never a command
+    a.say("#room", "inject\r\nQUIT :pwned\r\nJOIN #evil").await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :inject")).await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :QUIT :pwned")).await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :JOIN #evil")).await;
+    let e = a
+        .fails("update", Some(room("#room")), Some(json!({"type": "topic", "content": "a\r\nQUIT"})))
+        .await;
+    assert!(e.contains("line breaks"), "{e}");
+    let e = a
+        .fails("update", Some(json!({"id": format!("x\r\nQUIT@{HOST}"), "type": "person"})), Some(json!({"type": "address"})))
+        .await;
+    assert!(e.contains("invalid nick"), "{e}");
+    let e = a.fails("join", Some(json!({"id": format!("#a\r\nQUIT@{HOST}"), "type": "room"})), None).await;
+    assert!(!e.is_empty());
+    let e = a.fails("join", Some(json!({"id": "#room@elsewhere.example", "type": "room"})), None).await;
+    assert!(e.contains("not on this connection's server"), "{e}");
+    a.say("#room", "still here").await;
+    watcher.expect(|l| l.ends_with("PRIVMSG #room :still here")).await;
+    let commands_from_sb1 = |cmd: &str| {
+        watcher
+            .seen
+            .iter()
+            .filter(|l| l.starts_with(":sb1!") && l.split(' ').nth(1) == Some(cmd))
+            .count()
+    };
+    assert_eq!(commands_from_sb1("QUIT"), 0);
+    assert_eq!(commands_from_sb1("JOIN"), 1, "no JOIN #evil");
+
+    // nick changes, ours and theirs; collision is a clear failure
+    a.ok("update", Some(actor("sb1new")), Some(json!({"type": "address"}))).await;
+    watcher.expect(|l| l.starts_with(":sb1!") && l.contains("NICK") && l.ends_with("sb1new")).await;
+    watcher.send("NICK watcher2").await;
+    let m = a.push("nick change", |m| is(m, "update", "address")).await;
+    assert_eq!((m["actor"].clone(), m["target"].clone()), (actor("watcher"), actor("watcher2")));
+    watcher.nick = "watcher2".into();
+    let e = a.fails("update", Some(actor("watcher2")), Some(json!({"type": "address"}))).await;
+    assert!(e.contains("already in use"), "{e}");
+
+    // leave (and leaving again is the server's refusal)
+    a.ok("leave", Some(room("#room")), None).await;
+    watcher.expect(|l| l.starts_with(":sb1new!") && l.contains("PART #room")).await;
+    let e = a.fails("leave", Some(room("#room")), None).await;
+    assert!(e.contains("not on that channel") || e.contains("442"), "{e}");
+
+    // kick
+    a.ok("join", Some(room("#room")), None).await;
+    watcher.expect(|l| l.starts_with(":sb1new!") && l.contains("JOIN")).await;
+    watcher.send("KICK #room sb1new :behave").await;
+    let m = a.push("kick", |m| m["type"] == "leave" && m["actor"] == actor("sb1new")).await;
+    assert_eq!(m["object"]["content"], "kicked by watcher2: behave");
+    assert_eq!(m["target"], room("#room"));
+
+    // others leaving (seen while sharing a channel: rejoin after the kick)
+    a.ok("join", Some(room("#room")), None).await;
+    watcher.send("QUIT :gone home").await;
+    let m = a.push("quit", |m| m["type"] == "leave" && m["actor"] == actor("watcher2")).await;
+    // (ngircd quotes quit reasons)
+    assert!(m["object"]["content"].as_str().unwrap().contains("gone home"), "{m}");
+
+    // disconnect: the connection is gone, later requests say so
+    a.ok("disconnect", None, None).await;
+    let e = a.fails("join", Some(room("#room")), None).await;
+    assert_eq!(e, "join called on uninitialized platform");
+
+    a.s.close().await;
+    gw.shutdown().await;
+}
