@@ -289,3 +289,124 @@ async fn core_flows_against_ngircd() {
     a.s.close().await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn sessions_share_a_login_and_anonymous_ones_never_do() {
+    let locked = Ircd::ngircd(Some("srvpw"));
+    let open_server = Ircd::ngircd(None);
+    let gw = gateway(json!({}));
+
+    // Same nick and secret: one connection (a second one would collide on the nick).
+    let mut a = open(&gw, "shared").await;
+    let mut b = open(&gw, "shared").await;
+    let pw = json!({"password": "srvpw"});
+    let r = a.connect(locked.port, pw.clone()).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = b.connect(locked.port, pw.clone()).await;
+    assert!(r.get("error").is_none(), "shared, not a second login: {r}");
+    a.ok("join", Some(room("#s")), None).await;
+    let mut watcher = Observer::connect(locked.port, "watcher", Some("srvpw")).await;
+    watcher.join("#s").await;
+    watcher.send("PRIVMSG #s :to both").await;
+    for c in [&mut a, &mut b] {
+        let m = c.push("shared message", |m| is(m, "send", "message")).await;
+        assert_eq!(m["object"]["content"], "to both");
+    }
+    // b sends on the shared connection; a is shown the result
+    b.say("#s", "from b").await;
+    watcher.expect(|l| l.starts_with(":shared!") && l.ends_with("PRIVMSG #s :from b")).await;
+    let m = a.push("b's send", |m| m["type"] == "send" && m["actor"] == actor("shared")).await;
+    assert_eq!(m["object"]["content"], "from b");
+
+    // Different credentials (another username, same secret): not shared, so a second
+    // connection, whose nick collides: a clear failure.
+    let c = open(&gw, "shared").await;
+    let r = c.connect(locked.port, json!({"password": "srvpw", "username": "other"})).await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(e.contains("already in use"), "{e}");
+    // A wrong server password is the server's refusal.
+    let d = open(&gw, "wrongpw").await;
+    let r = d.connect(locked.port, json!({"password": "nope"})).await;
+    assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+
+    // Anonymous (no secret): never shared, even with identical credentials.
+    let e1 = open(&gw, "anon").await;
+    let e2 = open(&gw, "anon").await;
+    let r = e1.connect(open_server.port, json!({})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = e2.connect(open_server.port, json!({})).await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(e.contains("already in use"), "{e}");
+
+    for s in [&a.s, &b.s, &c.s, &d.s, &e1.s, &e2.s] {
+        s.close().await;
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_drop_reconnects_and_rejoins() {
+    let mut ircd = Ircd::ngircd(None);
+    let gw = gateway(json!({}));
+    let mut a = open(&gw, "phoenix").await;
+    let r = a.connect(ircd.port, json!({})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    a.ok("join", Some(room("#r1")), None).await;
+    a.ok("join", Some(room("#r2")), None).await;
+
+    ircd.kill();
+    let m = a.push("lost notice", |m| m["type"] == "disconnect").await;
+    assert_eq!(m["actor"]["type"], "service");
+    assert!(m["object"]["content"].as_str().unwrap().contains("reconnecting"), "{m}");
+    let e = a.fails("send", Some(room("#r1")), Some(json!({"type": "message", "content": "x"}))).await;
+    assert!(e.contains("reconnecting") || e.contains("lost"), "{e}");
+
+    ircd.restart();
+    let m = a.push("back notice", |m| m["type"] == "connect").await;
+    assert_eq!(
+        m["object"]["content"],
+        "reconnected to the irc server; rejoining #r1, #r2"
+    );
+    let mut watcher = Observer::connect(ircd.port, "watcher", None).await;
+    // The rejoin may race the observer: wait until the server lists phoenix in #r2.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        watcher.send("NAMES #r2").await;
+        let l = watcher.expect(|l| l.contains(" 353 ") || l.contains(" 366 ")).await;
+        if l.contains("phoenix") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "phoenix did not rejoin #r2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watcher.join("#r1").await;
+    a.say("#r1", "back again").await;
+    watcher.expect(|l| l.starts_with(":phoenix!") && l.ends_with("PRIVMSG #r1 :back again")).await;
+
+    a.s.close().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_needs_the_operator_opt_in_for_a_self_signed_server() {
+    let ircd = Ircd::ngircd(None);
+    let strict = gateway(json!({}));
+    let a = open(&strict, "tlsuser").await;
+    let r = a.connect(ircd.tls_port, json!({"secure": true})).await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(e.contains("TLS handshake") && e.contains("certificate"), "{e}");
+    a.s.close().await;
+    strict.shutdown().await;
+
+    let lenient = gateway(json!({"accept_invalid_certs": true}));
+    let b = open(&lenient, "tlsuser").await;
+    let r = b.connect(ircd.tls_port, json!({"secure": true})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let mut watcher = Observer::connect(ircd.port, "watcher", None).await;
+    watcher.join("#tls").await;
+    b.ok("join", Some(room("#tls")), None).await;
+    b.say("#tls", "over tls").await;
+    watcher.expect(|l| l.starts_with(":tlsuser!") && l.ends_with("PRIVMSG #tls :over tls")).await;
+    b.s.close().await;
+    lenient.shutdown().await;
+}
