@@ -131,6 +131,11 @@ pub enum FromWorker {
     /// A problem that ends the instance (lost connection that will not come back …): every
     /// attached session gets it as an error activity.
     Fatal { error: String },
+    /// The persistent connection now acts as another actor with these credentials (an IRC
+    /// nick change): the server files the credentials under the new actor for every
+    /// attached session and routes the new actor's jobs to this instance. Sent before the
+    /// result of the job that caused it.
+    Rekey { actor: String, credentials: Value },
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ impl Client {
     }
 
     async fn credentials(&self, object: Value) {
-        let mut creds = json!({"type": "credentials", "server": HOST, "nick": self.nick, "secure": false});
+        let mut creds =
+            json!({"type": "credentials", "server": HOST, "nick": self.nick, "secure": false});
         for (k, v) in object.as_object().unwrap() {
             creds[k] = v.clone();
         }
@@ -151,23 +152,38 @@ async fn core_flows_against_ngircd() {
 
     // join: the observer sees it; the reply came after the server's echo
     a.ok("join", Some(room("#room")), None).await;
-    watcher.expect(|l| l.starts_with(":sb1!") && l.contains("JOIN")).await;
-    let names = a.push("attendance after join", |m| is(m, "query", "attendance")).await;
+    watcher
+        .expect(|l| l.starts_with(":sb1!") && l.contains("JOIN"))
+        .await;
+    let names = a
+        .push("attendance after join", |m| is(m, "query", "attendance"))
+        .await;
     assert_eq!(names["actor"], room("#room"));
-    assert!(names["object"]["members"].as_array().unwrap().contains(&json!("watcher")));
+    assert!(
+        names["object"]["members"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("watcher"))
+    );
 
     // send both ways
     a.say("#room", "hello from switchboard").await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :hello from switchboard")).await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :hello from switchboard"))
+        .await;
     watcher.send("PRIVMSG #room :hi sb1").await;
-    let m = a.push("channel message", |m| is(m, "send", "message")).await;
+    let m = a
+        .push("channel message", |m| is(m, "send", "message"))
+        .await;
     assert_eq!(m["actor"], actor("watcher"));
     assert_eq!(m["target"], room("#room"));
     assert_eq!(m["object"]["content"], "hi sb1");
     assert!(m["published"].as_str().unwrap().ends_with('Z'), "{m}");
     assert_eq!(m["@context"], context::canonical("irc"));
     watcher.send("PRIVMSG sb1 :just for you").await;
-    let m = a.push("private message", |m| is(m, "send", "message")).await;
+    let m = a
+        .push("private message", |m| is(m, "send", "message"))
+        .await;
     assert_eq!(m["target"], actor("sb1"));
     assert_eq!(m["object"]["content"], "just for you");
     watcher.send("PRIVMSG #room :\u{1}ACTION waves\u{1}").await;
@@ -179,28 +195,51 @@ async fn core_flows_against_ngircd() {
 
     // /me and /notice
     a.say("#room", "/me dances").await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :\u{1}ACTION dances\u{1}")).await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :\u{1}ACTION dances\u{1}"))
+        .await;
     a.say("#room", "/notice heads up").await;
-    watcher.expect(|l| l.ends_with("NOTICE #room :heads up")).await;
+    watcher
+        .expect(|l| l.ends_with("NOTICE #room :heads up"))
+        .await;
 
     // topic: refused without ops (with the server's reason), accepted with them
     let e = a
-        .fails("update", Some(room("#room")), Some(json!({"type": "topic", "content": "mine"})))
+        .fails(
+            "update",
+            Some(room("#room")),
+            Some(json!({"type": "topic", "content": "mine"})),
+        )
         .await;
     assert!(e.contains("operator"), "{e}");
     watcher.send("MODE #room +o sb1").await;
     let m = a.push("op given", |m| m["type"] == "add").await;
     assert_eq!(m["object"]["subject"]["role"], "admin");
     assert_eq!(m["target"], actor("sb1"));
-    a.ok("update", Some(room("#room")), Some(json!({"type": "topic", "content": "mine now"})))
+    a.ok(
+        "update",
+        Some(room("#room")),
+        Some(json!({"type": "topic", "content": "mine now"})),
+    )
+    .await;
+    watcher
+        .expect(|l| l.ends_with("TOPIC #room :mine now"))
         .await;
-    watcher.expect(|l| l.ends_with("TOPIC #room :mine now")).await;
     watcher.send("TOPIC #room :watcher's topic").await;
     let m = a.push("topic change", |m| is(m, "update", "topic")).await;
-    assert_eq!((m["actor"].clone(), m["object"]["content"].clone()), (actor("watcher"), json!("watcher's topic")));
+    assert_eq!(
+        (m["actor"].clone(), m["object"]["content"].clone()),
+        (actor("watcher"), json!("watcher's topic"))
+    );
 
     // names
-    let r = a.ok("query", Some(room("#room")), Some(json!({"type": "attendance"}))).await;
+    let r = a
+        .ok(
+            "query",
+            Some(room("#room")),
+            Some(json!({"type": "attendance"})),
+        )
+        .await;
     assert_eq!(r["type"], "query");
     assert_eq!(r["actor"], room("#room"));
     let mut members: Vec<String> = serde_json::from_value(r["object"]["members"].clone()).unwrap();
@@ -212,34 +251,68 @@ async fn core_flows_against_ngircd() {
     a.say("#room", &long).await;
     let mut got = String::new();
     while got.len() < long.len() {
-        let l = watcher.expect(|l| l.starts_with(":sb1!") && l.contains("PRIVMSG #room :")).await;
+        let l = watcher
+            .expect(|l| l.starts_with(":sb1!") && l.contains("PRIVMSG #room :"))
+            .await;
         assert!(l.len() + 2 <= 512, "{} bytes", l.len() + 2);
         got.push_str(l.split_once("PRIVMSG #room :").unwrap().1);
     }
     assert_eq!(got, long);
     a.say("#room", "line one\nline two").await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :line one")).await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :line two")).await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :line one"))
+        .await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :line two"))
+        .await;
 
     // injection: CR/LF in content are line breaks inside the message, never a command
     a.say("#room", "inject\r\nQUIT :pwned\r\nJOIN #evil").await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :inject")).await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :QUIT :pwned")).await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :JOIN #evil")).await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :inject"))
+        .await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :QUIT :pwned"))
+        .await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :JOIN #evil"))
+        .await;
     let e = a
-        .fails("update", Some(room("#room")), Some(json!({"type": "topic", "content": "a\r\nQUIT"})))
+        .fails(
+            "update",
+            Some(room("#room")),
+            Some(json!({"type": "topic", "content": "a\r\nQUIT"})),
+        )
         .await;
     assert!(e.contains("line breaks"), "{e}");
     let e = a
-        .fails("update", Some(json!({"id": format!("x\r\nQUIT@{HOST}"), "type": "person"})), Some(json!({"type": "address"})))
+        .fails(
+            "update",
+            Some(json!({"id": format!("x\r\nQUIT@{HOST}"), "type": "person"})),
+            Some(json!({"type": "address"})),
+        )
         .await;
     assert!(e.contains("invalid nick"), "{e}");
-    let e = a.fails("join", Some(json!({"id": format!("#a\r\nQUIT@{HOST}"), "type": "room"})), None).await;
+    let e = a
+        .fails(
+            "join",
+            Some(json!({"id": format!("#a\r\nQUIT@{HOST}"), "type": "room"})),
+            None,
+        )
+        .await;
     assert!(!e.is_empty());
-    let e = a.fails("join", Some(json!({"id": "#room@elsewhere.example", "type": "room"})), None).await;
+    let e = a
+        .fails(
+            "join",
+            Some(json!({"id": "#room@elsewhere.example", "type": "room"})),
+            None,
+        )
+        .await;
     assert!(e.contains("not on this connection's server"), "{e}");
     a.say("#room", "still here").await;
-    watcher.expect(|l| l.ends_with("PRIVMSG #room :still here")).await;
+    watcher
+        .expect(|l| l.ends_with("PRIVMSG #room :still here"))
+        .await;
     let commands_from_sb1 = |cmd: &str| {
         watcher
             .seen
@@ -251,35 +324,73 @@ async fn core_flows_against_ngircd() {
     assert_eq!(commands_from_sb1("JOIN"), 1, "no JOIN #evil");
 
     // nick changes, ours and theirs; collision is a clear failure
-    a.ok("update", Some(actor("sb1new")), Some(json!({"type": "address"}))).await;
-    watcher.expect(|l| l.starts_with(":sb1!") && l.contains("NICK") && l.ends_with("sb1new")).await;
+    a.ok(
+        "update",
+        Some(actor("sb1new")),
+        Some(json!({"type": "address"})),
+    )
+    .await;
+    watcher
+        .expect(|l| l.starts_with(":sb1!") && l.contains("NICK") && l.ends_with("sb1new"))
+        .await;
+    a.nick = "sb1new".into(); // the instance was re-keyed: we are the new actor now
     watcher.send("NICK watcher2").await;
     let m = a.push("nick change", |m| is(m, "update", "address")).await;
-    assert_eq!((m["actor"].clone(), m["target"].clone()), (actor("watcher"), actor("watcher2")));
+    assert_eq!(
+        (m["actor"].clone(), m["target"].clone()),
+        (actor("watcher"), actor("watcher2"))
+    );
     watcher.nick = "watcher2".into();
-    let e = a.fails("update", Some(actor("watcher2")), Some(json!({"type": "address"}))).await;
+    let e = a
+        .fails(
+            "update",
+            Some(actor("watcher2")),
+            Some(json!({"type": "address"})),
+        )
+        .await;
     assert!(e.contains("already in use"), "{e}");
 
     // leave (and leaving again is the server's refusal)
     a.ok("leave", Some(room("#room")), None).await;
-    watcher.expect(|l| l.starts_with(":sb1new!") && l.contains("PART #room")).await;
+    watcher
+        .expect(|l| l.starts_with(":sb1new!") && l.contains("PART #room"))
+        .await;
     let e = a.fails("leave", Some(room("#room")), None).await;
-    assert!(e.contains("not on that channel") || e.contains("442"), "{e}");
+    assert!(
+        e.contains("not on that channel") || e.contains("442"),
+        "{e}"
+    );
 
     // kick
     a.ok("join", Some(room("#room")), None).await;
-    watcher.expect(|l| l.starts_with(":sb1new!") && l.contains("JOIN")).await;
+    watcher
+        .expect(|l| l.starts_with(":sb1new!") && l.contains("JOIN"))
+        .await;
     watcher.send("KICK #room sb1new :behave").await;
-    let m = a.push("kick", |m| m["type"] == "leave" && m["actor"] == actor("sb1new")).await;
+    let m = a
+        .push("kick", |m| {
+            m["type"] == "leave" && m["actor"] == actor("sb1new")
+        })
+        .await;
     assert_eq!(m["object"]["content"], "kicked by watcher2: behave");
     assert_eq!(m["target"], room("#room"));
 
     // others leaving (seen while sharing a channel: rejoin after the kick)
     a.ok("join", Some(room("#room")), None).await;
     watcher.send("QUIT :gone home").await;
-    let m = a.push("quit", |m| m["type"] == "leave" && m["actor"] == actor("watcher2")).await;
+    let m = a
+        .push("quit", |m| {
+            m["type"] == "leave" && m["actor"] == actor("watcher2")
+        })
+        .await;
     // (ngircd quotes quit reasons)
-    assert!(m["object"]["content"].as_str().unwrap().contains("gone home"), "{m}");
+    assert!(
+        m["object"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("gone home"),
+        "{m}"
+    );
 
     // disconnect: the connection is gone, later requests say so
     a.ok("disconnect", None, None).await;
@@ -314,14 +425,25 @@ async fn sessions_share_a_login_and_anonymous_ones_never_do() {
     }
     // b sends on the shared connection; a is shown the result
     b.say("#s", "from b").await;
-    watcher.expect(|l| l.starts_with(":shared!") && l.ends_with("PRIVMSG #s :from b")).await;
-    let m = a.push("b's send", |m| m["type"] == "send" && m["actor"] == actor("shared")).await;
+    watcher
+        .expect(|l| l.starts_with(":shared!") && l.ends_with("PRIVMSG #s :from b"))
+        .await;
+    let m = a
+        .push("b's send", |m| {
+            m["type"] == "send" && m["actor"] == actor("shared")
+        })
+        .await;
     assert_eq!(m["object"]["content"], "from b");
 
     // Different credentials (another username, same secret): not shared, so a second
     // connection, whose nick collides: a clear failure.
     let c = open(&gw, "shared").await;
-    let r = c.connect(locked.port, json!({"password": "srvpw", "username": "other"})).await;
+    let r = c
+        .connect(
+            locked.port,
+            json!({"password": "srvpw", "username": "other"}),
+        )
+        .await;
     let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
     assert!(e.contains("already in use"), "{e}");
     // A wrong server password is the server's refusal.
@@ -357,8 +479,20 @@ async fn server_drop_reconnects_and_rejoins() {
     ircd.kill();
     let m = a.push("lost notice", |m| m["type"] == "disconnect").await;
     assert_eq!(m["actor"]["type"], "service");
-    assert!(m["object"]["content"].as_str().unwrap().contains("reconnecting"), "{m}");
-    let e = a.fails("send", Some(room("#r1")), Some(json!({"type": "message", "content": "x"}))).await;
+    assert!(
+        m["object"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("reconnecting"),
+        "{m}"
+    );
+    let e = a
+        .fails(
+            "send",
+            Some(room("#r1")),
+            Some(json!({"type": "message", "content": "x"})),
+        )
+        .await;
     assert!(e.contains("reconnecting") || e.contains("lost"), "{e}");
 
     ircd.restart();
@@ -372,16 +506,23 @@ async fn server_drop_reconnects_and_rejoins() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         watcher.send("NAMES #r2").await;
-        let l = watcher.expect(|l| l.contains(" 353 ") || l.contains(" 366 ")).await;
+        let l = watcher
+            .expect(|l| l.contains(" 353 ") || l.contains(" 366 "))
+            .await;
         if l.contains("phoenix") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "phoenix did not rejoin #r2");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "phoenix did not rejoin #r2"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     watcher.join("#r1").await;
     a.say("#r1", "back again").await;
-    watcher.expect(|l| l.starts_with(":phoenix!") && l.ends_with("PRIVMSG #r1 :back again")).await;
+    watcher
+        .expect(|l| l.starts_with(":phoenix!") && l.ends_with("PRIVMSG #r1 :back again"))
+        .await;
 
     a.s.close().await;
     gw.shutdown().await;
@@ -394,7 +535,10 @@ async fn tls_needs_the_operator_opt_in_for_a_self_signed_server() {
     let a = open(&strict, "tlsuser").await;
     let r = a.connect(ircd.tls_port, json!({"secure": true})).await;
     let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
-    assert!(e.contains("TLS handshake") && e.contains("certificate"), "{e}");
+    assert!(
+        e.contains("TLS handshake") && e.contains("certificate"),
+        "{e}"
+    );
     a.s.close().await;
     strict.shutdown().await;
 
@@ -406,7 +550,77 @@ async fn tls_needs_the_operator_opt_in_for_a_self_signed_server() {
     watcher.join("#tls").await;
     b.ok("join", Some(room("#tls")), None).await;
     b.say("#tls", "over tls").await;
-    watcher.expect(|l| l.starts_with(":tlsuser!") && l.ends_with("PRIVMSG #tls :over tls")).await;
+    watcher
+        .expect(|l| l.starts_with(":tlsuser!") && l.ends_with("PRIVMSG #tls :over tls"))
+        .await;
     b.s.close().await;
     lenient.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nick_change_rekeys_the_shared_connection() {
+    let ircd = Ircd::ngircd(Some("srvpw"));
+    let gw = gateway(json!({}));
+    let mut a = open(&gw, "renamer").await;
+    let mut b = open(&gw, "renamer").await;
+    let pw = json!({"password": "srvpw"});
+    for c in [&a, &b] {
+        let r = c.connect(ircd.port, pw.clone()).await;
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    a.ok("join", Some(room("#k")), None).await;
+    let mut watcher = Observer::connect(ircd.port, "watcher", Some("srvpw")).await;
+    watcher.join("#k").await;
+
+    a.ok(
+        "update",
+        Some(actor("renamed")),
+        Some(json!({"type": "address"})),
+    )
+    .await;
+    watcher
+        .expect(|l| l.starts_with(":renamer!") && l.ends_with("NICK :renamed"))
+        .await;
+    let m = b
+        .push("the nick change, shown to the other session", |m| {
+            is(m, "update", "address")
+        })
+        .await;
+    assert_eq!(m["target"], actor("renamed"));
+
+    // Both sessions now reach the same connection as the new actor.
+    a.nick = "renamed".into();
+    b.nick = "renamed".into();
+    a.say("#k", "a as renamed").await;
+    watcher
+        .expect(|l| l.starts_with(":renamed!") && l.ends_with("PRIVMSG #k :a as renamed"))
+        .await;
+    b.say("#k", "b as renamed").await;
+    watcher
+        .expect(|l| l.starts_with(":renamed!") && l.ends_with("PRIVMSG #k :b as renamed"))
+        .await;
+    watcher.send("PRIVMSG #k :hello renamed").await;
+    for c in [&mut a, &mut b] {
+        let m = c
+            .push("message after the rename", |m| {
+                is(m, "send", "message") && m["object"]["content"] == "hello renamed"
+            })
+            .await;
+        assert_eq!(m["target"], room("#k"));
+    }
+
+    // The old login no longer names that connection: connecting with it opens a new one
+    // (the old nick is free now).
+    let c = open(&gw, "renamer").await;
+    let r = c.connect(ircd.port, pw.clone()).await;
+    assert!(r.get("error").is_none(), "{r}");
+    c.ok("join", Some(room("#k")), None).await;
+    watcher
+        .expect(|l| l.starts_with(":renamer!") && l.contains("JOIN"))
+        .await;
+
+    for s in [&a.s, &b.s, &c.s] {
+        s.close().await;
+    }
+    gw.shutdown().await;
 }

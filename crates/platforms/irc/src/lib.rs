@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use client::{Client, Op, Say};
 use login::Login;
-use names::{Target, channel_target, check_nick, person, room, single_line, target};
+use names::{Target, channel_target, person, room, single_line, target};
 
 const VERBS: &[&str] = &[
     "connect",
@@ -43,7 +43,14 @@ const VERBS: &[&str] = &[
 
 pub struct Irc {
     ctx: WorkerContext,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Connected>>,
+}
+
+/// A live connection and the credentials object it was opened with (kept current across
+/// nick changes, for re-keying).
+struct Connected {
+    client: Client,
+    credentials: Value,
 }
 
 fn schema() -> Value {
@@ -125,7 +132,7 @@ fn say(text: &str) -> (Say, &str) {
 impl Irc {
     async fn connect(&self, job: &Job) -> Result<Option<Value>, PlatformError> {
         let mut slot = self.client.lock().await;
-        if slot.as_ref().is_some_and(Client::is_alive) {
+        if slot.as_ref().is_some_and(|c| c.client.is_alive()) {
             // Another session of this login connected already: share the connection.
             return Ok(None);
         }
@@ -141,7 +148,10 @@ impl Irc {
         let link = conn::open(&login, accept_invalid)
             .await
             .map_err(PlatformError)?;
-        *slot = Some(Client::start(link, login, accept_invalid, self.ctx.clone()));
+        *slot = Some(Connected {
+            client: Client::start(link, login, accept_invalid, self.ctx.clone()),
+            credentials: creds.clone(),
+        });
         Ok(None)
     }
 
@@ -230,39 +240,48 @@ impl Platform for Irc {
         match job.verb() {
             "connect" => return self.connect(&job).await,
             "disconnect" => {
-                let client = self.client.lock().await.take();
-                if let Some(c) = client {
-                    c.quit().await;
+                let connected = self.client.lock().await.take();
+                if let Some(c) = connected {
+                    c.client.quit().await;
                 }
                 return Ok(None);
             }
             _ => {}
         }
-        let slot = self.client.lock().await;
-        let client = slot.as_ref().filter(|c| c.is_alive()).ok_or_else(|| {
-            PlatformError::new(format!("{} called on uninitialized platform", job.verb()))
-        })?;
-        let op = self.op(&job, &client.server)?;
-        if let Op::Nick(n) = &op {
-            check_nick(n)?;
-        }
+        let mut slot = self.client.lock().await;
+        let conn = slot
+            .as_mut()
+            .filter(|c| c.client.is_alive())
+            .ok_or_else(|| {
+                PlatformError::new(format!("{} called on uninitialized platform", job.verb()))
+            })?;
+        let server = conn.client.server.clone();
+        let op = self.op(&job, &server)?;
         tracing::debug!(job = %job.id, verb = job.verb(), "irc request");
-        let result = client.run(op.clone()).await.map_err(PlatformError)?;
+        let result = conn.client.run(op.clone()).await.map_err(PlatformError)?;
         Ok(match op {
             Op::Names(channel) => Some(json!({
                 "type": "query",
-                "actor": room(&channel, &client.server),
-                "target": job.activity.get("actor").cloned().unwrap_or_else(|| person("", &client.server)),
+                "actor": room(&channel, &server),
+                "target": job.activity.get("actor").cloned().unwrap_or(Value::Null),
                 "object": {"type": "attendance", "members": result},
             })),
+            Op::Nick(nick) => {
+                // The login is now this nick: its sessions reach it as the new actor.
+                conn.credentials["nick"] = Value::String(nick.clone());
+                let actor = person(&nick, &server);
+                let id = actor["id"].as_str().unwrap_or_default();
+                self.ctx.rekey(id, conn.credentials.clone()).await;
+                None
+            }
             _ => None,
         })
     }
 
     async fn shutdown(&self) {
-        let client = self.client.lock().await.take();
-        if let Some(c) = client {
-            c.quit().await;
+        let connected = self.client.lock().await.take();
+        if let Some(c) = connected {
+            c.client.quit().await;
         }
     }
 }

@@ -34,7 +34,9 @@ fn require(binary: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{binary} is not installed: the irc tests need it (scripts/test.sh installs it with apt)");
+    panic!(
+        "{binary} is not installed: the irc tests need it (scripts/test.sh installs it with apt)"
+    );
 }
 
 /// A fresh temp dir, removed on drop.
@@ -42,11 +44,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "sb-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("sb-{tag}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -110,13 +109,8 @@ fn give_to_nobody(dir: &Path) {
 fn as_nobody(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(program);
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(program);
         c
     } else {
         Command::new(program)
