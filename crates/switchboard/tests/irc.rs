@@ -624,3 +624,85 @@ async fn a_nick_change_rekeys_the_shared_connection() {
     }
     gw.shutdown().await;
 }
+
+/// The value of IRCv3 tag `key` on a raw line.
+fn line_tag(line: &str, key: &str) -> Option<String> {
+    let tags = line.strip_prefix('@')?.split(' ').next()?;
+    tags.split(';')
+        .find_map(|t| t.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+#[tokio::test]
+async fn ircv3_and_sasl_on_inspircd_with_atheme() {
+    let ircd = Ircd::inspircd(true);
+    {
+        let mut reg = Observer::connect(ircd.port, "alice", None).await;
+        reg.register_account("alicepw").await;
+        reg.send("QUIT").await;
+    }
+    let gw = gateway(json!({}));
+
+    // SASL PLAIN: a wrong password is the server's refusal, the right one logs in.
+    let wrong = open(&gw, "alice").await;
+    let r = wrong
+        .connect(ircd.port, json!({"password": "nope", "saslMechanism": "PLAIN"}))
+        .await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(e.starts_with("SASL authentication failed"), "{e}");
+    let mut a = open(&gw, "alice").await;
+    let r = a
+        .connect(ircd.port, json!({"password": "alicepw", "saslMechanism": "PLAIN"}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    // SASL on a server without it is a clear failure too (checked against ngircd).
+    let plain = Ircd::ngircd(None);
+    let n = open(&gw, "nosasl").await;
+    let r = n
+        .connect(plain.port, json!({"password": "pw", "saslMechanism": "PLAIN"}))
+        .await;
+    assert_eq!(r["error"], "127.0.0.1 does not offer SASL authentication");
+
+    // labeled-response acks: join, names, a refused topic with the server's reason
+    let mut watcher = Observer::connect(ircd.port, "watcher", None).await;
+    watcher.caps("echo-message server-time message-tags").await;
+    watcher.join("#v3").await;
+    a.ok("join", Some(room("#v3")), None).await;
+    watcher.expect(|l| l.contains(":alice!") && l.contains("JOIN")).await;
+    let r = a.ok("query", Some(room("#v3")), Some(json!({"type": "attendance"}))).await;
+    let mut members: Vec<String> = serde_json::from_value(r["object"]["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["alice", "watcher"]);
+    let e = a
+        .fails("update", Some(room("#v3")), Some(json!({"type": "topic", "content": "no ops"})))
+        .await;
+    assert!(e.contains("channel op") && e.contains("482"), "{e}");
+    watcher.send("MODE #v3 +o alice").await;
+    a.push("op given", |m| m["type"] == "add").await;
+    a.ok("update", Some(room("#v3")), Some(json!({"type": "topic", "content": "ops now"})))
+        .await;
+    watcher.expect(|l| l.ends_with("TOPIC #v3 :ops now")).await;
+
+    // echo-message acks a send
+    a.say("#v3", "labeled and echoed").await;
+    watcher.expect(|l| l.contains(":alice!") && l.ends_with("PRIVMSG #v3 :labeled and echoed")).await;
+    let e = a
+        .fails("send", Some(json!({"id": format!("nobody@{HOST}"), "type": "person"})), Some(json!({"type": "message", "content": "hi"})))
+        .await;
+    assert!(e.contains("No such nick"), "{e}");
+
+    // server-time and msgid: the push carries the server's own stamp and id
+    watcher.send("PRIVMSG #v3 :stamped").await;
+    let echo = watcher.expect(|l| l.ends_with("PRIVMSG #v3 :stamped")).await;
+    let m = a.push("stamped message", |m| m["object"]["content"] == "stamped").await;
+    assert_eq!(m["published"].as_str(), line_tag(&echo, "time").as_deref(), "{echo}");
+    assert_eq!(m["id"].as_str(), line_tag(&echo, "msgid").as_deref(), "{echo}");
+
+    // nick collision through labeled-response
+    let e = a.fails("update", Some(actor("watcher")), Some(json!({"type": "address"}))).await;
+    assert!(e.contains("already in use"), "{e}");
+
+    for s in [&wrong.s, &a.s, &n.s] {
+        s.close().await;
+    }
+    gw.shutdown().await;
+}

@@ -258,6 +258,7 @@ impl Ircd {
     fn start_services(&mut self) {
         let d = &self.dir.0;
         let out = d.join("atheme.stdout");
+        let log = std::fs::File::create(&out).unwrap();
         let mut child = as_nobody(&require("atheme-services"))
             .arg("-n")
             .arg("-c")
@@ -268,8 +269,8 @@ impl Ircd {
             .arg(d.join("atheme.log"))
             .arg("-p")
             .arg(d.join("atheme.pid"))
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -399,6 +400,20 @@ impl Observer {
                 return line;
             }
         }
+    }
+
+    /// Ask for IRCv3 capabilities after registration.
+    pub async fn caps(&mut self, caps: &str) {
+        self.send(&format!("CAP REQ :{caps}")).await;
+        self.expect(|l| l.contains(" CAP ") && l.contains(" ACK ")).await;
+    }
+
+    /// Register `password` for our nick with NickServ (atheme).
+    pub async fn register_account(&mut self, password: &str) {
+        self.send(&format!("PRIVMSG NickServ :REGISTER {password} {}@example.com", self.nick))
+            .await;
+        let l = self.expect(|l| l.contains("NOTICE") && l.starts_with(":NickServ")).await;
+        assert!(l.contains("registered"), "NickServ: {l}");
     }
 
     pub async fn join(&mut self, channel: &str) {
