@@ -645,20 +645,43 @@ async fn ircv3_and_sasl_on_inspircd_with_atheme() {
     // SASL PLAIN: a wrong password is the server's refusal, the right one logs in.
     let wrong = open(&gw, "alice").await;
     let r = wrong
-        .connect(ircd.port, json!({"password": "nope", "saslMechanism": "PLAIN"}))
+        .connect(
+            ircd.port,
+            json!({"password": "nope", "saslMechanism": "PLAIN"}),
+        )
         .await;
     let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
     assert!(e.starts_with("SASL authentication failed"), "{e}");
     let mut a = open(&gw, "alice").await;
     let r = a
-        .connect(ircd.port, json!({"password": "alicepw", "saslMechanism": "PLAIN"}))
+        .connect(
+            ircd.port,
+            json!({"password": "alicepw", "saslMechanism": "PLAIN"}),
+        )
         .await;
     assert!(r.get("error").is_none(), "{r}");
+    // OAUTHBEARER, which these services do not offer: a clear failure, not a hang.
+    let oauth = open(&gw, "alice").await;
+    let r = oauth
+        .connect(
+            ircd.port,
+            json!({"token": "tok", "saslMechanism": "OAUTHBEARER"}),
+        )
+        .await;
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        e.contains("OAUTHBEARER") || e.starts_with("SASL authentication failed"),
+        "{e}"
+    );
+    oauth.s.close().await;
     // SASL on a server without it is a clear failure too (checked against ngircd).
     let plain = Ircd::ngircd(None);
     let n = open(&gw, "nosasl").await;
     let r = n
-        .connect(plain.port, json!({"password": "pw", "saslMechanism": "PLAIN"}))
+        .connect(
+            plain.port,
+            json!({"password": "pw", "saslMechanism": "PLAIN"}),
+        )
         .await;
     assert_eq!(r["error"], "127.0.0.1 does not offer SASL authentication");
 
@@ -667,38 +690,78 @@ async fn ircv3_and_sasl_on_inspircd_with_atheme() {
     watcher.caps("echo-message server-time message-tags").await;
     watcher.join("#v3").await;
     a.ok("join", Some(room("#v3")), None).await;
-    watcher.expect(|l| l.contains(":alice!") && l.contains("JOIN")).await;
-    let r = a.ok("query", Some(room("#v3")), Some(json!({"type": "attendance"}))).await;
+    watcher
+        .expect(|l| l.contains(":alice!") && l.contains("JOIN"))
+        .await;
+    let r = a
+        .ok(
+            "query",
+            Some(room("#v3")),
+            Some(json!({"type": "attendance"})),
+        )
+        .await;
     let mut members: Vec<String> = serde_json::from_value(r["object"]["members"].clone()).unwrap();
     members.sort();
     assert_eq!(members, ["alice", "watcher"]);
     let e = a
-        .fails("update", Some(room("#v3")), Some(json!({"type": "topic", "content": "no ops"})))
+        .fails(
+            "update",
+            Some(room("#v3")),
+            Some(json!({"type": "topic", "content": "no ops"})),
+        )
         .await;
     assert!(e.contains("channel op") && e.contains("482"), "{e}");
     watcher.send("MODE #v3 +o alice").await;
     a.push("op given", |m| m["type"] == "add").await;
-    a.ok("update", Some(room("#v3")), Some(json!({"type": "topic", "content": "ops now"})))
-        .await;
+    a.ok(
+        "update",
+        Some(room("#v3")),
+        Some(json!({"type": "topic", "content": "ops now"})),
+    )
+    .await;
     watcher.expect(|l| l.ends_with("TOPIC #v3 :ops now")).await;
 
     // echo-message acks a send
     a.say("#v3", "labeled and echoed").await;
-    watcher.expect(|l| l.contains(":alice!") && l.ends_with("PRIVMSG #v3 :labeled and echoed")).await;
+    watcher
+        .expect(|l| l.contains(":alice!") && l.ends_with("PRIVMSG #v3 :labeled and echoed"))
+        .await;
     let e = a
-        .fails("send", Some(json!({"id": format!("nobody@{HOST}"), "type": "person"})), Some(json!({"type": "message", "content": "hi"})))
+        .fails(
+            "send",
+            Some(json!({"id": format!("nobody@{HOST}"), "type": "person"})),
+            Some(json!({"type": "message", "content": "hi"})),
+        )
         .await;
     assert!(e.contains("No such nick"), "{e}");
 
     // server-time and msgid: the push carries the server's own stamp and id
     watcher.send("PRIVMSG #v3 :stamped").await;
-    let echo = watcher.expect(|l| l.ends_with("PRIVMSG #v3 :stamped")).await;
-    let m = a.push("stamped message", |m| m["object"]["content"] == "stamped").await;
-    assert_eq!(m["published"].as_str(), line_tag(&echo, "time").as_deref(), "{echo}");
-    assert_eq!(m["id"].as_str(), line_tag(&echo, "msgid").as_deref(), "{echo}");
+    let echo = watcher
+        .expect(|l| l.ends_with("PRIVMSG #v3 :stamped"))
+        .await;
+    let m = a
+        .push("stamped message", |m| m["object"]["content"] == "stamped")
+        .await;
+    assert_eq!(
+        m["published"].as_str(),
+        line_tag(&echo, "time").as_deref(),
+        "{echo}"
+    );
+    assert_eq!(
+        m["id"].as_str(),
+        line_tag(&echo, "msgid").as_deref(),
+        "{echo}"
+    );
 
     // nick collision through labeled-response
-    let e = a.fails("update", Some(actor("watcher")), Some(json!({"type": "address"}))).await;
+    let e = a
+        .fails(
+            "update",
+            Some(actor("watcher")),
+            Some(json!({"type": "address"})),
+        )
+        .await;
     assert!(e.contains("already in use"), "{e}");
 
     for s in [&wrong.s, &a.s, &n.s] {

@@ -151,7 +151,8 @@ async fn register(link: &mut Link, login: &Login) -> Result<(), String> {
     .await
     .map_err(io)?;
 
-    let mut offered: Vec<String> = Vec::new();
+    // Offered capabilities and their values (`sasl=PLAIN,EXTERNAL`).
+    let mut offered: Vec<(String, String)> = Vec::new();
     let mut negotiating = true;
     while let Some(line) = link.reader.next().await {
         let line = line.map_err(io)?;
@@ -170,20 +171,29 @@ async fn register(link: &mut Link, login: &Login) -> Result<(), String> {
             Command::CAP(_, CapSubCommand::LS, a, b) => {
                 let more = b.is_some();
                 let list = b.as_ref().or(a.as_ref()).map_or("", String::as_str);
-                offered.extend(
-                    list.split(' ')
-                        .filter(|s| !s.is_empty())
-                        .map(|c| c.split_once('=').map_or(c, |(name, _)| name).to_owned()),
-                );
+                offered.extend(list.split(' ').filter(|s| !s.is_empty()).map(|c| {
+                    let (name, value) = c.split_once('=').unwrap_or((c, ""));
+                    (name.to_owned(), value.to_owned())
+                }));
                 if more {
                     continue;
                 }
-                let offers = |c: &str| offered.iter().any(|o| o == c);
-                if login.sasl.is_some() && !offers("sasl") {
-                    return Err(format!(
-                        "{} does not offer SASL authentication",
-                        login.server
-                    ));
+                let offers = |c: &str| offered.iter().any(|(o, _)| o == c);
+                if let Some(sasl) = &login.sasl {
+                    let Some((_, mechs)) = offered.iter().find(|(o, _)| o == "sasl") else {
+                        return Err(format!(
+                            "{} does not offer SASL authentication",
+                            login.server
+                        ));
+                    };
+                    // CAP 302 servers list their mechanisms; an empty list means unknown.
+                    if !mechs.is_empty() && !mechs.split(',').any(|m| m == sasl.mechanism()) {
+                        return Err(format!(
+                            "{} does not offer SASL {} (it offers {mechs})",
+                            login.server,
+                            sasl.mechanism()
+                        ));
+                    }
                 }
                 let mut req: Vec<&str> = WANTED.iter().copied().filter(|c| offers(c)).collect();
                 if login.sasl.is_some() {

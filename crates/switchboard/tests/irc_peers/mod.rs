@@ -405,14 +405,20 @@ impl Observer {
     /// Ask for IRCv3 capabilities after registration.
     pub async fn caps(&mut self, caps: &str) {
         self.send(&format!("CAP REQ :{caps}")).await;
-        self.expect(|l| l.contains(" CAP ") && l.contains(" ACK ")).await;
+        self.expect(|l| l.contains(" CAP ") && l.contains(" ACK "))
+            .await;
     }
 
     /// Register `password` for our nick with NickServ (atheme).
     pub async fn register_account(&mut self, password: &str) {
-        self.send(&format!("PRIVMSG NickServ :REGISTER {password} {}@example.com", self.nick))
+        self.send(&format!(
+            "PRIVMSG NickServ :REGISTER {password} {}@example.com",
+            self.nick
+        ))
+        .await;
+        let l = self
+            .expect(|l| l.contains("NOTICE") && l.starts_with(":NickServ"))
             .await;
-        let l = self.expect(|l| l.contains("NOTICE") && l.starts_with(":NickServ")).await;
         assert!(l.contains("registered"), "NickServ: {l}");
     }
 
