@@ -156,6 +156,19 @@ mod tests {
     }
 
     #[test]
+    fn rekey_frames_round_trip() {
+        let f = FromWorker::Rekey {
+            actor: "new@irc.example".into(),
+            credentials: serde_json::json!({"nick": "new"}),
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(matches!(
+            serde_json::from_str(&text).unwrap(),
+            FromWorker::Rekey { actor, .. } if actor == "new@irc.example"
+        ));
+    }
+
+    #[test]
     fn unknown_frames_are_rejected() {
         assert!(serde_json::from_str::<ToWorker>(r#"{"explode":{}}"#).is_err());
     }

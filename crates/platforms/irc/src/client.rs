@@ -36,7 +36,7 @@ use crate::flood::Bucket;
 use crate::incoming;
 use crate::lines::{UNKNOWN_MASK, message_lines, text_budget};
 use crate::login::Login;
-use crate::names::{irc_eq, person, room, service};
+use crate::names::{fold, irc_eq, person, room, service};
 
 /// How long the server has to answer a request.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -186,18 +186,6 @@ struct State {
     serial: u64,
     last_rx: Instant,
     pinged: bool,
-}
-
-fn fold(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '[' => '{',
-            ']' => '}',
-            '\\' => '|',
-            '~' => '^',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
 }
 
 fn line(cmd: Command) -> String {

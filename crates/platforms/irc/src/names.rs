@@ -127,10 +127,18 @@ pub fn channel_target(activity: &Value, server: &str) -> Result<String, Platform
 
 /// IRC's case-insensitive comparison of nicks and channels (rfc1459 casemapping).
 pub fn irc_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.chars().zip(b.chars()).all(|(x, y)| fold(x) == fold(y))
+    a.len() == b.len()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| fold_char(x) == fold_char(y))
 }
 
-fn fold(c: char) -> char {
+/// `name` case-folded, as a map key.
+pub fn fold(name: &str) -> String {
+    name.chars().map(fold_char).collect()
+}
+
+fn fold_char(c: char) -> char {
     match c {
         '[' => '{',
         ']' => '}',
