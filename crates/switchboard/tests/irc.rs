@@ -166,6 +166,22 @@ async fn core_flows_against_ngircd() {
             .contains(&json!("watcher"))
     );
 
+    // others joining and leaving, with the channel name kept
+    let mut visitor = Observer::connect(ircd.port, "visitor", None).await;
+    visitor.join("#room").await;
+    let m = a.push("visitor joins", |m| m["type"] == "join").await;
+    assert_eq!(
+        (m["actor"].clone(), m["target"].clone()),
+        (actor("visitor"), room("#room"))
+    );
+    visitor.send("PART #room :bye all").await;
+    let m = a.push("visitor leaves", |m| m["type"] == "leave").await;
+    assert_eq!(
+        (m["actor"].clone(), m["target"].clone()),
+        (actor("visitor"), room("#room"))
+    );
+    assert_eq!(m["object"]["content"], "bye all");
+
     // send both ways
     a.say("#room", "hello from switchboard").await;
     watcher
