@@ -5,7 +5,7 @@
 #
 #   bench/irc.sh [runs] [logins] [messages]     (defaults: 3 runs, 20 logins, 2000 messages)
 #
-# Starts ngircd (temp config, 127.0.0.1, free port) and a release Switchboard; stops only the
+# Starts InspIRCd (temp config, 127.0.0.1, free port) and a release Switchboard; stops only the
 # PIDs it started. Prints the median of the runs as a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,26 +26,31 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 IRC_PORT=$(free_port)
-cat >"$OUT/ngircd.conf" <<EOF
-[Global]
-	Name = irc.bench.local
-	Info = bench ircd
-	AdminInfo1 = bench
-	AdminInfo2 = bench
-	AdminEMail = bench@localhost
-	Listen = 127.0.0.1
-	Ports = $IRC_PORT
-	MotdPhrase = bench
-[Limits]
-	MaxConnectionsIP = 0
-	MaxJoins = 0
-	PingTimeout = 120
-[Options]
-	PAM = no
-	Ident = no
-	DNS = no
+# InspIRCd with its flood penalty ("fakelag") off, so the source client's lines are relayed
+# as fast as they come (ngircd delays a client's lines by a penalty per command, which
+# would measure its throttle rather than the path under test).
+cat >"$OUT/inspircd.conf" <<EOF
+<config format="xml">
+<server name="irc.bench.local" description="bench ircd" network="BenchNet">
+<admin name="bench" nick="bench" email="bench@localhost">
+<bind address="127.0.0.1" port="$IRC_PORT" type="clients">
+<connect allow="*" timeout="60" pingfreq="120" localmax="1000" globalmax="1000" maxconnwarn="off" useident="no" limit="5000" hardsendq="1048576" softsendq="65536" recvq="65536" threshold="1000" commandrate="100000" fakelag="off" resolvehostnames="no">
+<pid file="$OUT/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$OUT/inspircd.log">
+<dns timeout="1">
+<module name="cap">
+<module name="ircv3">
+<module name="ircv3_servertime">
+<module name="ircv3_echomessage">
+<module name="ircv3_batch">
+<module name="ircv3_labeledresponse">
 EOF
-ngircd -n -f "$OUT/ngircd.conf" >"$OUT/ngircd.log" 2>&1 &
+if [ "$(id -u)" = 0 ]; then
+  chown -R nobody:nogroup "$OUT"
+  setpriv --reuid=nobody --regid=nogroup --clear-groups -- inspircd --nofork --config="$OUT/inspircd.conf" >/dev/null 2>&1 &
+else
+  inspircd --nofork --config="$OUT/inspircd.conf" >/dev/null 2>&1 &
+fi
 PIDS+=("$!"); wait_port "$IRC_PORT"
 
 for i in $(seq "$RUNS"); do
@@ -62,6 +67,7 @@ cat <<EOF2
 | measurement (median of $RUNS; $LOGINS logins, $MESSAGES messages) | Switchboard irc | raw IRC client (baseline) |
 |---|---|---|
 | RSS per IRC login (KiB, worker processes / logins) | $(m rss_per_login_kb) | |
+| PSS per IRC login (KiB, shared pages divided among workers) | $(m pss_per_login_kb) | |
 | largest worker RSS (KiB) | $(m worker_rss_max_kb) | |
 | server RSS with $LOGINS logins (KiB) | $(m server_rss_kb) | |
 | incoming message latency p50 (µs) | $(m p50_us) | $(m baseline_p50_us) |

@@ -46,6 +46,8 @@ pub struct IrcReport {
     pub server_rss_kb: u64,
     pub workers_rss_kb: u64,
     pub rss_per_login_kb: u64,
+    /// Proportional set size per login: shared pages (binary text) split among workers.
+    pub pss_per_login_kb: u64,
     pub worker_rss_max_kb: u64,
     pub messages: usize,
     pub p50_us: u64,
@@ -68,6 +70,10 @@ impl Human for IrcReport {
                 self.workers_rss_kb,
                 self.rss_per_login_kb,
                 self.worker_rss_max_kb
+            ),
+            format!(
+                "pss         {} kB per login (shared pages divided among the workers)",
+                self.pss_per_login_kb
             ),
             format!(
                 "irc -> push {} messages: p50 {} us  p99 {} us  max {} us",
@@ -193,6 +199,7 @@ pub async fn run(target: &Target, p: &IrcParams) -> Result<IrcReport> {
     let workers = &procs[1.min(procs.len())..];
     let workers_rss_kb: u64 = workers.iter().map(|w| w.rss_kb).sum();
     let worker_rss_max_kb = workers.iter().map(|w| w.rss_kb).max().unwrap_or(0);
+    let workers_pss_kb: u64 = workers.iter().filter_map(|w| rss::pss_kb(w.pid).ok()).sum();
 
     let mut source = Raw::connect(p.irc_port, "bsource").await?;
     source.join(CHANNEL).await?;
@@ -246,6 +253,7 @@ pub async fn run(target: &Target, p: &IrcParams) -> Result<IrcReport> {
         server_rss_kb,
         workers_rss_kb,
         rss_per_login_kb: workers_rss_kb / p.logins as u64,
+        pss_per_login_kb: workers_pss_kb / p.logins as u64,
         worker_rss_max_kb,
         messages: p.messages,
         p50_us: percentile(&through, 0.5),

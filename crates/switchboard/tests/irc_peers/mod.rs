@@ -68,6 +68,7 @@ fn wait_port(port: u16, child: &mut Child, name: &str) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    kill(child);
     panic!("{name} not listening on 127.0.0.1:{port} after 30 s");
 }
 
@@ -282,7 +283,10 @@ impl Ircd {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("atheme-services exited ({status}): {text}");
             }
-            assert!(Instant::now() < deadline, "atheme did not link: {text}");
+            if Instant::now() > deadline {
+                kill(&mut child);
+                panic!("atheme did not link: {text}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.services = Some(child);
