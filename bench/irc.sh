@@ -34,7 +34,7 @@ cat >"$OUT/inspircd.conf" <<EOF
 <server name="irc.bench.local" description="bench ircd" network="BenchNet">
 <admin name="bench" nick="bench" email="bench@localhost">
 <bind address="127.0.0.1" port="$IRC_PORT" type="clients">
-<connect allow="*" timeout="60" pingfreq="120" localmax="1000" globalmax="1000" maxconnwarn="off" useident="no" limit="5000" hardsendq="1048576" softsendq="65536" recvq="65536" threshold="1000" commandrate="100000" fakelag="off" resolvehostnames="no">
+<connect allow="*" timeout="60" pingfreq="120" localmax="1000" globalmax="1000" maxconnwarn="off" useident="no" limit="5000" hardsendq="1048576" softsendq="65536" recvq="65536" threshold="10000000" commandrate="1000000000" fakelag="off" resolvehostnames="no">
 <pid file="$OUT/inspircd.pid">
 <log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$OUT/inspircd.log">
 <dns timeout="1">
