@@ -785,3 +785,29 @@ async fn ircv3_and_sasl_on_inspircd_with_atheme() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_pings_are_answered_so_an_idle_login_stays() {
+    // ngircd raises these to its minimum: it PINGs an idle client after about 6 s and
+    // drops it at about 12 s without a PONG (checked by hand with a silent raw client).
+    let ircd = Ircd::ngircd_pinging(2);
+    let gw = gateway(json!({}));
+    let mut a = open(&gw, "idler").await;
+    let r = a.connect(ircd.port, json!({})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    a.ok("join", Some(room("#idle")), None).await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    while let Ok(p) = a.rx.try_recv() {
+        if let Push::Message(m) = p {
+            assert_ne!(m["type"], "disconnect", "dropped while idle: {m}");
+        }
+    }
+    let mut watcher = Observer::connect(ircd.port, "watcher", None).await;
+    watcher.join("#idle").await;
+    a.say("#idle", "still connected").await;
+    watcher
+        .expect(|l| l.starts_with(":idler!") && l.ends_with("PRIVMSG #idle :still connected"))
+        .await;
+    a.s.close().await;
+    gw.shutdown().await;
+}

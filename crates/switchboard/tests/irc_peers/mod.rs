@@ -136,6 +136,9 @@ pub struct Ircd {
     pub tls_port: u16,
     link_port: u16,
     password: Option<String>,
+    /// ngircd's PingTimeout (= PongTimeout): how soon it PINGs an idle client and drops it
+    /// for not answering.
+    ping_timeout: u32,
     sasl: bool,
     server: Option<Child>,
     services: Option<Child>,
@@ -148,6 +151,14 @@ impl Ircd {
         Self::start(Kind::Ngircd, password, false)
     }
 
+    /// ngircd that PINGs clients idle for `secs` and drops them `secs` later without a PONG.
+    pub fn ngircd_pinging(secs: u32) -> Self {
+        let mut ircd = Self::start_stopped(Kind::Ngircd, None, false);
+        ircd.ping_timeout = secs;
+        ircd.spawn();
+        ircd
+    }
+
     /// InspIRCd with the IRCv3 modules; `sasl` links atheme-services and registers the
     /// accounts alice:alicepw and bob:bobpw.
     pub fn inspircd(sasl: bool) -> Self {
@@ -155,24 +166,29 @@ impl Ircd {
     }
 
     fn start(kind: Kind, password: Option<&str>, sasl: bool) -> Self {
+        let mut ircd = Self::start_stopped(kind, password, sasl);
+        ircd.spawn();
+        ircd
+    }
+
+    fn start_stopped(kind: Kind, password: Option<&str>, sasl: bool) -> Self {
         let dir = TempDir::new(match kind {
             Kind::Ngircd => "ngircd",
             Kind::Inspircd => "inspircd",
         });
         self_signed(&dir.0);
-        let mut ircd = Ircd {
+        Ircd {
             kind,
             port: free_port(),
             tls_port: free_port(),
             link_port: free_port(),
             password: password.map(str::to_owned),
+            ping_timeout: 120,
             sasl,
             server: None,
             services: None,
             dir,
-        };
-        ircd.spawn();
-        ircd
+        }
     }
 
     /// (Re)start the server process on the same ports.
@@ -186,9 +202,10 @@ impl Ircd {
                     .map(|p| format!("\tPassword = {p}\n"))
                     .unwrap_or_default();
                 let conf = format!(
-                    "[Global]\n\tName = irc.test.local\n\tInfo = test ircd\n\tAdminInfo1 = CI\n\tAdminInfo2 = CI\n\tAdminEMail = ci@localhost\n\tListen = 127.0.0.1\n\tPorts = {port}\n\tMotdPhrase = test server\n{password}[Limits]\n\tMaxConnectionsIP = 0\n\tMaxJoins = 0\n\tPingTimeout = 120\n[Options]\n\tPAM = no\n\tIdent = no\n\tDNS = no\n[SSL]\n\tCertFile = {d}/cert.pem\n\tKeyFile = {d}/key.pem\n\tPorts = {tls}\n",
+                    "[Global]\n\tName = irc.test.local\n\tInfo = test ircd\n\tAdminInfo1 = CI\n\tAdminInfo2 = CI\n\tAdminEMail = ci@localhost\n\tListen = 127.0.0.1\n\tPorts = {port}\n\tMotdPhrase = test server\n{password}[Limits]\n\tMaxConnectionsIP = 0\n\tMaxJoins = 0\n\tPingTimeout = {ping}\n\tPongTimeout = {ping}\n[Options]\n\tPAM = no\n\tIdent = no\n\tDNS = no\n[SSL]\n\tCertFile = {d}/cert.pem\n\tKeyFile = {d}/key.pem\n\tPorts = {tls}\n",
                     port = self.port,
                     tls = self.tls_port,
+                    ping = self.ping_timeout,
                     d = d.display(),
                 );
                 std::fs::write(d.join("ngircd.conf"), conf).unwrap();
