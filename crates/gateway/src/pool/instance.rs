@@ -262,7 +262,11 @@ impl Ctx {
                     .collect();
                 new_keys.sort();
                 new_keys.dedup();
-                self.shared.rekey(&self.inst, new_keys);
+                // With nobody attached there is no new key to reach it by; it stays
+                // registered (and so reaped when idle) under the old one.
+                if !new_keys.is_empty() {
+                    self.shared.rekey(&self.inst, new_keys);
+                }
                 *lock(&self.inst.actor) = Some(actor.clone());
                 for session in sessions {
                     let msg = BusMsg::Rekey {
