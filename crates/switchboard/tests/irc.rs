@@ -316,7 +316,13 @@ async fn core_flows_against_ngircd() {
             None,
         )
         .await;
-    assert!(!e.is_empty());
+    // (the schema's room id pattern already refuses whitespace)
+    assert!(e.starts_with("[irc] /target/id: must match pattern"), "{e}");
+    for bad in ["#", "#bell\u{7}"] {
+        let target = json!({"id": format!("{bad}@{HOST}"), "type": "room"});
+        let e = a.fails("join", Some(target), None).await;
+        assert!(e.starts_with("invalid channel name"), "{e}");
+    }
     let e = a
         .fails(
             "join",
