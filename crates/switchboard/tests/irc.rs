@@ -814,6 +814,15 @@ async fn server_pings_are_answered_so_an_idle_login_stays() {
     watcher
         .expect(|l| l.starts_with(":idler!") && l.ends_with("PRIVMSG #idle :still connected"))
         .await;
+    // A burst over the flood-control budget: paced, but every line arrives, in order.
+    let many: Vec<String> = (1..=14).map(|n| format!("burst line {n}")).collect();
+    a.say("#idle", &many.join("\n")).await;
+    for line in &many {
+        let end = format!("PRIVMSG #idle :{line}");
+        watcher
+            .expect(move |l| l.starts_with(":idler!") && l.ends_with(&end))
+            .await;
+    }
     a.s.close().await;
     gw.shutdown().await;
 }
