@@ -6,6 +6,7 @@
 mod echo;
 mod fdlimit;
 mod idle;
+mod irc;
 mod report;
 mod rss;
 mod sio;
@@ -64,6 +65,27 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         hold_secs: u64,
         /// Server process whose RSS is measured.
+        #[arg(long)]
+        pid: u32,
+    },
+    /// IRC platform: RSS per IRC login (one worker each) and IRC server -> client push
+    /// latency, against a running Switchboard and a local IRC server.
+    Irc {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Port of the IRC server on 127.0.0.1 (plain text).
+        #[arg(long)]
+        irc_port: u16,
+        /// IRC logins to open, each its own session and worker.
+        #[arg(long, default_value_t = 20)]
+        logins: usize,
+        /// Measured messages (one at a time).
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Messages sent before measuring.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// The Switchboard server process (its children are the workers).
         #[arg(long)]
         pid: u32,
     },
@@ -155,6 +177,24 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                     report.requested
                 );
             }
+        }
+        Command::Irc {
+            server,
+            irc_port,
+            logins,
+            messages,
+            warmup,
+            pid,
+        } => {
+            let params = irc::IrcParams {
+                logins,
+                messages,
+                warmup,
+                irc_port,
+                pid,
+            };
+            let report = irc::run(&server.target()?, &params).await?;
+            report::print(&report, cli.json);
         }
         Command::Rss { pid } => {
             let processes = rss::with_children(pid)?;

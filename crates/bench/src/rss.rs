@@ -56,6 +56,18 @@ fn status(pid: u32) -> Result<(String, u64)> {
     Ok((name, rss_kb))
 }
 
+/// Proportional set size of `pid` in KiB: its RSS with each shared page (the binary's
+/// text, shared libraries) divided among the processes mapping it, so the sum over many
+/// identical workers is what they really cost together.
+pub fn pss_kb(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no Pss in {path}"))
+}
+
 /// Direct children of `pid`, found by scanning `/proc/*/stat` for the parent pid.
 fn children(pid: u32) -> Result<Vec<u32>> {
     let mut out = Vec::new();

@@ -56,8 +56,8 @@ impl Target {
 pub enum Incoming {
     /// `43<id>[args...]`: the answer to an emit with ack id `id`.
     Ack { id: u64, args: Vec<Value> },
-    /// `42[name, args...]`: a server-initiated event.
-    Event,
+    /// `42[name, args...]`: a server-initiated event (`args[0]` is its name).
+    Event { args: Vec<Value> },
 }
 
 /// One connected Socket.IO client on the default namespace `/`.
@@ -188,7 +188,7 @@ fn parse_socket_packet(packet: &str) -> Result<Option<Incoming>> {
         )
     })?;
     if kind == b'2' {
-        return Ok(Some(Incoming::Event));
+        return Ok(Some(Incoming::Event { args }));
     }
     let id = id
         .parse()
@@ -240,7 +240,7 @@ mod tests {
         }
         assert!(matches!(
             parse_socket_packet(r#"2["message",{}]"#).unwrap(),
-            Some(Incoming::Event)
+            Some(Incoming::Event { .. })
         ));
         assert!(matches!(
             parse_socket_packet(r#"3/ns,7[null]"#).unwrap(),

@@ -8,6 +8,7 @@
 //! - `scope`: keys the credential fingerprint that decides which sessions may share one
 //!   persistent connection; keyed so fingerprints reveal nothing about the secrets.
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchboard_engine::seal::SealKey;
 
@@ -33,6 +34,34 @@ impl Keys {
             &self.root,
             Some(session_secret),
             "switchboard credentials v1",
+        )
+    }
+
+    /// The instance key of a persistent platform's job: per actor and scope, where the scope
+    /// is a keyed fingerprint of the credentials when they hold a secret (so identical
+    /// secrets share one connection) and the session otherwise (so anonymous users never
+    /// share).
+    pub fn instance(
+        &self,
+        platform: &str,
+        actor: &str,
+        session: &str,
+        credentials: Option<&Value>,
+    ) -> String {
+        let has_secret = credentials.is_some_and(|c| {
+            ["password", "token"].iter().any(|k| {
+                c.get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            })
+        });
+        let scope = match (credentials, has_secret) {
+            (Some(creds), true) => self.digest(&[b"creds", creds.to_string().as_bytes()]),
+            _ => self.digest(&[b"session", session.as_bytes()]),
+        };
+        format!(
+            "{platform}:{}",
+            self.digest(&[actor.as_bytes(), scope.as_bytes()])
         )
     }
 

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::gateway::GatewayInner;
 use crate::order::{Ticket, Turnstile};
-use crate::pipeline::{Kind, Request, StageContext};
+use crate::pipeline::{Kind, Request, StageContext, store_key};
 use crate::pool::Target;
 use crate::rate::{RateLimiter, Verdict};
 use crate::wire::{BusMsg, JobEnvelope, session_channel};
@@ -112,6 +112,7 @@ impl Session {
         });
         let listener = tokio::spawn(listen(
             inner.id.clone(),
+            inner.secret,
             subscription,
             inner.gw.clone(),
             inner.pending.clone(),
@@ -286,9 +287,7 @@ impl Session {
     }
 
     /// Which instance a job goes to. Stateless platforms: the one shared instance.
-    /// Persistent ones: per actor and scope, where the scope is a keyed fingerprint of the
-    /// credentials when they hold a secret (so identical secrets share one connection) and
-    /// this session otherwise (so anonymous users never share).
+    /// Persistent ones: see [`Keys::instance`](crate::keys::Keys::instance).
     fn target(&self, manifest: &Arc<switchboard_protocol::Manifest>, req: &Request) -> Target {
         if !manifest.persist {
             return Target {
@@ -297,24 +296,13 @@ impl Session {
                 actor: None,
             };
         }
-        let has_secret = req.credentials.as_ref().is_some_and(|c| {
-            ["password", "token"].iter().any(|k| {
-                c.get(k)
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| !s.is_empty())
-            })
-        });
-        let keys = &self.inner.gw.keys;
-        let scope = match (&req.credentials, has_secret) {
-            (Some(creds), true) => keys.digest(&[b"creds", creds.to_string().as_bytes()]),
-            _ => keys.digest(&[b"session", self.inner.id.as_bytes()]),
-        };
         let actor = req.actor_id();
         Target {
-            key: format!(
-                "{}:{}",
+            key: self.inner.gw.keys.instance(
                 manifest.name,
-                keys.digest(&[actor.as_bytes(), scope.as_bytes()])
+                actor,
+                &self.inner.id,
+                req.credentials.as_ref(),
             ),
             manifest: manifest.clone(),
             actor: Some(actor.to_owned()),
@@ -365,6 +353,7 @@ impl Drop for Inner {
 /// Route what arrives on `session:{id}` to waiting requests or the transport.
 async fn listen(
     session: String,
+    secret: [u8; 32],
     mut sub: switchboard_engine::Subscription,
     gw: Arc<GatewayInner>,
     pending: Arc<Pending>,
@@ -403,6 +392,21 @@ async fn listen(
                 }
             }
             BusMsg::Push { activity } => push(Push::Message(activity)),
+            BusMsg::Rekey {
+                platform,
+                actor,
+                credentials,
+            } => {
+                // Handled before the reply that follows it, so the client's next request
+                // as the new actor finds its credentials.
+                let key = store_key(&platform, &actor);
+                let plain = serde_json::to_vec(&credentials).unwrap_or_default();
+                let sealed = gw.keys.session(&secret).seal(key.as_bytes(), &plain);
+                let ttl = gw.config.credentials_ttl;
+                if let Err(e) = gw.engine.credentials.put(&session, &key, sealed, ttl).await {
+                    tracing::error!(%session, error = %e, "cannot store re-keyed credentials");
+                }
+            }
         }
     }
 }

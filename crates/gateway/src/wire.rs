@@ -30,6 +30,13 @@ pub(crate) enum BusMsg {
     /// Something for the client's `message` event (incoming traffic, a shared instance's
     /// results, a fatal platform error).
     Push { activity: Value },
+    /// The session's persistent connection now acts as `actor` with `credentials`: store
+    /// them under the new actor (sealed with the session's key, which only it has).
+    Rekey {
+        platform: String,
+        actor: String,
+        credentials: Value,
+    },
 }
 
 pub(crate) fn session_channel(session: &str) -> String {

@@ -131,6 +131,11 @@ pub enum FromWorker {
     /// A problem that ends the instance (lost connection that will not come back …): every
     /// attached session gets it as an error activity.
     Fatal { error: String },
+    /// The persistent connection now acts as another actor with these credentials (an IRC
+    /// nick change): the server files the credentials under the new actor for every
+    /// attached session and routes the new actor's jobs to this instance. Sent before the
+    /// result of the job that caused it.
+    Rekey { actor: String, credentials: Value },
 }
 
 #[cfg(test)]
@@ -148,6 +153,19 @@ mod tests {
         assert_eq!(text, r#"{"result":{"id":"j1","error":"Error: boom"}}"#);
         let back: FromWorker = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, FromWorker::Result { error: Some(e), .. } if e == "Error: boom"));
+    }
+
+    #[test]
+    fn rekey_frames_round_trip() {
+        let f = FromWorker::Rekey {
+            actor: "new@irc.example".into(),
+            credentials: serde_json::json!({"nick": "new"}),
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(matches!(
+            serde_json::from_str(&text).unwrap(),
+            FromWorker::Rekey { actor, .. } if actor == "new@irc.example"
+        ));
     }
 
     #[test]

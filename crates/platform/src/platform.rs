@@ -83,6 +83,19 @@ impl WorkerContext {
             .await;
     }
 
+    /// This persistent instance now acts as `actor` with `credentials` (e.g. after a nick
+    /// change): call it before answering the job that caused it, so the reply reaches the
+    /// client only once the new actor's requests come here.
+    pub async fn rekey(&self, actor: &str, credentials: Value) {
+        let _ = self
+            .out
+            .send(FromWorker::Rekey {
+                actor: actor.to_owned(),
+                credentials,
+            })
+            .await;
+    }
+
     /// A boolean server setting (false when absent).
     pub fn setting(&self, key: &str) -> bool {
         self.settings

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use switchboard_platform::{Platform, worker};
 use switchboard_platform_dummy::Dummy;
 use switchboard_platform_feeds::Feeds;
+use switchboard_platform_irc::Irc;
 use switchboard_platform_metadata::Metadata;
 use switchboard_platform_xmpp::Xmpp;
 use switchboard_protocol::Manifest;
@@ -15,6 +16,7 @@ pub fn manifests() -> Vec<Manifest> {
         Dummy::manifest(),
         Feeds::manifest(),
         Metadata::manifest(),
+        Irc::manifest(),
         Xmpp::manifest(),
     ]
 }
@@ -25,6 +27,7 @@ pub async fn run_worker(name: &str) -> Result<()> {
         "dummy" => Ok(worker::run::<Dummy>().await?),
         "feeds" => Ok(worker::run::<Feeds>().await?),
         "metadata" => Ok(worker::run::<Metadata>().await?),
+        "irc" => Ok(worker::run::<Irc>().await?),
         "xmpp" => Ok(worker::run::<Xmpp>().await?),
         other => bail!(
             "unknown platform {other:?} (available: {})",

@@ -25,7 +25,7 @@ describe("health and sessions", { timeout: 60000 }, () => {
   it("prints a banner naming the address, socket.io path and platforms", () => {
     assert.match(server.banner, /^switchboard \S+ listening on http:\/\/127\.0\.0\.1:\d+ /);
     assert.match(server.banner, /socket\.io path \/sockethub/);
-    assert.match(server.banner, /platforms: dummy, feeds, metadata/);
+    assert.match(server.banner, /platforms: dummy, feeds, metadata, irc/);
     assert.ok(server.port > 0);
   });
 
@@ -33,7 +33,7 @@ describe("health and sessions", { timeout: 60000 }, () => {
     const health = await server.health();
     assert.equal(health.status, "ok");
     assert.equal(health.engine, "embedded");
-    assert.deepEqual(health.platforms, ["dummy", "feeds", "metadata", "xmpp"]);
+    assert.deepEqual(health.platforms, ["dummy", "feeds", "metadata", "irc", "xmpp"]);
     assert.equal(typeof health.version, "string");
     assert.equal(health.sessions, 0);
     assert.equal(typeof health.instances, "number");

@@ -32,7 +32,7 @@ describe("protocol", { timeout: 60000 }, () => {
       assert.ok(Array.isArray(registry.platforms));
       assert.deepEqual(
         registry.platforms.map((p) => p.id),
-        ["dummy", "feeds", "metadata", "xmpp"],
+        ["dummy", "feeds", "metadata", "irc", "xmpp"],
       );
       const dummy = registry.platforms[0];
       assert.equal(dummy.id, "dummy");

@@ -21,7 +21,7 @@ use switchboard_protocol::{Validator, normalize};
 
 use crate::keys::Keys;
 
-pub use credentials::Credentials;
+pub use credentials::{Credentials, store_key};
 pub use schema::{Envelope, PlatformSchema};
 pub use size::SizeLimit;
 

@@ -45,7 +45,7 @@ pub(crate) struct Instance {
     /// with a predecessor that is shutting down.
     queue: String,
     manifest: Arc<Manifest>,
-    actor: Option<String>,
+    actor: Mutex<Option<String>>,
     sessions: Mutex<HashSet<String>>,
     last_active: Mutex<Instant>,
     inflight: Mutex<HashMap<String, InFlight>>,
@@ -61,7 +61,7 @@ impl Instance {
             key: target.key.clone(),
             queue: format!("{}/{}", target.key, random_id::<4>()),
             manifest: target.manifest.clone(),
-            actor: target.actor.clone(),
+            actor: Mutex::new(target.actor.clone()),
             sessions: Mutex::default(),
             last_active: Mutex::new(Instant::now()),
             inflight: Mutex::default(),
@@ -200,7 +200,9 @@ impl Ctx {
 
     /// Tell every attached session that the instance hit a fatal error.
     async fn broadcast_error(&self, error: &str) {
-        let actor = self.inst.actor.as_deref().unwrap_or(self.platform());
+        let actor = lock(&self.inst.actor)
+            .clone()
+            .unwrap_or_else(|| self.platform().to_owned());
         let activity = json!({
             "@context": context::canonical(self.platform()),
             "type": "error",
@@ -250,6 +252,32 @@ impl Ctx {
                     self.publish(&s, &push).await;
                 }
             }
+            FromWorker::Rekey { actor, credentials } if self.inst.manifest.persist => {
+                tracing::info!("platform instance re-keyed to a new actor");
+                let sessions = self.inst.sessions();
+                let keys = &self.shared.keys;
+                let mut new_keys: Vec<String> = sessions
+                    .iter()
+                    .map(|s| keys.instance(self.platform(), &actor, s, Some(&credentials)))
+                    .collect();
+                new_keys.sort();
+                new_keys.dedup();
+                // With nobody attached there is no new key to reach it by; it stays
+                // registered (and so reaped when idle) under the old one.
+                if !new_keys.is_empty() {
+                    self.shared.rekey(&self.inst, new_keys);
+                }
+                *lock(&self.inst.actor) = Some(actor.clone());
+                for session in sessions {
+                    let msg = BusMsg::Rekey {
+                        platform: self.platform().to_owned(),
+                        actor: actor.clone(),
+                        credentials: credentials.clone(),
+                    };
+                    self.publish(&session, &msg).await;
+                }
+            }
+            FromWorker::Rekey { .. } => tracing::warn!("ignoring a re-key from a stateless worker"),
             FromWorker::Fatal { error } => {
                 tracing::error!(%error, "worker reported a fatal error");
                 self.broadcast_error(&error).await;

@@ -58,11 +58,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PoolShared {
-    /// Forget `inst` if it is still the registered instance for its key.
+    /// Forget `inst` under whatever key it is registered (a re-keyed instance has moved).
     pub(crate) fn forget(&self, inst: &Arc<Instance>) {
+        lock(&self.instances).retain(|_, cur| !Arc::ptr_eq(cur, inst));
+    }
+
+    /// Register `inst` under `keys` instead of its current ones: its connection now acts
+    /// as another actor (see [`FromWorker::Rekey`](switchboard_platform::frame::FromWorker)).
+    pub(crate) fn rekey(&self, inst: &Arc<Instance>, keys: Vec<String>) {
         let mut map = lock(&self.instances);
-        if map.get(&inst.key).is_some_and(|cur| Arc::ptr_eq(cur, inst)) {
-            map.remove(&inst.key);
+        map.retain(|_, cur| !Arc::ptr_eq(cur, inst));
+        for key in keys {
+            map.insert(key, inst.clone());
         }
     }
 }
