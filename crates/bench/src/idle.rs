@@ -61,7 +61,9 @@ pub async fn run(target: &Target, params: &IdleParams) -> Result<IdleReport> {
         let mut pending = JoinSet::new();
         for _ in 0..batch {
             let target = target.clone();
-            pending.spawn(async move { timeout(CONNECT_TIMEOUT, Client::connect(&target)).await });
+            pending.spawn(
+                async move { timeout(CONNECT_TIMEOUT, Client::connect(&target, None)).await },
+            );
         }
         while let Some(joined) = pending.join_next().await {
             match joined {

@@ -50,6 +50,41 @@ pub struct IdleReport {
     pub note: Option<String>,
 }
 
+/// Outcome of a native-chat load run (latencies in microseconds, from the
+/// scheduled send time to receipt).
+#[derive(Debug, Serialize)]
+pub struct ChatReport {
+    pub mode: &'static str,
+    pub scenario: &'static str,
+    pub proto: String,
+    pub connections: usize,
+    pub senders: usize,
+    /// Deliveries per second the schedule asks for (open-loop scenarios).
+    pub offered_per_s: Option<f64>,
+    /// Messages written, warm-up included.
+    pub sent: u64,
+    /// Deliveries the measured messages should produce.
+    pub expected: u64,
+    /// Measured deliveries that arrived (`new_message` at a recipient).
+    pub delivered: u64,
+    pub delivered_pct: f64,
+    /// From the end of the warm-up to the last delivery.
+    pub elapsed_s: f64,
+    pub delivered_per_s: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// `message_sent` latency seen by the sender.
+    pub ack_p50_us: u64,
+    pub ack_p99_us: u64,
+    /// Server `error` frames, broken connections, unparseable events.
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
 /// RSS of a process and its direct children (in KiB).
 #[derive(Debug, Serialize)]
 pub struct RssReport {
@@ -93,6 +128,41 @@ impl Human for EchoReport {
             format!(
                 "latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
                 self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            ),
+        ];
+        if let Some(error) = &self.first_error {
+            lines.push(format!("first error {error}"));
+        }
+        lines
+    }
+}
+
+impl Human for ChatReport {
+    fn lines(&self) -> Vec<String> {
+        let offered = self.offered_per_s.map_or_else(
+            || "saturating".to_owned(),
+            |r| format!("{r:.0} deliveries/s offered"),
+        );
+        let mut lines = vec![
+            format!(
+                "mode        chat {} over {} ({} connections, {} sender(s), {offered})",
+                self.scenario, self.proto, self.connections, self.senders
+            ),
+            format!(
+                "delivered   {} of {} ({:.3} %), {} sent in all, {} error(s)",
+                self.delivered, self.expected, self.delivered_pct, self.sent, self.errors
+            ),
+            format!(
+                "throughput  {:.0} deliveries/s over {:.3} s",
+                self.delivered_per_s, self.elapsed_s
+            ),
+            format!(
+                "latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            ),
+            format!(
+                "ack us      p50 {}  p99 {}",
+                self.ack_p50_us, self.ack_p99_us
             ),
         ];
         if let Some(error) = &self.first_error {
