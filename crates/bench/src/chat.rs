@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -147,10 +147,7 @@ impl Shared {
 
 /// One sender's schedule and progress.
 struct Sender {
-    /// `receiverId` or `roomId` and its value.
-    to: (&'static str, Value),
-    /// Deliveries one message should produce.
-    fanout: u64,
+    to: SendTo,
     pace: Pace,
     /// This connection's number, carried in content to spot self-echoes.
     index: usize,
@@ -196,44 +193,52 @@ impl Sender {
     }
 }
 
-/// Runs one load scenario: setup, connect, send, drain, report.
-pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> {
-    let setup = Setup::new()?;
+/// One connection to open: as whom, where, and whom it sends to.
+struct Plan {
+    endpoint: Endpoint,
+    user: User,
+    to: Option<SendTo>,
+}
+
+/// A sender's addressee.
+struct SendTo {
+    /// `receiverId` or `roomId`.
+    field: &'static str,
+    id: Value,
+    /// Deliveries one message should produce.
+    fanout: u64,
+}
+
+/// Each user sends to its partner: 0 ↔ 1, 2 ↔ 3, …
+fn pair_plans(endpoint: &Endpoint, users: &[User]) -> Vec<Plan> {
+    users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| Plan {
+            endpoint: endpoint.clone(),
+            user: user.clone(),
+            to: Some(SendTo {
+                field: "receiverId",
+                id: users[i ^ 1].id.clone(),
+                fanout: 1,
+            }),
+        })
+        .collect()
+}
+
+/// Registers the users (and the room) a scenario needs.
+async fn plan(scenario: Scenario, params: &ChatParams, setup: &Setup) -> Result<Vec<Plan>> {
     let base = &params.endpoint.base;
-    // (endpoint, user, sends to) per connection.
-    let mut plans: Vec<(Endpoint, User, Option<((&'static str, Value), u64)>)> = Vec::new();
-    let (senders, pace_of): (usize, Box<dyn Fn(usize, usize) -> Pace>) = match scenario {
-        Scenario::Throughput { pairs, window } => {
+    Ok(match scenario {
+        Scenario::Throughput { pairs, .. } => {
             let users = setup.register_users(base, "u", pairs * 2).await?;
-            for (i, user) in users.iter().enumerate() {
-                let to = users[i ^ 1].id.clone();
-                plans.push((
-                    params.endpoint.clone(),
-                    user.clone(),
-                    Some((("receiverId", to), 1)),
-                ));
-            }
-            let size = window.max(1);
-            (
-                pairs * 2,
-                Box::new(move |_, _| Pace::Window { size, in_flight: 0 }),
-            )
+            pair_plans(&params.endpoint, &users)
         }
-        Scenario::Rate { connections, rate } => {
-            let users = setup
-                .register_users(base, "u", connections.max(2) & !1)
-                .await?;
-            for (i, user) in users.iter().enumerate() {
-                let to = users[i ^ 1].id.clone();
-                plans.push((
-                    params.endpoint.clone(),
-                    user.clone(),
-                    Some((("receiverId", to), 1)),
-                ));
-            }
-            (users.len(), open_pace(rate))
+        Scenario::Rate { connections, .. } => {
+            let users = setup.register_users(base, "u", even(connections)).await?;
+            pair_plans(&params.endpoint, &users)
         }
-        Scenario::Fanout { subscribers, rate } => {
+        Scenario::Fanout { subscribers, .. } => {
             let sub_endpoint = params.sub_endpoint.as_ref().unwrap_or(&params.endpoint);
             let publisher = setup.register_users(base, "pub", 1).await?.remove(0);
             let subs = setup
@@ -245,21 +250,62 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
             setup
                 .join_room(&params.rooms, &sub_endpoint.base, &room, &subs)
                 .await?;
-            plans.push((
-                params.endpoint.clone(),
-                publisher,
-                Some((("roomId", room), subscribers as u64)),
-            ));
-            for user in subs {
-                plans.push((sub_endpoint.clone(), user, None));
-            }
-            (1, open_pace(rate))
+            let mut plans = vec![Plan {
+                endpoint: params.endpoint.clone(),
+                user: publisher,
+                to: Some(SendTo {
+                    field: "roomId",
+                    id: room,
+                    fanout: subscribers as u64,
+                }),
+            }];
+            plans.extend(subs.into_iter().map(|user| Plan {
+                endpoint: sub_endpoint.clone(),
+                user,
+                to: None,
+            }));
+            plans
         }
-    };
+    })
+}
+
+/// Connections of the rate scenario: paired, so even, at least 2.
+fn even(connections: usize) -> usize {
+    connections.max(2) & !1
+}
+
+/// How sender `i` of `n` paces itself. Open-loop senders' phases are spread
+/// over one interval so they do not all fire on the same tick.
+fn pace(scenario: Scenario, i: usize, n: usize) -> Pace {
+    match scenario {
+        Scenario::Throughput { window, .. } => Pace::Window {
+            size: window.max(1),
+            in_flight: 0,
+        },
+        Scenario::Rate { rate, .. } | Scenario::Fanout { rate, .. } => {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            Pace::Open {
+                interval,
+                phase: interval.mul_f64(i as f64 / n.max(1) as f64),
+            }
+        }
+    }
+}
+
+/// Runs one load scenario: setup, connect, send, drain, report.
+pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> {
+    if let Scenario::Rate { rate, .. } | Scenario::Fanout { rate, .. } = scenario
+        && !(rate.is_finite() && rate >= 0.01)
+    {
+        bail!("--rate must be at least 0.01 messages/s");
+    }
+    let setup = Setup::new()?;
+    let plans = plan(scenario, params, &setup).await?;
+    let senders = plans.iter().filter(|p| p.to.is_some()).count();
 
     let targets: Vec<(Endpoint, String)> = plans
         .iter()
-        .map(|(e, u, _)| (e.clone(), u.token.clone()))
+        .map(|p| (p.endpoint.clone(), p.user.token.clone()))
         .collect();
     let conns = connect_all(&targets).await;
     let mut open = Vec::with_capacity(conns.len());
@@ -290,13 +336,12 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut sender_no = 0;
-    for (index, (conn, (_, _, to))) in open.into_iter().zip(plans).enumerate() {
-        let sender = to.map(|(to, fanout)| {
-            let pace = pace_of(sender_no, senders);
+    for (index, (conn, plan)) in open.into_iter().zip(plans).enumerate() {
+        let sender = plan.to.map(|to| {
+            let pace = pace(scenario, sender_no, senders);
             sender_no += 1;
             Sender {
                 to,
-                fanout,
                 pace,
                 index,
                 next_seq: 0,
@@ -359,7 +404,7 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     };
     let offered = match scenario {
         Scenario::Throughput { .. } => None,
-        Scenario::Rate { connections, rate } => Some(rate * (connections.max(2) & !1) as f64),
+        Scenario::Rate { connections, rate } => Some(rate * even(connections) as f64),
         Scenario::Fanout { subscribers, rate } => Some(rate * subscribers as f64),
     };
     Ok(ChatReport {
@@ -392,16 +437,6 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
         ack_p99_us: q(&stats.ack, 0.99),
         errors: stats.errors,
         first_error: stats.first_error.clone(),
-    })
-}
-
-/// Open-loop pacing at `rate` per sender, senders' phases spread over one
-/// interval so they do not all fire on the same tick.
-fn open_pace(rate: f64) -> Box<dyn Fn(usize, usize) -> Pace> {
-    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    Box::new(move |i, n| Pace::Open {
-        interval,
-        phase: interval.mul_f64(i as f64 / n.max(1) as f64),
     })
 }
 
@@ -493,7 +528,7 @@ async fn send_due(
         let stamp = shared.clock.unix_us(due);
         let seq = sender.next_seq;
         let mut data = Map::with_capacity(3);
-        data.insert(sender.to.0.into(), sender.to.1.clone());
+        data.insert(sender.to.field.into(), sender.to.id.clone());
         data.insert(
             "content".into(),
             format!("{stamp} {}:{seq} {padding}", sender.index).into(),
@@ -509,7 +544,9 @@ async fn send_due(
         }
         shared.sent.fetch_add(1, Ordering::Relaxed);
         if stamp >= shared.measure_from_us {
-            shared.expected.fetch_add(sender.fanout, Ordering::Relaxed);
+            shared
+                .expected
+                .fetch_add(sender.to.fanout, Ordering::Relaxed);
         }
         burst += 1;
     }
@@ -701,8 +738,11 @@ mod tests {
     fn sender(pace: Pace, limit: u64, deadline: Duration) -> (Sender, Instant) {
         let start = Instant::now();
         let sender = Sender {
-            to: ("receiverId", Value::from(1)),
-            fanout: 1,
+            to: SendTo {
+                field: "receiverId",
+                id: Value::from(1),
+                fanout: 1,
+            },
             pace,
             index: 0,
             next_seq: 0,

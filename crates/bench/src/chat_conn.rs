@@ -52,6 +52,9 @@ impl Endpoint {
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("chat URL {base:?} must start with http://"))?;
         let authority = rest.split_once('/').map_or(rest, |(a, _)| a).to_owned();
+        if authority.is_empty() || authority.ends_with(':') {
+            bail!("chat URL {base:?} needs a host and a port");
+        }
         Ok(Self {
             proto,
             base: format!("http://{authority}"),
@@ -285,6 +288,15 @@ mod tests {
         assert!(matches!(decode_sio("1").unwrap(), Event::Closed));
         assert!(decode_sio(r#"4{"message":"Missing token"}"#).is_err());
         assert!(decode_sio(r#"2[1,2,3]"#).is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = Endpoint::new(Proto::Ws, "http://127.0.0.1:8080/", "/socket.io").unwrap();
+        assert_eq!(e.base, "http://127.0.0.1:8080");
+        assert_eq!(e.authority, "127.0.0.1:8080");
+        assert!(Endpoint::new(Proto::Ws, "http://127.0.0.1:", "/").is_err());
+        assert!(Endpoint::new(Proto::Ws, "ws://127.0.0.1:1", "/").is_err());
     }
 
     #[test]

@@ -317,9 +317,6 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                     return Ok(());
                 }
             };
-            if !(scenario_rate(scenario) > 0.0) {
-                bail!("--rate must be positive");
-            }
             let report = chat::run(scenario, &server.params(Some(&load))?).await?;
             report::print(&report, cli.json);
         }
@@ -335,12 +332,4 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The per-sender rate of an open-loop scenario (1 for the closed loop).
-fn scenario_rate(scenario: Scenario) -> f64 {
-    match scenario {
-        Scenario::Throughput { .. } => 1.0,
-        Scenario::Rate { rate, .. } | Scenario::Fanout { rate, .. } => rate,
-    }
 }
