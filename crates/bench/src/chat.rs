@@ -181,7 +181,7 @@ impl Sender {
                 if in_flight >= size && now < self.deadline {
                     return None;
                 }
-                now
+                now.max(self.start)
             }
         };
         if self.next_seq >= self.limit || due >= self.deadline {
