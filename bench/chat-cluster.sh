@@ -68,7 +68,7 @@ for cluster in sio sb; do
   for i in $(seq "$RUNS"); do
     start_redis
     if ! start_nodes "$cluster"; then
-      MISSING[$cluster]="a node did not start: $(tail -n 2 "$OUT"/sb-*.log 2>/dev/null | grep -v '^==' | head -n 2 | tr '\n' ' ')"
+      MISSING[$cluster]="a node did not start: $(cat "$OUT/$cluster"-*.log 2>/dev/null | grep -i -m1 error || echo "see $OUT")"
       stop_all; break
     fi
     echo "== $cluster cluster run $i (redis :$REDIS_PORT, nodes :$P1 :$P2)" >&2

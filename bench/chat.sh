@@ -24,7 +24,8 @@ RUNS=${1:-3}
 PORT=${PORT:-10591}
 B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-chat-bench.XXXXXX)
-ROOM_ARGS=(--room-create "${ROOM_CREATE:-/api/rooms}" --room-join "${ROOM_JOIN:-/api/rooms/{id}/join}")
+DEFAULT_JOIN='/api/rooms/{id}/join'
+ROOM_ARGS=(--room-create "${ROOM_CREATE:-/api/rooms}" --room-join "${ROOM_JOIN:-$DEFAULT_JOIN}")
 SERVER_PID=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT

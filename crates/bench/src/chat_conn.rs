@@ -126,6 +126,13 @@ impl ChatConn {
                 bail!("closed before connection_established");
             };
             let frame = frame?;
+            if let Message::Close(Some(close)) = &frame {
+                bail!(
+                    "closed before connection_established: code {} {:?}",
+                    u16::from(close.code),
+                    close.reason.as_str()
+                );
+            }
             if let Some(text) = frame.to_text().ok().filter(|t| !t.is_empty())
                 && conn.is_established(text)?
             {
