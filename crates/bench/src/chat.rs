@@ -132,6 +132,24 @@ struct Stats {
 }
 
 impl Shared {
+    fn new(clock: Clock, measure_from_us: u64, senders: usize) -> Result<Self> {
+        Ok(Self {
+            clock,
+            measure_from_us,
+            expected: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            senders_left: AtomicUsize::new(senders),
+            stats: Mutex::new(Stats {
+                delivery: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+                ack: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+                delivered: 0,
+                last_delivery: None,
+                errors: 0,
+                first_error: None,
+            }),
+        })
+    }
+
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         // A panicking task cannot leave the counters half-updated in a way
         // that matters for a report: keep going with the data.
@@ -317,21 +335,8 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let start = Instant::now() + START_DELAY;
     let measure_from = start + params.warmup;
     let deadline = measure_from + params.duration;
-    let shared = Arc::new(Shared {
-        measure_from_us: clock.unix_us(measure_from),
-        clock,
-        expected: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        senders_left: AtomicUsize::new(senders),
-        stats: Mutex::new(Stats {
-            delivery: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
-            ack: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
-            delivered: 0,
-            last_delivery: None,
-            errors: 0,
-            first_error: None,
-        }),
-    });
+    let measure_from_us = clock.unix_us(measure_from);
+    let shared = Arc::new(Shared::new(clock, measure_from_us, senders)?);
     let limit = params.messages / senders.max(1) as u64;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -647,21 +652,7 @@ pub async fn idle(
         }
     }
     // Connections keep being read (pings answered) while held.
-    let shared = Arc::new(Shared {
-        clock: Clock::new(),
-        measure_from_us: 0,
-        expected: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        senders_left: AtomicUsize::new(0),
-        stats: Mutex::new(Stats {
-            delivery: Histogram::new(1)?,
-            ack: Histogram::new(1)?,
-            delivered: 0,
-            last_delivery: None,
-            errors: 0,
-            first_error: None,
-        }),
-    });
+    let shared = Arc::new(Shared::new(Clock::new(), 0, 0)?);
     let (stop, stop_rx) = watch::channel(false);
     let opened = open.len();
     let mut tasks = JoinSet::new();
@@ -718,21 +709,7 @@ mod tests {
     }
 
     fn shared() -> Shared {
-        Shared {
-            clock: Clock::new(),
-            measure_from_us: 0,
-            expected: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            senders_left: AtomicUsize::new(1),
-            stats: Mutex::new(Stats {
-                delivery: Histogram::new(1).unwrap(),
-                ack: Histogram::new(1).unwrap(),
-                delivered: 0,
-                last_delivery: None,
-                errors: 0,
-                first_error: None,
-            }),
-        }
+        Shared::new(Clock::new(), 0, 1).unwrap()
     }
 
     fn sender(pace: Pace, limit: u64, deadline: Duration) -> (Sender, Instant) {
