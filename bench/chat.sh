@@ -4,7 +4,7 @@
 #   bench/chat.sh [runs]        (default 3 runs of each measurement; medians reported)
 #
 # Servers (each started fresh for every single measurement, on 127.0.0.1):
-#   sb   target/release/switchboard serve (JSON frames at /ws?token=, users via POST /api/auth/register,
+#   sb   target/release/switchboard serve, or $SB_BIN if set (JSON frames at /ws?token=, users via POST /api/auth/register,
 #        rooms via POST /api/rooms + /api/rooms/{id}/join); extra serve flags in $SB_ARGS,
 #        other room paths in $ROOM_CREATE / $ROOM_JOIN
 #   ws   bench/peers/chat-ws.mjs  (node + ws 8, the same JSON protocol)
@@ -30,7 +30,14 @@ SERVER_PID=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-cargo build --release --locked -p switchboard -p switchboard-bench >&2
+# SB_BIN benchmarks a prebuilt switchboard binary (another branch or commit) instead of this tree's.
+if [ -n "${SB_BIN:-}" ]; then
+  SB=$(realpath "$SB_BIN")
+  cargo build --release --locked -p switchboard-bench >&2
+else
+  SB=$ROOT/target/release/switchboard
+  cargo build --release --locked -p switchboard -p switchboard-bench >&2
+fi
 (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -42,7 +49,7 @@ start() { # start sb|ws|sio: sets SERVER_PID
       # bench is one client address opening 1000 connections.
       local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
       # shellcheck disable=SC2086
-      (cd "$dir" && exec "$ROOT/target/release/switchboard" serve --port "$PORT" \
+      (cd "$dir" && exec "$SB" serve --port "$PORT" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_ARGS:-}) >>"$OUT/sb.log" 2>&1 &
       ;;
     ws) node bench/peers/chat-ws.mjs "$PORT" >>"$OUT/ws.log" 2>&1 & ;;

@@ -39,11 +39,16 @@ pub struct IdleReport {
     pub dropped: u64,
     pub hold_s: f64,
     pub rss_before_kb: u64,
+    /// Chat idle only: sampled after the first half of the connections
+    /// opened; `bytes_per_conn` is then the growth over the second half.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_half_kb: Option<u64>,
     /// Sampled about a second after the last connection opened.
     pub rss_after_kb: u64,
     /// Sampled at the end of the hold.
     pub rss_end_kb: u64,
-    /// `(rss_after - rss_before) / connections`.
+    /// `(rss_after - rss_before) / connections`, or over the second half
+    /// only when `rss_half_kb` is set.
     pub bytes_per_conn: f64,
     pub fd_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +189,9 @@ impl Human for IdleReport {
             format!("rss end     {} (end of hold)", mib(self.rss_end_kb)),
             format!("per conn    {:.0} bytes", self.bytes_per_conn),
         ];
+        if let Some(kb) = self.rss_half_kb {
+            lines.insert(2, format!("rss half    {} (first half open)", mib(kb)));
+        }
         if let Some(limit) = self.fd_limit {
             lines.push(format!("fd limit    {limit}"));
         }
