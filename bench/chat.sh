@@ -132,9 +132,9 @@ ratio() { # ratio a b: a/b, or n/a
 try: print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}x')
 except Exception: print('n/a')" "$1" "$2"
 }
-row() { # row label scenario field...
+row() { # row label scenario ratio-field field...: the ratios compare ratio-field
   local sb ws sio
-  sb=$(cell sb "$2" "${@:3}"); ws=$(cell ws "$2" "${@:3}"); sio=$(cell sio "$2" "${@:3}")
+  sb=$(cell sb "$2" "${@:4}"); ws=$(cell ws "$2" "${@:4}"); sio=$(cell sio "$2" "${@:4}")
   local r1 r2; r1=$(ratio "$(med sb "$2" "$3")" "$(med sio "$2" "$3")"); r2=$(ratio "$(med sb "$2" "$3")" "$(med ws "$2" "$3")")
   [ -n "${MISSING[sb]:-}" ] && r1=n/a && r2=n/a
   echo "| $1 | $sb | $ws | $sio | $r1 | $r2 |"
@@ -143,13 +143,13 @@ row() { # row label scenario field...
 cat <<EOF2
 | measurement (median of $RUNS) | Switchboard | node ws | node socket.io | Switchboard / socket.io | Switchboard / ws |
 |---|---|---|---|---|---|
-$(row "throughput, 50 pairs: deliveries/s" throughput delivered_per_s)
-$(row "throughput: delivered %" throughput delivered_pct)
-$(row "10k msg/s (1000 conns x 10/s): p50 / p99 / p99.9 µs" rate p50_us p99_us p999_us)
-$(row "10k msg/s: delivered %" rate delivered_pct)
-$(row "fan-out 1→500 at 10 msg/s: p50 / p99 µs" fanout p50_us p99_us)
-$(row "fan-out: delivered %" fanout delivered_pct)
-$(row "RSS per idle authenticated connection (bytes, 1000 conns)" idle bytes_per_conn)
+$(row "throughput, 50 pairs: deliveries/s" throughput delivered_per_s delivered_per_s)
+$(row "throughput: delivered %" throughput delivered_pct delivered_pct)
+$(row "10k msg/s (1000 conns x 10/s): p50 / p99 / p99.9 µs (ratio of p99)" rate p99_us p50_us p99_us p999_us)
+$(row "10k msg/s: delivered %" rate delivered_pct delivered_pct)
+$(row "fan-out 1→500 at 10 msg/s: p50 / p99 µs (ratio of p99)" fanout p99_us p50_us p99_us)
+$(row "fan-out: delivered %" fanout delivered_pct delivered_pct)
+$(row "RSS per idle authenticated connection (bytes, 1000 conns, growth over the second 500)" idle bytes_per_conn bytes_per_conn)
 EOF2
 [ -n "${MISSING[sb]:-}" ] && echo && echo "Switchboard: ${MISSING[sb]}."
 echo "raw results: $OUT" >&2
