@@ -39,6 +39,9 @@ apt_install openssl redis-server ngircd inspircd atheme-services prosody ejabber
 
 log "npm client packages (tests/clients)"
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+# The chat load generator's tests (crates/bench/tests) drive the node chat peers.
+log "npm bench peers (bench/peers)"
+(cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
 
 # --- Rust --------------------------------------------------------------------------------
 log "cargo fmt --check"

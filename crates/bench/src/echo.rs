@@ -86,7 +86,7 @@ async fn connect_all(target: &Target, n: usize) -> Result<Vec<Client>> {
     let mut pending = JoinSet::new();
     for _ in 0..n {
         let target = target.clone();
-        pending.spawn(async move { Client::connect(&target).await });
+        pending.spawn(async move { Client::connect(&target, None).await });
     }
     let mut clients = Vec::with_capacity(n);
     while let Some(joined) = pending.join_next().await {

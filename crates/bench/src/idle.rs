@@ -61,7 +61,9 @@ pub async fn run(target: &Target, params: &IdleParams) -> Result<IdleReport> {
         let mut pending = JoinSet::new();
         for _ in 0..batch {
             let target = target.clone();
-            pending.spawn(async move { timeout(CONNECT_TIMEOUT, Client::connect(&target)).await });
+            pending.spawn(
+                async move { timeout(CONNECT_TIMEOUT, Client::connect(&target, None)).await },
+            );
         }
         while let Some(joined) = pending.join_next().await {
             match joined {
@@ -106,6 +108,7 @@ pub async fn run(target: &Target, params: &IdleParams) -> Result<IdleReport> {
         dropped: dropped.load(Ordering::Relaxed),
         hold_s: params.hold.as_secs_f64(),
         rss_before_kb,
+        rss_half_kb: None,
         rss_after_kb,
         rss_end_kb,
         bytes_per_conn: if opened > 0 {

@@ -169,7 +169,7 @@ fn activity(nick: &str, verb: &str) -> Value {
 }
 
 async fn login(target: &Target, nick: &str, port: u16) -> Result<Client> {
-    let mut client = Client::connect(target).await?;
+    let mut client = Client::connect(target, None).await?;
     let mut creds = activity(nick, "credentials");
     creds["object"] = json!({"type": "credentials", "nick": nick, "server": "127.0.0.1", "port": port, "secure": false});
     request(&mut client, "credentials", creds).await?;

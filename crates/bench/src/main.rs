@@ -1,8 +1,12 @@
 //! `switchboard-bench`: a load generator for Socket.IO v4 servers that speak
 //! the Sockethub request/ack pattern (Switchboard, Sockethub, or a plain
-//! socket.io peer). This file is the command line; each mode lives in its own
-//! module.
+//! socket.io peer), and for native chat servers (Switchboard's `/ws`, or the
+//! node `ws` and socket.io chat peers). This file is the command line; each
+//! mode lives in its own module.
 
+mod chat;
+mod chat_conn;
+mod chat_setup;
 mod echo;
 mod fdlimit;
 mod idle;
@@ -16,6 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::chat::{ChatParams, Scenario};
+use crate::chat_conn::{Endpoint, Proto};
+use crate::chat_setup::RoomApi;
 use crate::report::RssReport;
 use crate::sio::Target;
 
@@ -89,11 +96,132 @@ enum Command {
         #[arg(long)]
         pid: u32,
     },
+    /// Native chat load: direct messages, room fan-out, idle connections.
+    Chat {
+        #[command(subcommand)]
+        scenario: ChatCommand,
+    },
     /// Prints the RSS of a process and its direct children.
     Rss {
         #[arg(long)]
         pid: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Saturated direct messages: pairs messaging each other with a window of
+    /// messages in flight per sender (closed loop); reports deliveries/s.
+    Throughput {
+        #[command(flatten)]
+        server: ChatServerArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages per sender without a `message_sent` yet.
+        #[arg(long, default_value_t = 16)]
+        window: u64,
+    },
+    /// Open loop: every connection sends `--rate` messages/s to its partner.
+    Rate {
+        #[command(flatten)]
+        server: ChatServerArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Connections (one user each, paired; rounded down to even).
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Messages per second per connection.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+    /// Open loop: one publisher sends `--rate` messages/s to a room of subscribers.
+    Fanout {
+        #[command(flatten)]
+        server: ChatServerArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, default_value_t = 500)]
+        subscribers: usize,
+        /// Messages per second from the publisher.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+    /// Server RSS growth for N idle authenticated connections.
+    Idle {
+        #[command(flatten)]
+        server: ChatServerArgs,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 3)]
+        hold_secs: u64,
+        /// Server process whose RSS is measured.
+        #[arg(long)]
+        pid: u32,
+    },
+}
+
+/// Which chat server to talk to and how to set it up.
+#[derive(Args)]
+struct ChatServerArgs {
+    /// Framing: `ws` (Switchboard `/ws`, node ws peer) or `sio` (socket.io peer).
+    #[arg(long, value_enum, default_value_t = Proto::Ws)]
+    proto: Proto,
+    /// Server base URL (REST and websocket), http://host:port.
+    #[arg(long, default_value = "http://127.0.0.1:10550", env = "BENCH_URL")]
+    url: String,
+    /// Fan-out only: the subscribers' server (another node of the same cluster).
+    #[arg(long)]
+    sub_url: Option<String>,
+    /// Socket.IO path for `--proto sio`.
+    #[arg(long, default_value = "/socket.io")]
+    sio_path: String,
+    /// REST path creating a room: POST {"name"} with the owner's bearer token.
+    #[arg(long, default_value = "/api/rooms")]
+    room_create: String,
+    /// REST path joining a room, `{id}` replaced by the room id.
+    #[arg(long, default_value = "/api/rooms/{id}/join")]
+    room_join: String,
+}
+
+/// Timing and bounds of a load run.
+#[derive(Args)]
+struct LoadArgs {
+    /// Measured phase (sending stops after it).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Sending before the measured phase, not counted.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Longest wait for outstanding deliveries after the last send.
+    #[arg(long, default_value_t = 10)]
+    drain_secs: u64,
+    /// Message budget over all senders (a bound on top of the time).
+    #[arg(long, default_value_t = 5_000_000)]
+    messages: u64,
+    /// Padding bytes in each message's content.
+    #[arg(long, default_value_t = 64)]
+    content_bytes: usize,
+}
+
+impl ChatServerArgs {
+    fn params(&self, load: Option<&LoadArgs>) -> Result<ChatParams> {
+        let endpoint = |url: &str| Endpoint::new(self.proto, url, &self.sio_path);
+        Ok(ChatParams {
+            endpoint: endpoint(&self.url)?,
+            sub_endpoint: self.sub_url.as_deref().map(endpoint).transpose()?,
+            rooms: RoomApi {
+                create: self.room_create.clone(),
+                join: self.room_join.clone(),
+            },
+            warmup: Duration::from_secs(load.map_or(0, |l| l.warmup_secs)),
+            duration: Duration::from_secs(load.map_or(0, |l| l.duration_secs)),
+            drain: Duration::from_secs(load.map_or(0, |l| l.drain_secs)),
+            messages: load.map_or(0, |l| l.messages),
+            content_bytes: load.map_or(0, |l| l.content_bytes),
+        })
+    }
 }
 
 /// Which Socket.IO server to talk to.
@@ -194,6 +322,42 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                 pid,
             };
             let report = irc::run(&server.target()?, &params).await?;
+            report::print(&report, cli.json);
+        }
+        Command::Chat { scenario } => {
+            let (server, load, scenario) = match scenario {
+                ChatCommand::Throughput {
+                    server,
+                    load,
+                    pairs,
+                    window,
+                } => (server, load, Scenario::Throughput { pairs, window }),
+                ChatCommand::Rate {
+                    server,
+                    load,
+                    connections,
+                    rate,
+                } => (server, load, Scenario::Rate { connections, rate }),
+                ChatCommand::Fanout {
+                    server,
+                    load,
+                    subscribers,
+                    rate,
+                } => (server, load, Scenario::Fanout { subscribers, rate }),
+                ChatCommand::Idle {
+                    server,
+                    connections,
+                    hold_secs,
+                    pid,
+                } => {
+                    let params = server.params(None)?;
+                    let hold = Duration::from_secs(hold_secs);
+                    let report = chat::idle(&params, connections, hold, pid, fd_limit).await?;
+                    report::print(&report, cli.json);
+                    return Ok(());
+                }
+            };
+            let report = chat::run(scenario, &server.params(Some(&load))?).await?;
             report::print(&report, cli.json);
         }
         Command::Rss { pid } => {

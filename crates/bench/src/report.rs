@@ -39,15 +39,55 @@ pub struct IdleReport {
     pub dropped: u64,
     pub hold_s: f64,
     pub rss_before_kb: u64,
+    /// Chat idle only: sampled after the first half of the connections
+    /// opened; `bytes_per_conn` is then the growth over the second half.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_half_kb: Option<u64>,
     /// Sampled about a second after the last connection opened.
     pub rss_after_kb: u64,
     /// Sampled at the end of the hold.
     pub rss_end_kb: u64,
-    /// `(rss_after - rss_before) / connections`.
+    /// `(rss_after - rss_before) / connections`, or over the second half
+    /// only when `rss_half_kb` is set.
     pub bytes_per_conn: f64,
     pub fd_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// Outcome of a native-chat load run (latencies in microseconds, from the
+/// scheduled send time to receipt).
+#[derive(Debug, Serialize)]
+pub struct ChatReport {
+    pub mode: &'static str,
+    pub scenario: &'static str,
+    pub proto: String,
+    pub connections: usize,
+    pub senders: usize,
+    /// Deliveries per second the schedule asks for (open-loop scenarios).
+    pub offered_per_s: Option<f64>,
+    /// Messages written, warm-up included.
+    pub sent: u64,
+    /// Deliveries the measured messages should produce.
+    pub expected: u64,
+    /// Measured deliveries that arrived (`new_message` at a recipient).
+    pub delivered: u64,
+    pub delivered_pct: f64,
+    /// From the end of the warm-up to the last delivery.
+    pub elapsed_s: f64,
+    pub delivered_per_s: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// `message_sent` latency seen by the sender.
+    pub ack_p50_us: u64,
+    pub ack_p99_us: u64,
+    /// Server `error` frames, broken connections, unparseable events.
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 /// RSS of a process and its direct children (in KiB).
@@ -102,6 +142,41 @@ impl Human for EchoReport {
     }
 }
 
+impl Human for ChatReport {
+    fn lines(&self) -> Vec<String> {
+        let offered = self.offered_per_s.map_or_else(
+            || "saturating".to_owned(),
+            |r| format!("{r:.0} deliveries/s offered"),
+        );
+        let mut lines = vec![
+            format!(
+                "mode        chat {} over {} ({} connections, {} sender(s), {offered})",
+                self.scenario, self.proto, self.connections, self.senders
+            ),
+            format!(
+                "delivered   {} of {} ({:.3} %), {} sent in all, {} error(s)",
+                self.delivered, self.expected, self.delivered_pct, self.sent, self.errors
+            ),
+            format!(
+                "throughput  {:.0} deliveries/s over {:.3} s",
+                self.delivered_per_s, self.elapsed_s
+            ),
+            format!(
+                "latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            ),
+            format!(
+                "ack us      p50 {}  p99 {}",
+                self.ack_p50_us, self.ack_p99_us
+            ),
+        ];
+        if let Some(error) = &self.first_error {
+            lines.push(format!("first error {error}"));
+        }
+        lines
+    }
+}
+
 impl Human for IdleReport {
     fn lines(&self) -> Vec<String> {
         let mut lines = vec![
@@ -114,6 +189,9 @@ impl Human for IdleReport {
             format!("rss end     {} (end of hold)", mib(self.rss_end_kb)),
             format!("per conn    {:.0} bytes", self.bytes_per_conn),
         ];
+        if let Some(kb) = self.rss_half_kb {
+            lines.insert(2, format!("rss half    {} (first half open)", mib(kb)));
+        }
         if let Some(limit) = self.fd_limit {
             lines.push(format!("fd limit    {limit}"));
         }

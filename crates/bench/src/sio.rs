@@ -1,9 +1,10 @@
 //! A minimal Socket.IO v4 client over the Engine.IO v4 websocket transport.
 //!
 //! Just enough of the protocol for benchmarking: the engine open packet, the
-//! `40` namespace connect for `/`, answering engine pings, emitting events with
-//! an ack id (`42<id>[...]`) and reading acks (`43<id>[...]`) and plain events
-//! (`42[...]`). No polling transport, no binary packets, no TLS.
+//! `40` namespace connect for `/` (optionally with an auth payload), answering
+//! engine pings, emitting events with an ack id (`42<id>[...]`) and reading acks
+//! (`43<id>[...]`) and plain events (`42[...]`). No polling transport, no binary
+//! packets, no TLS.
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -68,8 +69,9 @@ pub struct Client {
 
 impl Client {
     /// Opens the TCP connection (with `TCP_NODELAY`), upgrades to websocket,
-    /// waits for the engine open packet and completes the `40` handshake.
-    pub async fn connect(target: &Target) -> Result<Self> {
+    /// waits for the engine open packet and completes the `40` handshake,
+    /// sending `auth` (e.g. `{"token": ...}`) with it when given.
+    pub async fn connect(target: &Target, auth: Option<&Value>) -> Result<Self> {
         let tcp = TcpStream::connect(&target.authority)
             .await
             .with_context(|| format!("connecting to {}", target.authority))?;
@@ -86,7 +88,11 @@ impl Client {
         if !open.as_str().starts_with('0') {
             bail!("expected engine open packet, got {:?}", truncate(&open));
         }
-        client.send_text("40").await?;
+        let connect = match auth {
+            Some(auth) => format!("40{auth}"),
+            None => "40".to_owned(),
+        };
+        client.send_text(connect).await?;
         loop {
             let text = client
                 .recv_text()
@@ -118,23 +124,26 @@ impl Client {
             let Some(text) = self.recv_text().await? else {
                 return Ok(None);
             };
-            let text = text.as_str();
-            let Some(packet) = text.strip_prefix('4') else {
-                match text.as_bytes().first() {
-                    Some(b'2') => self.send_text("3").await?,
-                    Some(b'1') => return Ok(None),
-                    Some(b'3' | b'6') => {}
-                    _ => bail!("unexpected engine.io packet {:?}", truncate(text)),
+            match engine_packet(&text)? {
+                Engine::Ping => self.send_text("3").await?,
+                Engine::Closed => return Ok(None),
+                Engine::Ignored => {}
+                Engine::Socket(packet) => {
+                    if let Some(incoming) = parse_socket_packet(packet)? {
+                        return Ok(Some(incoming));
+                    }
+                    if packet.starts_with('1') {
+                        return Ok(None);
+                    }
                 }
-                continue;
-            };
-            if let Some(incoming) = parse_socket_packet(packet)? {
-                return Ok(Some(incoming));
-            }
-            if packet.starts_with('1') {
-                return Ok(None);
             }
         }
+    }
+
+    /// The underlying websocket, for callers that frame packets themselves
+    /// (with [`engine_packet`]) while multiplexing reads and timed writes.
+    pub fn into_ws(self) -> WebSocketStream<TcpStream> {
+        self.ws
     }
 
     /// Disconnects from the namespace and closes the websocket (best effort).
@@ -160,6 +169,32 @@ impl Client {
             }
         }
         Ok(None)
+    }
+}
+
+/// What one Engine.IO text frame is.
+#[derive(Debug, PartialEq)]
+pub enum Engine<'a> {
+    /// `2`: a ping, to be answered with `3`.
+    Ping,
+    /// `1`: the server closed the session.
+    Closed,
+    /// `3`, `6`: pong and noop.
+    Ignored,
+    /// `4...`: a Socket.IO packet (the text after the `4`).
+    Socket(&'a str),
+}
+
+/// Classifies an Engine.IO text frame.
+pub fn engine_packet(text: &str) -> Result<Engine<'_>> {
+    if let Some(packet) = text.strip_prefix('4') {
+        return Ok(Engine::Socket(packet));
+    }
+    match text.as_bytes().first() {
+        Some(b'2') => Ok(Engine::Ping),
+        Some(b'1') => Ok(Engine::Closed),
+        Some(b'3' | b'6') => Ok(Engine::Ignored),
+        _ => bail!("unexpected engine.io packet {:?}", truncate(text)),
     }
 }
 
@@ -196,7 +231,7 @@ fn parse_socket_packet(packet: &str) -> Result<Option<Incoming>> {
     Ok(Some(Incoming::Ack { id, args }))
 }
 
-fn truncate(text: &str) -> &str {
+pub fn truncate(text: &str) -> &str {
     let end = text
         .char_indices()
         .nth(120)
@@ -250,5 +285,15 @@ mod tests {
         assert!(parse_socket_packet(r#"3[1]"#).is_err());
         assert!(parse_socket_packet(r#"4{"message":"no"}"#).is_err());
         assert!(parse_socket_packet("3").is_err());
+    }
+
+    #[test]
+    fn classifies_engine_frames() {
+        assert_eq!(engine_packet("2").unwrap(), Engine::Ping);
+        assert_eq!(engine_packet("1").unwrap(), Engine::Closed);
+        assert_eq!(engine_packet("6").unwrap(), Engine::Ignored);
+        assert_eq!(engine_packet("42[1]").unwrap(), Engine::Socket("2[1]"));
+        assert!(engine_packet("").is_err());
+        assert!(engine_packet("x").is_err());
     }
 }
