@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod credentials;
 mod error;
+pub mod fanout;
 pub mod memory;
 pub mod queue;
 pub mod seal;
