@@ -94,5 +94,6 @@ pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
         queue: Arc::new(queue),
         credentials: Arc::new(credentials),
         name: "redis",
+        distributed: true,
     })
 }

@@ -135,6 +135,22 @@ redis.call('ZADD', KEYS[2], now_ms() + after, member)
 return attempt
 ";
 
+/// KEYS: stream. ARGV: entry ids. Puts jobs this node reserved but never started back at
+/// the end of the stream, their attempt not counted. Returns how many went back.
+const REQUEUE: &str = r"
+local n = 0
+for _, id in ipairs(ARGV) do
+  local e = redis.call('XRANGE', KEYS[1], id, id)[1]
+  if e and redis.call('XACK', KEYS[1], 'workers', id) == 1 then
+    local f = fields(e[2])
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('XADD', KEYS[1], '*', 'j', f['j'], 'p', f['p'], 'a', f['a'])
+    n = n + 1
+  end
+end
+return n
+";
+
 /// KEYS: stream, retry. Jobs waiting: stream entries not reserved, plus pending retries.
 const LEN: &str = r"
 local n = redis.call('ZCARD', KEYS[2])
@@ -259,6 +275,7 @@ struct Inner {
     nack: Script,
     len: Script,
     remove: Script,
+    requeue: Script,
     local: Mutex<HashMap<String, Local>>,
     /// Tags this node holds per queue, touched so no other node takes them over.
     held: Mutex<HashMap<String, HashSet<u64>>>,
@@ -289,6 +306,7 @@ impl RedisQueue {
             nack: script(NACK),
             len: script(LEN),
             remove: script(REMOVE),
+            requeue: script(REQUEUE),
             local: Mutex::default(),
             held: Mutex::default(),
             blocking: Mutex::default(),
@@ -317,6 +335,23 @@ impl Inner {
         let retry = format!("{stream}:retry");
         let dead = format!("{stream}:dead");
         [stream, retry, dead]
+    }
+
+    /// Give reserved-but-unstarted jobs back to the other consumers.
+    async fn requeue(&self, queue: &str, tags: Vec<u64>) {
+        if tags.is_empty() {
+            return;
+        }
+        let [stream, _, _] = self.keys(queue);
+        let mut call = self.requeue.key(stream);
+        for tag in &tags {
+            call.arg(id_of(*tag));
+            self.release(queue, *tag);
+        }
+        if let Err(e) = call.invoke_async::<i64>(&mut self.conn.clone()).await {
+            // Not lost: untouched from now on, they are taken over after `claim_idle`.
+            tracing::warn!(error = %e, %queue, "cannot requeue reserved jobs");
+        }
     }
 
     fn hold(&self, queue: &str, tag: u64) {
@@ -412,18 +447,29 @@ impl Inner {
 /// Run one fetch for `queue` and leave its outcome in the local stash.
 async fn fetch(inner: Arc<Inner>, queue: String, block: Duration) {
     let result = inner.fetch_one(&queue, block).await;
-    if let Ok(Some(d)) = &result {
-        inner.hold(&queue, d.tag);
+    let orphan = {
+        let mut local = lock(&inner.local);
+        match local.get_mut(&queue) {
+            // Released or removed while we fetched: nobody here will take this job.
+            None => result.ok().flatten(),
+            Some(l) => {
+                l.fetching = false;
+                match result {
+                    Ok(Some(d)) => {
+                        inner.hold(&queue, d.tag);
+                        l.stash.push_back(d);
+                    }
+                    Ok(None) => {}
+                    Err(e) => l.error = Some(e.to_string()),
+                }
+                l.done.send_modify(|n| *n += 1);
+                None
+            }
+        }
+    };
+    if let Some(d) = orphan {
+        inner.requeue(&queue, vec![d.tag]).await;
     }
-    let mut local = lock(&inner.local);
-    let l = local.entry(queue).or_default();
-    l.fetching = false;
-    match result {
-        Ok(Some(d)) => l.stash.push_back(d),
-        Ok(None) => {}
-        Err(e) => l.error = Some(e.to_string()),
-    }
-    l.done.send_modify(|n| *n += 1);
 }
 
 /// Keep this node's reservations from looking abandoned while it is alive.
@@ -571,6 +617,15 @@ impl JobQueue for RedisQueue {
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    async fn release(&self, queue: &str) -> Result<(), EngineError> {
+        let stashed: Vec<u64> = lock(&self.inner.local)
+            .remove(queue)
+            .map(|l| l.stash.into_iter().map(|d| d.tag).collect())
+            .unwrap_or_default();
+        self.inner.requeue(queue, stashed).await;
+        Ok(())
     }
 
     async fn remove(&self, queue: &str) -> Result<Vec<Delivery>, EngineError> {

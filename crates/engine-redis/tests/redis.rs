@@ -290,3 +290,49 @@ async fn redis_down_gives_errors_then_recovers() {
         Recv::Message(Bytes::from_static(b"hi"))
     );
 }
+
+/// Start a reserve and drop it at its first wait, as a `select!` does when another branch
+/// wins; then leave time for the fetch it started to finish.
+async fn give_up_on_reserve(q: &RedisQueue) {
+    tokio::select! {
+        biased;
+        got = q.reserve("q", Duration::from_secs(5)) => panic!("reserve cannot be ready on first poll: {got:?}"),
+        () = std::future::ready(()) => {}
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_reserve_strands_nothing_and_release_gives_jobs_back() {
+    let redis = common::RedisServer::start();
+    let options = options(&redis);
+    let a = queue(&options).await;
+    let b = queue(&options).await;
+    a.push("q", "j1", Bytes::from_static(b"1")).await.unwrap();
+    // The caller gives up at once (a select! branch dropped): the job it was fetching must
+    // not be lost in flight.
+    give_up_on_reserve(&a).await;
+    let d = a
+        .reserve("q", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the next reserve gets the job the dropped one fetched");
+    assert_eq!((d.job_id.as_str(), d.attempt), ("j1", 1));
+    a.ack("q", d.tag).await.unwrap();
+
+    // Same again, but this node stops consuming: the job goes to the other node at once,
+    // its attempt not counted.
+    a.push("q", "j2", Bytes::from_static(b"2")).await.unwrap();
+    give_up_on_reserve(&a).await;
+    assert!(
+        b.reserve("q", Duration::ZERO).await.unwrap().is_none(),
+        "held by a"
+    );
+    a.release("q").await.unwrap();
+    let d = b
+        .reserve("q", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("released job goes to b");
+    assert_eq!((d.job_id.as_str(), d.attempt), ("j2", 1));
+}

@@ -38,6 +38,9 @@ pub struct Engine {
     pub credentials: Arc<dyn CredentialStore>,
     /// Short name for banners and logs ("embedded", "redis").
     pub name: &'static str,
+    /// Other nodes share this engine: a stateless platform's queue is then one queue for
+    /// the whole cluster, so any node's worker may run any node's job.
+    pub distributed: bool,
 }
 
 impl Engine {
@@ -48,6 +51,7 @@ impl Engine {
             queue: Arc::new(memory::MemoryQueue::new(queue::RetryPolicy::default())),
             credentials: Arc::new(memory::MemoryCredentialStore::new()),
             name: "embedded",
+            distributed: false,
         }
     }
 }

@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (Socket.IO at /sockethub, /health) on the embedded engine.
+    /// Run the server (Socket.IO at /sockethub, /health) on the embedded engine, or on Redis
+    /// with --redis-url.
     Serve(config::ServeArgs),
     /// Run one platform worker on stdin/stdout (started by the server).
     Platform {

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use switchboard_engine::Engine;
+use switchboard_engine_redis::RedisOptions;
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 
@@ -10,7 +11,14 @@ use crate::config::Settings;
 use crate::platforms;
 
 pub async fn run(settings: Settings) -> Result<()> {
-    let engine = Engine::embedded();
+    let engine = if settings.redis_url.is_empty() {
+        Engine::embedded()
+    } else {
+        let options = RedisOptions::new(settings.redis_url.clone());
+        switchboard_engine_redis::connect(options)
+            .await
+            .with_context(|| format!("cannot use Redis at {}", settings.redis_address()))?
+    };
     let gateway = Gateway::new(
         settings.gateway()?,
         engine,

@@ -42,8 +42,11 @@ enum Control {
 pub(crate) struct Instance {
     pub key: String,
     /// Unique per instance lifetime, so a successor with the same key never shares jobs
-    /// with a predecessor that is shutting down.
+    /// with a predecessor that is shutting down; except a stateless platform's on a
+    /// distributed engine, which is the instance key itself: one queue that every node's
+    /// instance of the platform serves.
     queue: String,
+    shared_queue: bool,
     manifest: Arc<Manifest>,
     actor: Option<String>,
     sessions: Mutex<HashSet<String>>,
@@ -57,9 +60,15 @@ pub(crate) struct Instance {
 impl Instance {
     pub fn start(target: &Target, shared: Arc<PoolShared>) -> Arc<Self> {
         let (control, control_rx) = mpsc::unbounded_channel();
+        let shared_queue = shared.engine.distributed && !target.manifest.persist;
         let inst = Arc::new(Instance {
             key: target.key.clone(),
-            queue: format!("{}/{}", target.key, random_id::<4>()),
+            queue: if shared_queue {
+                target.key.clone()
+            } else {
+                format!("{}/{}", target.key, random_id::<4>())
+            },
+            shared_queue,
             manifest: target.manifest.clone(),
             actor: target.actor.clone(),
             sessions: Mutex::default(),
@@ -418,6 +427,14 @@ async fn run(
     }
     cx.fail_inflight(&format!("{} platform instance stopped", cx.platform()))
         .await;
+    if inst.shared_queue {
+        // Other nodes (or this node's next instance) serve what is still queued.
+        if let Err(e) = queue.release(&inst.queue).await {
+            tracing::warn!(error = %e, "cannot release the shared queue");
+        }
+        tracing::info!("platform instance stopped");
+        return;
+    }
     match queue.remove(&inst.queue).await {
         Ok(left) => {
             for d in left {
