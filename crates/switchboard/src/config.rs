@@ -81,6 +81,9 @@ settings! {
     /// Run on Redis (`redis://[user:password@]host:port[/db]`) instead of the embedded
     /// engine, so several nodes share channels, job queues and credentials. Needs `secret`.
     redis_url: String = String::new(), env = "SWITCHBOARD_REDIS_URL";
+    /// With Redis: a job reserved by a node that has not shown it alive for this many
+    /// milliseconds (the node died mid-job) is taken over by another node and run again.
+    redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
     /// Let the feeds and metadata platforms fetch from loopback, private, link-local and
     /// other non-public addresses (trusted setups and tests only). A plain switch on the
     /// command line; `true`/`false` in the file and the environment.
@@ -127,6 +130,9 @@ impl Settings {
         }
         if !self.secret.is_empty() {
             self.secret_bytes()?;
+        }
+        if self.redis_claim_idle_ms < 100 {
+            bail!("redis_claim_idle_ms must be at least 100");
         }
         if !self.redis_url.is_empty() && self.secret.is_empty() {
             bail!(

@@ -1,6 +1,8 @@
 //! `switchboard serve`: build the engine and gateway, bind, print the banner, serve until
 //! SIGINT/SIGTERM, then stop every worker process before exiting.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use switchboard_engine::Engine;
 use switchboard_engine_redis::RedisOptions;
@@ -14,7 +16,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let engine = if settings.redis_url.is_empty() {
         Engine::embedded()
     } else {
-        let options = RedisOptions::new(settings.redis_url.clone());
+        let options = RedisOptions {
+            claim_idle: Duration::from_millis(settings.redis_claim_idle_ms),
+            ..RedisOptions::new(settings.redis_url.clone())
+        };
         switchboard_engine_redis::connect(options)
             .await
             .with_context(|| format!("cannot use Redis at {}", settings.redis_address()))?

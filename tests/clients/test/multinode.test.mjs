@@ -140,3 +140,80 @@ describe("two nodes on one Redis", { timeout: 120000 }, () => {
     );
   });
 });
+
+function workerPids(node) {
+  return h.childPids(node.pid).filter((pid) => (h.cmdline(pid) ?? []).includes("platform"));
+}
+
+describe("a node killed mid-job", { timeout: 120000 }, () => {
+  let redis;
+  let a;
+  let b;
+  const sockets = [];
+  const CLAIM_IDLE_MS = 1000;
+
+  before(async () => {
+    redis = await startRedis();
+    const args = [
+      "--redis-url", redis.url,
+      "--request-timeout-ms", String(REQUEST_TIMEOUT_MS),
+      "--redis-claim-idle-ms", String(CLAIM_IDLE_MS),
+    ];
+    a = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
+    b = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
+  });
+
+  after(async () => {
+    h.closeAll(sockets);
+    await Promise.all([a?.stop(), b?.stop()]);
+    redis?.stop();
+  });
+
+  async function connect(node) {
+    const s = await h.connect(node);
+    sockets.push(s);
+    return s;
+  }
+
+  it("its job is taken over by the other node and answered once", async () => {
+    // B's dummy instance is kept full (hangs), so only A can take B's next job.
+    const busyB = await connect(b);
+    const hangs = [];
+    for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
+      hangs.push(h.ack(busyB, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
+    }
+    const hangsSent = Date.now();
+    await h.waitFor(async () => (await b.health()).instances >= 1, { what: "node B's instance" });
+    const onA = await connect(a);
+    const warm = h.echo("warm a");
+    assert.deepEqual(await h.ack(onA, "message", warm), h.expectedEcho(warm));
+
+    // A's worker freezes, so the job A takes next stays unanswered until A dies.
+    const [worker] = workerPids(a);
+    assert.ok(worker, `node A runs a dummy worker\n${h.tail(a)}`);
+    process.kill(worker, "SIGSTOP");
+    // Submit late enough that B's hangs time out (and free B) well before this job does.
+    await h.sleep(Math.max(0, hangsSent + 3000 - Date.now()));
+
+    const onB = await connect(b);
+    const pushes = h.collect(onB, "message");
+    const req = h.echo("survives a dead node");
+    let answers = 0;
+    const answered = h.ack(onB, "message", req, REQUEST_TIMEOUT_MS + 5000).then((r) => {
+      answers += 1;
+      return r;
+    });
+    await h.sleep(300); // A reserves it and hands it to its frozen worker
+    process.kill(a.pid, "SIGKILL");
+    process.kill(worker, "SIGKILL");
+    await a.exited;
+
+    // B frees up when its hangs time out, finds the job idle past the claim time, runs it.
+    assert.deepEqual(await answered, h.expectedEcho(req));
+    const timedOut = await Promise.all(hangs);
+    assert.ok(timedOut.every((r) => typeof r.error === "string" && r.error.startsWith("request timed out")));
+    await h.sleep(CLAIM_IDLE_MS * 2);
+    assert.equal(answers, 1);
+    assert.deepEqual(pushes.items, [], "no second answer arrives as a push");
+  });
+});
