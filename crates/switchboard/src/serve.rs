@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::platforms;
 
-pub async fn run(settings: Settings) -> Result<()> {
-    let engine = if settings.redis_url.is_empty() {
+/// The engine the settings choose: Redis with `redis_url`, embedded otherwise.
+async fn engine(settings: &Settings) -> Result<Engine> {
+    Ok(if settings.redis_url.is_empty() {
         Engine::embedded()
     } else {
         let options = RedisOptions {
@@ -23,10 +24,35 @@ pub async fn run(settings: Settings) -> Result<()> {
         switchboard_engine_redis::connect(options)
             .await
             .with_context(|| format!("cannot use Redis at {}", settings.redis_address()))?
-    };
+    })
+}
+
+/// `switchboard platform <name> --redis-url …`: no listener, one pinned instance of the
+/// platform serving the cluster's shared queue, until SIGINT/SIGTERM.
+pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
     let gateway = Gateway::new(
         settings.gateway()?,
-        engine,
+        engine(&settings).await?,
+        platforms::manifests(),
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    gateway.serve_platform(name)?;
+    println!(
+        "switchboard {} platform {name} worker serving {} (engine: {})",
+        env!("CARGO_PKG_VERSION"),
+        settings.redis_address(),
+        gateway.engine_name()
+    );
+    shutdown_signal().await;
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn run(settings: Settings) -> Result<()> {
+    let gateway = Gateway::new(
+        settings.gateway()?,
+        engine(&settings).await?,
         platforms::manifests(),
         env!("CARGO_PKG_VERSION"),
     )?;

@@ -217,3 +217,91 @@ describe("a node killed mid-job", { timeout: 120000 }, () => {
     assert.deepEqual(pushes.items, [], "no second answer arrives as a push");
   });
 });
+
+/** `switchboard platform <name> --redis-url …`, resolved once its banner is out. */
+async function startRemoteWorker(name, redisUrl) {
+  const proc = spawn(h.binPath(), ["platform", name, "--redis-url", redisUrl], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SWITCHBOARD_SECRET: SECRET, RUST_LOG: "info", NO_COLOR: "1" },
+  });
+  let stderr = "";
+  proc.stderr.setEncoding("utf8");
+  proc.stderr.on("data", (d) => (stderr += d));
+  proc.stdout.setEncoding("utf8");
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  const banner = await h.withTimeout(
+    new Promise((resolve, reject) => {
+      let out = "";
+      proc.stdout.on("data", (d) => {
+        out += d;
+        if (out.includes("\n")) resolve(out.split("\n")[0]);
+      });
+      exited.then((e) => reject(new Error(`remote worker exited (${JSON.stringify(e)}):\n${stderr}`)));
+    }),
+    30000,
+    "remote worker banner",
+  );
+  return {
+    banner,
+    pid: proc.pid,
+    stderr: () => stderr,
+    async stop() {
+      try {
+        process.kill(proc.pid, "SIGTERM");
+      } catch {
+        /* already gone */
+      }
+      return h.withTimeout(exited, 10000, "remote worker exit");
+    },
+  };
+}
+
+describe("a remote platform worker", { timeout: 120000 }, () => {
+  let redis;
+  let b;
+  let remote;
+  const sockets = [];
+
+  before(async () => {
+    redis = await startRedis();
+    b = await h.startServer(
+      ["--redis-url", redis.url, "--request-timeout-ms", String(REQUEST_TIMEOUT_MS)],
+      { env: { SWITCHBOARD_SECRET: SECRET } },
+    );
+  });
+
+  after(async () => {
+    h.closeAll(sockets);
+    await Promise.all([b?.stop(), remote?.stop()]);
+    redis?.stop();
+  });
+
+  it("runs the jobs of a server's clients", async () => {
+    const busyB = await h.connect(b);
+    sockets.push(busyB);
+    const hangs = [];
+    for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
+      hangs.push(h.ack(busyB, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
+    }
+    await h.waitFor(async () => (await b.health()).instances >= 1, { what: "node B's instance" });
+    await h.sleep(500);
+
+    remote = await startRemoteWorker("dummy", redis.url);
+    assert.match(remote.banner, /platform dummy worker serving redis:\/\/127\.0\.0\.1:\d+\/ \(engine: redis\)/);
+    const onB = await h.connect(b);
+    sockets.push(onB);
+    const started = Date.now();
+    for (let i = 0; i < 3; i++) {
+      const req = h.echo(`via the remote worker ${i}`);
+      assert.deepEqual(await h.ack(onB, "message", req), h.expectedEcho(req), h.tail(remote, 2000));
+    }
+    assert.ok(Date.now() - started < REQUEST_TIMEOUT_MS / 2, "answered by the remote worker, not after B frees up");
+    await Promise.all(hangs);
+    assert.deepEqual(await remote.stop(), { code: 0, signal: null }, "stops cleanly on SIGTERM");
+    remote = undefined;
+  });
+
+  it("refuses platforms it cannot serve remotely, with the reason", async () => {
+    await assert.rejects(startRemoteWorker("nope", redis.url), /unknown platform/);
+  });
+});

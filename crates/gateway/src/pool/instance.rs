@@ -54,6 +54,8 @@ pub(crate) struct Instance {
     inflight: Mutex<HashMap<String, InFlight>>,
     control: mpsc::UnboundedSender<Control>,
     stopping: AtomicBool,
+    /// Serves its platform until shutdown, however idle (a remote worker node's instance).
+    pinned: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -76,6 +78,7 @@ impl Instance {
             inflight: Mutex::default(),
             control,
             stopping: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
             task: Mutex::new(None),
         });
         let span = tracing::info_span!("instance", key = %inst.key);
@@ -104,9 +107,14 @@ impl Instance {
         self.stopping.load(Ordering::Acquire)
     }
 
+    pub fn pin(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+
     /// No work in flight, nobody attached (persistent) and untouched for `timeout`.
     pub fn is_idle(&self, timeout: Duration) -> bool {
         !self.is_stopping()
+            && !self.pinned.load(Ordering::Acquire)
             && lock(&self.inflight).is_empty()
             && (!self.manifest.persist || lock(&self.sessions).is_empty())
             && lock(&self.last_active).elapsed() > timeout
