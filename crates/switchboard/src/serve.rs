@@ -1,5 +1,6 @@
 //! `switchboard serve`: build the engine and gateway, bind, print the banner, serve until
-//! SIGINT/SIGTERM, then stop every worker process before exiting.
+//! SIGINT/SIGTERM, then stop every worker process before exiting. Also the listener-less
+//! node of `switchboard platform <name> --redis-url …`.
 
 use std::time::Duration;
 
@@ -27,15 +28,20 @@ async fn engine(settings: &Settings) -> Result<Engine> {
     })
 }
 
+/// The gateway on the chosen engine with every compiled-in platform.
+async fn gateway(settings: &Settings) -> Result<Gateway> {
+    Ok(Gateway::new(
+        settings.gateway()?,
+        engine(settings).await?,
+        platforms::manifests(),
+        env!("CARGO_PKG_VERSION"),
+    )?)
+}
+
 /// `switchboard platform <name> --redis-url …`: no listener, one pinned instance of the
 /// platform serving the cluster's shared queue, until SIGINT/SIGTERM.
 pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
-    let gateway = Gateway::new(
-        settings.gateway()?,
-        engine(&settings).await?,
-        platforms::manifests(),
-        env!("CARGO_PKG_VERSION"),
-    )?;
+    let gateway = gateway(&settings).await?;
     gateway.serve_platform(name)?;
     println!(
         "switchboard {} platform {name} worker serving {} (engine: {})",
@@ -50,12 +56,7 @@ pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
 }
 
 pub async fn run(settings: Settings) -> Result<()> {
-    let gateway = Gateway::new(
-        settings.gateway()?,
-        engine(&settings).await?,
-        platforms::manifests(),
-        env!("CARGO_PKG_VERSION"),
-    )?;
+    let gateway = gateway(&settings).await?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;

@@ -65,158 +65,56 @@ async function startRedis() {
   };
 }
 
-describe("two nodes on one Redis", { timeout: 120000 }, () => {
-  let redis;
-  let a;
-  let b;
-  const sockets = [];
-
+/**
+ * A Redis and `count` server nodes on it, started in `before` and stopped in `after` of the
+ * enclosing describe. Returns {redis, nodes, connect(node)}; sockets are closed at the end.
+ */
+function cluster(count, extraArgs = []) {
+  const c = { redis: null, nodes: [], sockets: [], remote: null };
   before(async () => {
-    redis = await startRedis();
-    const args = ["--redis-url", redis.url, "--request-timeout-ms", String(REQUEST_TIMEOUT_MS)];
-    a = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
-    b = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
+    c.redis = await startRedis();
+    const args = ["--redis-url", c.redis.url, "--request-timeout-ms", String(REQUEST_TIMEOUT_MS), ...extraArgs];
+    for (let i = 0; i < count; i++) {
+      c.nodes.push(await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } }));
+    }
   });
-
   after(async () => {
-    h.closeAll(sockets);
-    await Promise.all([a?.stop(), b?.stop()]);
-    redis?.stop();
+    h.closeAll(c.sockets);
+    await Promise.all([...c.nodes.map((n) => n.stop()), c.remote?.stop()]);
+    c.redis?.stop();
   });
-
-  async function connect(node) {
+  c.connect = async (node) => {
     const s = await h.connect(node);
-    sockets.push(s);
+    c.sockets.push(s);
     return s;
+  };
+  return c;
+}
+
+/**
+ * Fill `node`'s dummy instance with jobs that never finish, while it is the only instance
+ * anywhere (so every one of them is its own): until they time out, jobs that node queues
+ * can only be run by another node's worker. Resolves to the hangs' eventual replies.
+ */
+async function fillWithHangs(c, node) {
+  const sock = await c.connect(node);
+  const hangs = [];
+  for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
+    hangs.push(h.ack(sock, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
   }
-
-  it("the banner and /health name the redis engine", async () => {
-    for (const node of [a, b]) {
-      assert.match(node.banner, /engine: redis/);
-      assert.equal((await node.health()).engine, "redis");
-    }
-  });
-
-  it("a client on node B gets replies to jobs that node A's worker ran", async () => {
-    // Fill node B's only dummy instance with jobs that never finish, while B is the only
-    // node with a dummy instance: every one of them is B's.
-    const busyB = await connect(b);
-    const hangs = [];
-    for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
-      hangs.push(h.ack(busyB, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
-    }
-    await h.waitFor(async () => (await b.health()).instances >= 1, { what: "node B's instance" });
-    await h.sleep(500);
-
-    // Node A starts its own instance with a job of its own ...
-    const onA = await connect(a);
-    const first = h.echo("from a");
-    assert.deepEqual(await h.ack(onA, "message", first), h.expectedEcho(first));
-
-    // ... and now B's jobs can only be run by A's worker; the replies come back to B.
-    const onB = await connect(b);
-    const started = Date.now();
-    for (let i = 0; i < 5; i++) {
-      const req = h.echo(`from b ${i}`);
-      assert.deepEqual(await h.ack(onB, "message", req), h.expectedEcho(req));
-    }
-    assert.ok(Date.now() - started < REQUEST_TIMEOUT_MS, "answered by A, not after B's hangs time out");
-
-    // A worker crash on node A is answered to the client on node B.
-    const crash = h.activity("sigkill", "crash on a");
-    assert.deepEqual(await h.ack(onB, "message", crash, 15000), {
-      ...crash,
-      error: "Error: session thread closed unexpectedly: SIGKILL",
-    });
-
-    const timedOut = await Promise.all(hangs);
-    assert.ok(timedOut.every((r) => typeof r.error === "string" && r.error.startsWith("request timed out")));
-  });
-
-  it("refuses to start on Redis without a shared secret", async () => {
-    await assert.rejects(
-      h.startServer(["--redis-url", redis.url], { env: { SWITCHBOARD_SECRET: "" } }),
-      /shared secret/,
-    );
-  });
-});
+  await h.waitFor(async () => (await node.health()).instances >= 1, { what: "the node's instance" });
+  await h.sleep(500);
+  return {
+    async timedOut() {
+      const replies = await Promise.all(hangs);
+      assert.ok(replies.every((r) => typeof r.error === "string" && r.error.startsWith("request timed out")));
+    },
+  };
+}
 
 function workerPids(node) {
   return h.childPids(node.pid).filter((pid) => (h.cmdline(pid) ?? []).includes("platform"));
 }
-
-describe("a node killed mid-job", { timeout: 120000 }, () => {
-  let redis;
-  let a;
-  let b;
-  const sockets = [];
-  const CLAIM_IDLE_MS = 1000;
-
-  before(async () => {
-    redis = await startRedis();
-    const args = [
-      "--redis-url", redis.url,
-      "--request-timeout-ms", String(REQUEST_TIMEOUT_MS),
-      "--redis-claim-idle-ms", String(CLAIM_IDLE_MS),
-    ];
-    a = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
-    b = await h.startServer(args, { env: { SWITCHBOARD_SECRET: SECRET } });
-  });
-
-  after(async () => {
-    h.closeAll(sockets);
-    await Promise.all([a?.stop(), b?.stop()]);
-    redis?.stop();
-  });
-
-  async function connect(node) {
-    const s = await h.connect(node);
-    sockets.push(s);
-    return s;
-  }
-
-  it("its job is taken over by the other node and answered once", async () => {
-    // B's dummy instance is kept full (hangs), so only A can take B's next job.
-    const busyB = await connect(b);
-    const hangs = [];
-    for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
-      hangs.push(h.ack(busyB, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
-    }
-    const hangsSent = Date.now();
-    await h.waitFor(async () => (await b.health()).instances >= 1, { what: "node B's instance" });
-    const onA = await connect(a);
-    const warm = h.echo("warm a");
-    assert.deepEqual(await h.ack(onA, "message", warm), h.expectedEcho(warm));
-
-    // A's worker freezes, so the job A takes next stays unanswered until A dies.
-    const [worker] = workerPids(a);
-    assert.ok(worker, `node A runs a dummy worker\n${h.tail(a)}`);
-    process.kill(worker, "SIGSTOP");
-    // Submit late enough that B's hangs time out (and free B) well before this job does.
-    await h.sleep(Math.max(0, hangsSent + 3000 - Date.now()));
-
-    const onB = await connect(b);
-    const pushes = h.collect(onB, "message");
-    const req = h.echo("survives a dead node");
-    let answers = 0;
-    const answered = h.ack(onB, "message", req, REQUEST_TIMEOUT_MS + 5000).then((r) => {
-      answers += 1;
-      return r;
-    });
-    await h.sleep(300); // A reserves it and hands it to its frozen worker
-    process.kill(a.pid, "SIGKILL");
-    process.kill(worker, "SIGKILL");
-    await a.exited;
-
-    // B frees up when its hangs time out, finds the job idle past the claim time, runs it.
-    assert.deepEqual(await answered, h.expectedEcho(req));
-    const timedOut = await Promise.all(hangs);
-    assert.ok(timedOut.every((r) => typeof r.error === "string" && r.error.startsWith("request timed out")));
-    await h.sleep(CLAIM_IDLE_MS * 2);
-    assert.equal(answers, 1);
-    assert.deepEqual(pushes.items, [], "no second answer arrives as a push");
-  });
-});
 
 /** `switchboard platform <name> --redis-url …`, resolved once its banner is out. */
 async function startRemoteWorker(name, redisUrl) {
@@ -256,52 +154,113 @@ async function startRemoteWorker(name, redisUrl) {
   };
 }
 
-describe("a remote platform worker", { timeout: 120000 }, () => {
-  let redis;
-  let b;
-  let remote;
-  const sockets = [];
+describe("two nodes on one Redis", { timeout: 120000 }, () => {
+  const c = cluster(2);
 
-  before(async () => {
-    redis = await startRedis();
-    b = await h.startServer(
-      ["--redis-url", redis.url, "--request-timeout-ms", String(REQUEST_TIMEOUT_MS)],
-      { env: { SWITCHBOARD_SECRET: SECRET } },
+  it("the banner and /health name the redis engine", async () => {
+    for (const node of c.nodes) {
+      assert.match(node.banner, /engine: redis/);
+      assert.equal((await node.health()).engine, "redis");
+    }
+  });
+
+  it("a client on node B gets replies to jobs that node A's worker ran", async () => {
+    const [a, b] = c.nodes;
+    const busy = await fillWithHangs(c, b);
+
+    // Node A starts its own instance with a job of its own ...
+    const onA = await c.connect(a);
+    const first = h.echo("from a");
+    assert.deepEqual(await h.ack(onA, "message", first), h.expectedEcho(first));
+
+    // ... and now B's jobs can only be run by A's worker; the replies come back to B.
+    const onB = await c.connect(b);
+    const started = Date.now();
+    for (let i = 0; i < 5; i++) {
+      const req = h.echo(`from b ${i}`);
+      assert.deepEqual(await h.ack(onB, "message", req), h.expectedEcho(req));
+    }
+    assert.ok(Date.now() - started < REQUEST_TIMEOUT_MS, "answered by A, not after B's hangs time out");
+
+    // A worker crash on node A is answered to the client on node B.
+    const crash = h.activity("sigkill", "crash on a");
+    assert.deepEqual(await h.ack(onB, "message", crash, 15000), {
+      ...crash,
+      error: "Error: session thread closed unexpectedly: SIGKILL",
+    });
+    await busy.timedOut();
+  });
+
+  it("refuses to start on Redis without a shared secret", async () => {
+    await assert.rejects(
+      h.startServer(["--redis-url", c.redis.url], { env: { SWITCHBOARD_SECRET: "" } }),
+      /shared secret/,
     );
   });
+});
 
-  after(async () => {
-    h.closeAll(sockets);
-    await Promise.all([b?.stop(), remote?.stop()]);
-    redis?.stop();
+describe("a node killed mid-job", { timeout: 120000 }, () => {
+  const CLAIM_IDLE_MS = 1000;
+  const c = cluster(2, ["--redis-claim-idle-ms", String(CLAIM_IDLE_MS)]);
+
+  it("its job is taken over by the other node and answered once", async () => {
+    const [a, b] = c.nodes;
+    const busy = await fillWithHangs(c, b);
+    const hangsSent = Date.now();
+    const onA = await c.connect(a);
+    const warm = h.echo("warm a");
+    assert.deepEqual(await h.ack(onA, "message", warm), h.expectedEcho(warm));
+
+    // A's worker freezes, so the job A takes next stays unanswered until A dies.
+    const [worker] = workerPids(a);
+    assert.ok(worker, `node A runs a dummy worker\n${h.tail(a)}`);
+    process.kill(worker, "SIGSTOP");
+    // Submit late enough that B's hangs time out (and free B) well before this job does.
+    await h.sleep(Math.max(0, hangsSent + 3000 - Date.now()));
+
+    const onB = await c.connect(b);
+    const pushes = h.collect(onB, "message");
+    const req = h.echo("survives a dead node");
+    let answers = 0;
+    const answered = h.ack(onB, "message", req, REQUEST_TIMEOUT_MS + 5000).then((r) => {
+      answers += 1;
+      return r;
+    });
+    await h.sleep(300); // A reserves it and hands it to its frozen worker
+    process.kill(a.pid, "SIGKILL");
+    process.kill(worker, "SIGKILL");
+    await a.exited;
+
+    // B frees up when its hangs time out, finds the job idle past the claim time, runs it.
+    assert.deepEqual(await answered, h.expectedEcho(req));
+    await busy.timedOut();
+    await h.sleep(CLAIM_IDLE_MS * 2);
+    assert.equal(answers, 1);
+    assert.deepEqual(pushes.items, [], "no second answer arrives as a push");
   });
+});
+
+describe("a remote platform worker", { timeout: 120000 }, () => {
+  const c = cluster(1);
 
   it("runs the jobs of a server's clients", async () => {
-    const busyB = await h.connect(b);
-    sockets.push(busyB);
-    const hangs = [];
-    for (let i = 0; i < DUMMY_CONCURRENCY; i++) {
-      hangs.push(h.ack(busyB, "message", h.activity("hang", `hang ${i}`), REQUEST_TIMEOUT_MS + 10000));
-    }
-    await h.waitFor(async () => (await b.health()).instances >= 1, { what: "node B's instance" });
-    await h.sleep(500);
-
-    remote = await startRemoteWorker("dummy", redis.url);
-    assert.match(remote.banner, /platform dummy worker serving redis:\/\/127\.0\.0\.1:\d+\/ \(engine: redis\)/);
-    const onB = await h.connect(b);
-    sockets.push(onB);
+    const [b] = c.nodes;
+    const busy = await fillWithHangs(c, b);
+    c.remote = await startRemoteWorker("dummy", c.redis.url);
+    assert.match(c.remote.banner, /platform dummy worker serving redis:\/\/127\.0\.0\.1:\d+\/ \(engine: redis\)/);
+    const onB = await c.connect(b);
     const started = Date.now();
     for (let i = 0; i < 3; i++) {
       const req = h.echo(`via the remote worker ${i}`);
-      assert.deepEqual(await h.ack(onB, "message", req), h.expectedEcho(req), h.tail(remote, 2000));
+      assert.deepEqual(await h.ack(onB, "message", req), h.expectedEcho(req), c.remote.stderr().slice(-2000));
     }
     assert.ok(Date.now() - started < REQUEST_TIMEOUT_MS / 2, "answered by the remote worker, not after B frees up");
-    await Promise.all(hangs);
-    assert.deepEqual(await remote.stop(), { code: 0, signal: null }, "stops cleanly on SIGTERM");
-    remote = undefined;
+    await busy.timedOut();
+    assert.deepEqual(await c.remote.stop(), { code: 0, signal: null }, "stops cleanly on SIGTERM");
+    c.remote = null;
   });
 
   it("refuses platforms it cannot serve remotely, with the reason", async () => {
-    await assert.rejects(startRemoteWorker("nope", redis.url), /unknown platform/);
+    await assert.rejects(startRemoteWorker("nope", c.redis.url), /unknown platform/);
   });
 });
