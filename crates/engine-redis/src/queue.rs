@@ -151,6 +151,18 @@ end
 return n
 ";
 
+/// KEYS: stream. ARGV: consumer, entry ids. Resets the idle time of the jobs this consumer
+/// still owns (never one another node has meanwhile taken over).
+const TOUCH: &str = r"
+for i = 2, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], 'workers', ARGV[i], ARGV[i], 1)[1]
+  if p and p[2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, ARGV[i], 'JUSTID')
+  end
+end
+return 0
+";
+
 /// KEYS: stream, retry. Jobs waiting: stream entries not reserved, plus pending retries.
 const LEN: &str = r"
 local n = redis.call('ZCARD', KEYS[2])
@@ -276,6 +288,7 @@ struct Inner {
     len: Script,
     remove: Script,
     requeue: Script,
+    touch: Script,
     local: Mutex<HashMap<String, Local>>,
     /// Tags this node holds per queue, touched so no other node takes them over.
     held: Mutex<HashMap<String, HashSet<u64>>>,
@@ -307,6 +320,7 @@ impl RedisQueue {
             len: script(LEN),
             remove: script(REMOVE),
             requeue: script(REQUEUE),
+            touch: script(TOUCH),
             local: Mutex::default(),
             held: Mutex::default(),
             blocking: Mutex::default(),
@@ -320,11 +334,6 @@ impl RedisQueue {
         let client = crate::client(options)?;
         let conn = crate::command_connection(&client).await?;
         Ok(Self::new(client, conn, options))
-    }
-
-    /// This node's consumer name in every queue's group.
-    pub fn consumer(&self) -> &str {
-        &self.inner.consumer
     }
 }
 
@@ -488,13 +497,12 @@ async fn touch(inner: Weak<Inner>) {
             .collect();
         for (queue, tags) in held {
             let [stream, _, _] = inner.keys(&queue);
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(&stream).arg(GROUP).arg(&inner.consumer).arg(0);
+            let mut call = inner.touch.key(stream);
+            call.arg(&inner.consumer);
             for tag in tags {
-                cmd.arg(id_of(tag));
+                call.arg(id_of(tag));
             }
-            cmd.arg("JUSTID");
-            if let Err(e) = cmd.query_async::<Value>(&mut inner.conn.clone()).await {
+            if let Err(e) = call.invoke_async::<i64>(&mut inner.conn.clone()).await {
                 tracing::warn!(error = %e, %queue, "cannot touch reserved jobs");
             }
         }
