@@ -8,9 +8,9 @@
 //! | [`CredentialStore`] | sealed credentials per session, with a TTL | [`memory::MemoryCredentialStore`] |
 //!
 //! Callers hold an [`Engine`] (three `Arc<dyn …>`) and never name a backend, so the Redis
-//! backend (crate `switchboard-engine-redis`) is swapped in by configuration. The traits move opaque bytes: what goes in
-//! a queue or a channel is sealed by the caller with [`seal::SealKey`], so no backend ever
-//! holds a secret in plaintext. The [`suite`] module (feature `suite`) is the behaviour
+//! backend (crate `switchboard-engine-redis`) is swapped in by configuration. The traits
+//! move opaque bytes: what goes in a queue or a channel is sealed by the caller with
+//! [`seal::SealKey`], so no backend ever holds a secret in plaintext. The [`suite`] module (feature `suite`) is the behaviour
 //! every backend must show; each backend's tests run it.
 
 pub mod broker;
