@@ -84,6 +84,8 @@ settings! {
     /// With Redis: a job reserved by a node that has not shown it alive for this many
     /// milliseconds (the node died mid-job) is taken over by another node and run again.
     redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
+    /// With Redis: prepended to every key and channel, so deployments can share a Redis.
+    redis_prefix: String = "switchboard:".into(), env = "SWITCHBOARD_REDIS_PREFIX";
     /// Let the feeds and metadata platforms fetch from loopback, private, link-local and
     /// other non-public addresses (trusted setups and tests only). A plain switch on the
     /// command line; `true`/`false` in the file and the environment.
