@@ -25,44 +25,48 @@ function freePort() {
   });
 }
 
-/** redis-server on a free loopback port in a temp dir; stop() kills it by PID. */
+/** redis-server on a free loopback port in a temp dir; kill() and stop() by PID only. */
 async function startRedis() {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), "switchboard-multinode-"));
-  const proc = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
-    { stdio: "ignore" },
-  );
-  const failed = new Promise((_, reject) =>
-    proc.once("error", (e) => reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`))),
-  );
-  await Promise.race([
-    failed,
-    h.waitFor(
-      () =>
-        new Promise((resolve) => {
-          const s = net.connect(port, "127.0.0.1", () => s.write("PING\r\n"));
-          s.once("data", (d) => {
-            s.destroy();
-            resolve(d.toString().startsWith("+PONG"));
-          });
-          s.once("error", () => resolve(false));
-        }),
-      { what: "redis-server to answer PING" },
-    ),
-  ]);
-  return {
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
+  const ping = () =>
+    new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => s.write("PING\r\n"));
+      s.once("data", (d) => {
+        s.destroy();
+        resolve(d.toString().startsWith("+PONG"));
+      });
+      s.once("error", () => resolve(false));
+    });
+  let proc;
+  async function spawnServer() {
+    proc = spawn("redis-server", args, { stdio: "ignore" });
+    const failed = new Promise((_, reject) =>
+      proc.once("error", (e) => reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`))),
+    );
+    await Promise.race([failed, h.waitFor(ping, { what: "redis-server to answer PING" })]);
+  }
+  await spawnServer();
+  const redis = {
     url: `redis://127.0.0.1:${port}/`,
-    stop() {
+    async kill() {
+      const gone = new Promise((resolve) => proc.once("exit", resolve));
       try {
         process.kill(proc.pid, "SIGKILL");
       } catch {
         /* already gone */
       }
+      await gone;
+    },
+    /** Start again on the same port (empty: no persistence). */
+    restart: spawnServer,
+    async stop() {
+      await redis.kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  return redis;
 }
 
 /**
@@ -81,7 +85,7 @@ function cluster(count, extraArgs = []) {
   after(async () => {
     h.closeAll(c.sockets);
     await Promise.all([...c.nodes.map((n) => n.stop()), c.remote?.stop()]);
-    c.redis?.stop();
+    await c.redis?.stop();
   });
   c.connect = async (node) => {
     const s = await h.connect(node);
@@ -262,5 +266,56 @@ describe("a remote platform worker", { timeout: 120000 }, () => {
 
   it("refuses platforms it cannot serve remotely, with the reason", async () => {
     await assert.rejects(startRemoteWorker("nope", c.redis.url), /unknown platform/);
+  });
+});
+
+describe("Redis going away", { timeout: 120000 }, () => {
+  const c = cluster(1);
+
+  function serverError(summary) {
+    return {
+      type: "Error",
+      "@context": [h.AS2, h.SOCKETHUB, h.ERROR_CTX],
+      actor: { type: "Application", name: "sockethub-server" },
+      summary,
+    };
+  }
+
+  it("closes sessions that may miss messages, refuses new ones, then recovers", async () => {
+    const [node] = c.nodes;
+    const before = await c.connect(node);
+    const req = h.echo("before");
+    assert.deepEqual(await h.ack(before, "message", req), h.expectedEcho(req));
+
+    const error = h.nextEvent(before, "error", 15000);
+    const disconnected = h.nextEvent(before, "disconnect", 15000);
+    await c.redis.kill();
+    // Its replies travel through Redis: the client is told, not left waiting in silence.
+    assert.deepEqual(await error, serverError("too many undelivered messages; connection closed"));
+    assert.equal(await disconnected, "io server disconnect");
+
+    const refused = h.rawSocket(node);
+    c.sockets.push(refused);
+    assert.deepEqual(await h.nextEvent(refused, "error", 15000), serverError("server unavailable, try again later"));
+    assert.equal((await node.health()).status, "ok", "the node itself stays up");
+
+    await c.redis.restart();
+    const after = await h.waitFor(
+      async () => {
+        const s = h.rawSocket(node);
+        c.sockets.push(s);
+        const outcome = await Promise.race([
+          h.nextEvent(s, "connect", 5000).then(() => "connected"),
+          h.nextEvent(s, "error", 5000).then(() => "refused"),
+        ]).catch(() => "timeout");
+        if (outcome !== "connected") return null;
+        // A refused socket is connected for a moment before its error arrives.
+        await h.sleep(200);
+        return s.connected ? s : null;
+      },
+      { timeoutMs: 30000, intervalMs: 500, what: "a session after Redis came back" },
+    );
+    const again = h.echo("after");
+    assert.deepEqual(await h.ack(after, "message", again), h.expectedEcho(again));
   });
 });
