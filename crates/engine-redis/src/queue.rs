@@ -663,3 +663,18 @@ impl JobQueue for RedisQueue {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{id_of, tag_of};
+
+    #[test]
+    fn tags_round_trip_stream_ids_and_refuse_what_does_not_fit() {
+        for id in ["0-0", "1763800000000-0", "1763800000000-1048575", "8796093022207-7"] {
+            assert_eq!(id_of(tag_of(id).unwrap()), id);
+        }
+        assert!(tag_of("1763800000000-1048576").is_err(), "sequence too large");
+        assert!(tag_of("8796093022208-0").is_err(), "milliseconds too large");
+        assert!(tag_of("nonsense").is_err());
+    }
+}
