@@ -18,9 +18,12 @@
 //! next `reserve` anywhere takes it over. A delivery tag is the stream entry id packed into
 //! a `u64` (milliseconds << 20 | sequence), so any node can ack or nack it.
 //!
-//! Reserving is cancel-safe: the Redis side runs in a spawned fetch, and what it reserves
-//! lands in a per-queue local stash that the next `reserve` takes from. A caller that
-//! gives up (a `select!` branch dropped) therefore never strands a job.
+//! Reserving is cancel-safe: the Redis side runs in a spawned fetch (at most one per queue
+//! per node), and what it reserves lands in a per-queue local stash that the next
+//! `reserve` takes from. A caller that gives up (a `select!` branch dropped) therefore
+//! never strands a job. A fetch reads up to [`BATCH`] fresh jobs with one blocking
+//! `XREADGROUP`; every [`MAINTENANCE`] it runs the STEP script instead, which promotes due
+//! retries and takes over dead consumers' jobs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -37,6 +40,14 @@ use tokio::sync::watch;
 use crate::{RedisOptions, unavailable};
 
 const GROUP: &str = "workers";
+
+/// Fresh jobs one read may reserve: fewer round trips when jobs stream in, yet little
+/// hoarding when other nodes are idle.
+const BATCH: usize = 8;
+
+/// How often a consumer looks for due retries and dead consumers' jobs (the STEP script)
+/// instead of only reading fresh jobs; also the longest a read blocks.
+const MAINTENANCE: Duration = Duration::from_millis(250);
 
 /// Shared Lua: create the stream and its group on first use; turn a field list into a table.
 const PRELUDE: &str = r"
@@ -260,6 +271,8 @@ struct Local {
     stash: VecDeque<Delivery>,
     error: Option<String>,
     fetching: bool,
+    /// When the last fetch ran the STEP script (retries, take-overs), if it did.
+    last_step: Option<tokio::time::Instant>,
     done: watch::Sender<u64>,
 }
 
@@ -269,6 +282,7 @@ impl Default for Local {
             stash: VecDeque::new(),
             error: None,
             fetching: false,
+            last_step: None,
             done: watch::Sender::new(0),
         }
     }
@@ -380,105 +394,117 @@ impl Inner {
         }
     }
 
-    /// One reservation attempt: the STEP script, then (if nothing was ready) a blocking
-    /// read of at most `block`, shortened to when the next retry falls due.
-    async fn fetch_one(
+    /// One reservation attempt. With `maintain`, the STEP script first (retries due, jobs
+    /// of dead consumers, one fresh job); then, if that found nothing, a read of up to
+    /// [`BATCH`] fresh jobs, blocking at most `block` (cut to [`MAINTENANCE`] and to when
+    /// the next retry falls due, so those are never late by more than that).
+    async fn fetch_batch(
         &self,
         queue: &str,
         block: Duration,
-    ) -> Result<Option<Delivery>, EngineError> {
+        maintain: bool,
+    ) -> Result<Vec<Delivery>, EngineError> {
         let [stream, retry, dead] = self.keys(queue);
-        let reply: Value = self
-            .step
-            .key(&stream)
-            .key(&retry)
-            .key(&dead)
-            .arg(&self.consumer)
-            .arg(self.claim_idle.as_millis() as u64)
-            .arg(self.policy.max_attempts)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        let block = match reply {
-            Value::Int(due) if due >= 0 => block.min(Duration::from_millis(due as u64)),
-            Value::Int(_) => block,
-            other => return delivery_of(other).map(Some),
-        };
-        if block < Duration::from_millis(1) {
-            return Ok(None);
-        }
-        let idle = lock(&self.blocking).pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => {
-                // Timeouts are ours (below): the connection's own would cut the block short.
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(None);
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(unavailable)?
+        let mut block = block.min(MAINTENANCE);
+        if maintain {
+            let reply: Value = self
+                .step
+                .key(&stream)
+                .key(&retry)
+                .key(&dead)
+                .arg(&self.consumer)
+                .arg(self.claim_idle.as_millis() as u64)
+                .arg(self.policy.max_attempts)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            match reply {
+                Value::Int(due) if due >= 0 => block = block.min(Duration::from_millis(due as u64)),
+                Value::Int(_) => {}
+                other => return delivery_of(other).map(|d| vec![d]),
             }
-        };
+        }
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">");
-        let reply = tokio::time::timeout(
-            block + Duration::from_secs(5),
-            read.query_async::<Value>(&mut conn),
-        )
-        .await
-        .map_err(|_| EngineError::Unavailable("redis: blocking read timed out".into()))?
-        .map_err(unavailable)?;
-        lock(&self.blocking).push(conn);
-        // [[stream, [[id, fields]]]] or nil
-        let entries: Option<Vec<(String, Vec<Value>)>> =
-            redis::from_redis_value(reply).map_err(|_| parse_error("XREADGROUP"))?;
-        match entries
-            .and_then(|mut s| s.pop())
-            .and_then(|(_, mut e)| e.pop())
-        {
-            Some(entry) => entry_delivery(entry, 1).map(Some),
-            None => Ok(None),
+            .arg(BATCH);
+        let blocking = block >= Duration::from_millis(1);
+        if blocking {
+            read.arg("BLOCK").arg(block.as_millis() as u64);
         }
+        read.arg("STREAMS").arg(&stream).arg(">");
+        let reply = if blocking {
+            let idle = lock(&self.blocking).pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => {
+                    // Timeouts are ours (below): the connection's own would cut the block short.
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(2)))
+                        .set_response_timeout(None);
+                    self.client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(unavailable)?
+                }
+            };
+            let reply = tokio::time::timeout(
+                block + Duration::from_secs(5),
+                read.query_async::<Value>(&mut conn),
+            )
+            .await
+            .map_err(|_| EngineError::Unavailable("redis: blocking read timed out".into()))?
+            .map_err(unavailable)?;
+            lock(&self.blocking).push(conn);
+            reply
+        } else {
+            read.query_async::<Value>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?
+        };
+        // [[stream, [[id, fields], …]]] or nil
+        let streams: Option<Vec<(String, Vec<Value>)>> =
+            redis::from_redis_value(reply).map_err(|_| parse_error("XREADGROUP"))?;
+        streams
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .map(|entry| entry_delivery(entry, 1))
+            .collect()
     }
 }
 
 /// Run one fetch for `queue` and leave its outcome in the local stash.
-async fn fetch(inner: Arc<Inner>, queue: String, block: Duration) {
-    let result = inner.fetch_one(&queue, block).await;
-    let orphan = {
+async fn fetch(inner: Arc<Inner>, queue: String, block: Duration, maintain: bool) {
+    let result = inner.fetch_batch(&queue, block, maintain).await;
+    let orphans: Vec<u64> = {
         let mut local = lock(&inner.local);
         match local.get_mut(&queue) {
-            // Released or removed while we fetched: nobody here will take this job.
-            None => result.ok().flatten(),
+            // Released or removed while we fetched: nobody here will take these jobs.
+            None => result.into_iter().flatten().map(|d| d.tag).collect(),
             Some(l) => {
                 l.fetching = false;
                 match result {
-                    Ok(Some(d)) => {
-                        inner.hold(&queue, d.tag);
-                        l.stash.push_back(d);
+                    Ok(batch) => {
+                        for d in batch {
+                            inner.hold(&queue, d.tag);
+                            l.stash.push_back(d);
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => l.error = Some(e.to_string()),
+                    Err(e) => {
+                        l.error = Some(e.to_string());
+                        // Whatever broke (Redis restarted empty?), maintenance recreates it.
+                        l.last_step = None;
+                    }
                 }
                 l.done.send_modify(|n| *n += 1);
-                None
+                Vec::new()
             }
         }
     };
-    if let Some(d) = orphan {
-        inner.requeue(&queue, vec![d.tag]).await;
-    }
+    inner.requeue(&queue, orphans).await;
 }
 
 /// Keep this node's reservations from looking abandoned while it is alive.
@@ -543,10 +569,18 @@ impl JobQueue for RedisQueue {
                     if waited && now >= deadline {
                         return Ok(None);
                     }
-                    // Short blocks keep the fetch responsive to retries and take-overs.
-                    let block = (deadline - now).min(Duration::from_secs(1));
+                    let maintain = l.last_step.is_none_or(|t| now - t >= MAINTENANCE);
+                    if maintain {
+                        l.last_step = Some(now);
+                    }
                     l.fetching = true;
-                    tokio::spawn(fetch(self.inner.clone(), queue.to_owned(), block));
+                    let fetch = fetch(
+                        self.inner.clone(),
+                        queue.to_owned(),
+                        deadline - now,
+                        maintain,
+                    );
+                    tokio::spawn(fetch);
                 }
                 l.done.subscribe()
             };
@@ -670,10 +704,18 @@ mod tests {
 
     #[test]
     fn tags_round_trip_stream_ids_and_refuse_what_does_not_fit() {
-        for id in ["0-0", "1763800000000-0", "1763800000000-1048575", "8796093022207-7"] {
+        for id in [
+            "0-0",
+            "1763800000000-0",
+            "1763800000000-1048575",
+            "8796093022207-7",
+        ] {
             assert_eq!(id_of(tag_of(id).unwrap()), id);
         }
-        assert!(tag_of("1763800000000-1048576").is_err(), "sequence too large");
+        assert!(
+            tag_of("1763800000000-1048576").is_err(),
+            "sequence too large"
+        );
         assert!(tag_of("8796093022208-0").is_err(), "milliseconds too large");
         assert!(tag_of("nonsense").is_err());
     }
