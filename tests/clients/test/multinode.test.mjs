@@ -272,15 +272,6 @@ describe("a remote platform worker", { timeout: 120000 }, () => {
 describe("Redis going away", { timeout: 120000 }, () => {
   const c = cluster(1);
 
-  function serverError(summary) {
-    return {
-      type: "Error",
-      "@context": [h.AS2, h.SOCKETHUB, h.ERROR_CTX],
-      actor: { type: "Application", name: "sockethub-server" },
-      summary,
-    };
-  }
-
   it("closes sessions that may miss messages, refuses new ones, then recovers", async () => {
     const [node] = c.nodes;
     const before = await c.connect(node);
@@ -291,12 +282,12 @@ describe("Redis going away", { timeout: 120000 }, () => {
     const disconnected = h.nextEvent(before, "disconnect", 15000);
     await c.redis.kill();
     // Its replies travel through Redis: the client is told, not left waiting in silence.
-    assert.deepEqual(await error, serverError("too many undelivered messages; connection closed"));
+    assert.deepEqual(await error, h.serverError("too many undelivered messages; connection closed"));
     assert.equal(await disconnected, "io server disconnect");
 
     const refused = h.rawSocket(node);
     c.sockets.push(refused);
-    assert.deepEqual(await h.nextEvent(refused, "error", 15000), serverError("server unavailable, try again later"));
+    assert.deepEqual(await h.nextEvent(refused, "error", 15000), h.serverError("server unavailable, try again later"));
     assert.equal((await node.health()).status, "ok", "the node itself stays up");
 
     await c.redis.restart();
