@@ -17,8 +17,8 @@ pub const SUBSCRIBER_BUFFER: usize = 1024;
 
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Send `payload` to every current subscriber of `channel`; returns how many local
-    /// subscribers it reached (a distributed backend may report 0 for remote ones).
+    /// Send `payload` to every current subscriber of `channel`; returns how many it reached
+    /// (a distributed backend counts subscribed nodes, not their local subscribers).
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, EngineError>;
 
     /// Start receiving what is published to `channel` from now on. Dropping the

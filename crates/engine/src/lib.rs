@@ -7,15 +7,16 @@
 //! | [`JobQueue`] | platform jobs waiting for a worker: reserve, ack, retry, dead letters | [`memory::MemoryQueue`] |
 //! | [`CredentialStore`] | sealed credentials per session, with a TTL | [`memory::MemoryCredentialStore`] |
 //!
-//! Callers hold an [`Engine`] (three `Arc<dyn …>`) and never name a backend, so a Redis
-//! backend can be swapped in by configuration. The traits move opaque bytes: what goes in
-//! a queue or a channel is sealed by the caller with [`seal::SealKey`], so no backend ever
-//! holds a secret in plaintext. The [`suite`] module (feature `suite`) is the behaviour
+//! Callers hold an [`Engine`] (three `Arc<dyn …>`) and never name a backend, so the Redis
+//! backend (crate `switchboard-engine-redis`) is swapped in by configuration. The traits
+//! move opaque bytes: what goes in a queue or a channel is sealed by the caller with
+//! [`seal::SealKey`], so no backend ever holds a secret in plaintext. The [`suite`] module (feature `suite`) is the behaviour
 //! every backend must show; each backend's tests run it.
 
 pub mod broker;
 pub mod credentials;
 mod error;
+pub mod fanout;
 pub mod memory;
 pub mod queue;
 pub mod seal;
@@ -37,6 +38,9 @@ pub struct Engine {
     pub credentials: Arc<dyn CredentialStore>,
     /// Short name for banners and logs ("embedded", "redis").
     pub name: &'static str,
+    /// Other nodes share this engine: a stateless platform's queue is then one queue for
+    /// the whole cluster, so any node's worker may run any node's job.
+    pub distributed: bool,
 }
 
 impl Engine {
@@ -47,6 +51,7 @@ impl Engine {
             queue: Arc::new(memory::MemoryQueue::new(queue::RetryPolicy::default())),
             credentials: Arc::new(memory::MemoryCredentialStore::new()),
             name: "embedded",
+            distributed: false,
         }
     }
 }

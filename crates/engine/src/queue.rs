@@ -83,6 +83,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Number of jobs waiting (not reserved) in `queue`.
     async fn len(&self, queue: &str) -> Result<usize, EngineError>;
 
+    /// This consumer stops taking jobs from `queue` (its instance stopped) while other
+    /// consumers go on: anything it reserved but never handed out goes back to them. The
+    /// embedded queue hands out nothing it has not reserved for a caller, so has nothing
+    /// to give back.
+    async fn release(&self, _queue: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Drop a queue and everything in it (its platform instance is gone); returns the jobs
     /// that were still waiting or reserved so their requesters can be answered.
     async fn remove(&self, queue: &str) -> Result<Vec<Delivery>, EngineError>;

@@ -22,6 +22,8 @@ pub enum GatewayError {
     Schema(String),
     #[error("engine: {0}")]
     Engine(#[from] switchboard_engine::EngineError),
+    #[error("cannot serve platform {platform:?} for other nodes: {reason}")]
+    Remote { platform: String, reason: String },
 }
 
 /// Why a connection was refused before it got a session.
@@ -126,6 +128,37 @@ impl Gateway {
 
     pub fn stage_names(&self) -> Vec<&'static str> {
         self.inner.pipeline.stage_names()
+    }
+
+    /// Serve stateless platform `name`'s shared queue for every node on this (distributed)
+    /// engine until [`Gateway::shutdown`]: `switchboard platform <name> --redis-url …`.
+    /// Persistent platforms need a cluster-wide instance registry, which does not exist yet.
+    pub fn serve_platform(&self, name: &str) -> Result<(), GatewayError> {
+        let refuse = |reason: &str| GatewayError::Remote {
+            platform: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let manifest = self
+            .inner
+            .validator
+            .manifest(name)
+            .cloned()
+            .ok_or_else(|| refuse("unknown platform"))?;
+        if manifest.persist {
+            return Err(refuse("only stateless platforms can run as remote workers"));
+        }
+        if !self.inner.engine.distributed {
+            return Err(refuse("needs a shared engine (--redis-url)"));
+        }
+        let target = crate::pool::Target {
+            key: manifest.name.to_owned(),
+            manifest,
+            actor: None,
+        };
+        self.inner
+            .pool
+            .pin(&target)
+            .map_err(|e| refuse(&e.to_string()))
     }
 
     /// Stop all platform instances (their worker processes exit).

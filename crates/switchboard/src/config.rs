@@ -78,6 +78,14 @@ settings! {
     /// 64 hex digits of root secret for sealing (random per boot when empty; nodes sharing
     /// an engine must share it).
     secret: String = String::new(), env = "SWITCHBOARD_SECRET";
+    /// Run on Redis (`redis://[user:password@]host:port[/db]`) instead of the embedded
+    /// engine, so several nodes share channels, job queues and credentials. Needs `secret`.
+    redis_url: String = String::new(), env = "SWITCHBOARD_REDIS_URL";
+    /// With Redis: a job reserved by a node that has not shown it alive for this many
+    /// milliseconds (the node died mid-job) is taken over by another node and run again.
+    redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
+    /// With Redis: prepended to every key and channel, so deployments can share a Redis.
+    redis_prefix: String = "switchboard:".into(), env = "SWITCHBOARD_REDIS_PREFIX";
     /// Let the feeds and metadata platforms fetch from loopback, private, link-local and
     /// other non-public addresses (trusted setups and tests only). A plain switch on the
     /// command line; `true`/`false` in the file and the environment.
@@ -125,6 +133,16 @@ impl Settings {
         if !self.secret.is_empty() {
             self.secret_bytes()?;
         }
+        if self.redis_claim_idle_ms < 100 {
+            bail!("redis_claim_idle_ms must be at least 100");
+        }
+        if !self.redis_url.is_empty() && self.secret.is_empty() {
+            bail!(
+                "redis_url needs a shared secret: nodes on one Redis open each other's sealed \
+                 jobs and messages, so give every node the same --secret (SWITCHBOARD_SECRET, \
+                 `secret` in the config file), e.g. from `openssl rand -hex 32`"
+            );
+        }
         Ok(())
     }
 
@@ -145,7 +163,19 @@ impl Settings {
         if !shown.secret.is_empty() {
             shown.secret = "(set)".into();
         }
+        shown.redis_url = self.redis_address();
         toml::to_string(&shown).unwrap_or_else(|e| format!("cannot render settings: {e}"))
+    }
+
+    /// The Redis URL without its password, for banners and logs.
+    pub fn redis_address(&self) -> String {
+        match (
+            self.redis_url.split_once("://"),
+            self.redis_url.rsplit_once('@'),
+        ) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            _ => self.redis_url.clone(),
+        }
     }
 
     pub fn gateway(&self) -> Result<GatewayConfig> {
@@ -233,6 +263,22 @@ mod tests {
             .is_err()
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn redis_url_needs_a_secret_and_is_shown_without_password() {
+        let err = Settings::load(&args(&["--redis-url", "redis://127.0.0.1:6379"])).unwrap_err();
+        assert!(format!("{err:#}").contains("shared secret"), "{err:#}");
+        let secret = "ab".repeat(32);
+        let s = Settings::load(&args(&[
+            "--redis-url",
+            "redis://user:hunter2@10.0.0.1:6379/2",
+            "--secret",
+            &secret,
+        ]))
+        .unwrap();
+        assert_eq!(s.redis_address(), "redis://***@10.0.0.1:6379/2");
+        assert!(!s.describe().contains("hunter2"));
     }
 
     #[test]

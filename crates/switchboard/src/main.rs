@@ -23,12 +23,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (Socket.IO at /sockethub, /health) on the embedded engine.
+    /// Run the server (Socket.IO at /sockethub, /health) on the embedded engine, or on Redis
+    /// with --redis-url.
     Serve(config::ServeArgs),
-    /// Run one platform worker on stdin/stdout (started by the server).
+    /// Run one platform worker on stdin/stdout (started by the server); with --redis-url,
+    /// a remote worker node serving a stateless platform's jobs for every server on that
+    /// Redis (same settings as serve; the secret must match theirs).
     Platform {
         /// Platform name (see `switchboard serve` banner for the list).
         name: String,
+        #[command(flatten)]
+        args: config::ServeArgs,
     },
     /// Configuration tools.
     Config {
@@ -79,7 +84,15 @@ fn main() -> Result<()> {
             let settings = config::Settings::load(&args)?;
             runtime(settings.threads)?.block_on(serve::run(settings))
         }
-        Command::Platform { name } => {
+        Command::Platform { name, args } if args.redis_url.is_some() => {
+            init_logging("info");
+            let settings = config::Settings::load(&args)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run_remote_worker(settings, &name))
+        }
+        Command::Platform { name, .. } => {
             init_logging("warn");
             // One thread is plenty for a worker and keeps its memory small.
             tokio::runtime::Builder::new_current_thread()

@@ -1,22 +1,63 @@
 //! `switchboard serve`: build the engine and gateway, bind, print the banner, serve until
-//! SIGINT/SIGTERM, then stop every worker process before exiting.
+//! SIGINT/SIGTERM, then stop every worker process before exiting. Also the listener-less
+//! node of `switchboard platform <name> --redis-url …`.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use switchboard_engine::Engine;
+use switchboard_engine_redis::RedisOptions;
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::platforms;
 
-pub async fn run(settings: Settings) -> Result<()> {
-    let engine = Engine::embedded();
-    let gateway = Gateway::new(
+/// The engine the settings choose: Redis with `redis_url`, embedded otherwise.
+async fn engine(settings: &Settings) -> Result<Engine> {
+    Ok(if settings.redis_url.is_empty() {
+        Engine::embedded()
+    } else {
+        let options = RedisOptions {
+            claim_idle: Duration::from_millis(settings.redis_claim_idle_ms),
+            prefix: settings.redis_prefix.clone(),
+            ..RedisOptions::new(settings.redis_url.clone())
+        };
+        switchboard_engine_redis::connect(options)
+            .await
+            .with_context(|| format!("cannot use Redis at {}", settings.redis_address()))?
+    })
+}
+
+/// The gateway on the chosen engine with every compiled-in platform.
+async fn gateway(settings: &Settings) -> Result<Gateway> {
+    Ok(Gateway::new(
         settings.gateway()?,
-        engine,
+        engine(settings).await?,
         platforms::manifests(),
         env!("CARGO_PKG_VERSION"),
-    )?;
+    )?)
+}
+
+/// `switchboard platform <name> --redis-url …`: no listener, one pinned instance of the
+/// platform serving the cluster's shared queue, until SIGINT/SIGTERM.
+pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
+    let gateway = gateway(&settings).await?;
+    gateway.serve_platform(name)?;
+    println!(
+        "switchboard {} platform {name} worker serving {} (engine: {})",
+        env!("CARGO_PKG_VERSION"),
+        settings.redis_address(),
+        gateway.engine_name()
+    );
+    shutdown_signal().await;
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn run(settings: Settings) -> Result<()> {
+    let gateway = gateway(&settings).await?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;

@@ -85,3 +85,33 @@ fn an_unknown_platform_worker_fails_cleanly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown platform \"nope\""));
 }
+
+#[test]
+fn serve_on_an_unreachable_redis_or_without_a_secret_refuses_to_start() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let out = switchboard()
+        .args(["serve", "--port", "0", "--redis-url", &url])
+        .args(["--secret", &"cd".repeat(32)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot use Redis at {url}")), "{err}");
+
+    let out = switchboard()
+        .args(["serve", "--port", "0", "--redis-url", &url])
+        .env_remove("SWITCHBOARD_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("redis_url needs a shared secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

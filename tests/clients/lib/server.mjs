@@ -171,6 +171,16 @@ export function tail(server, n = 4000) {
   return s.length > n ? s.slice(-n) : s;
 }
 
+/** The server's own error activity (Sockethub's shape), as pushed on the `error` event. */
+export function serverError(summary) {
+  return {
+    type: "Error",
+    "@context": [AS2, SOCKETHUB, ERROR_CTX],
+    actor: { type: "Application", name: "sockethub-server" },
+    summary,
+  };
+}
+
 /** Socket.IO options matching what a Sockethub client uses. */
 export function socketOptions(extra = {}) {
   return {

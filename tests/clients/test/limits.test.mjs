@@ -6,14 +6,7 @@ import * as h from "../lib/server.mjs";
 const RATE_ERROR = "rate limit exceeded, temporarily blocked";
 const CAP_ERROR = "too many concurrent connections from this address";
 
-function serverError(summary) {
-  return {
-    type: "Error",
-    "@context": [h.AS2, h.SOCKETHUB, h.ERROR_CTX],
-    actor: { type: "Application", name: "sockethub-server" },
-    summary,
-  };
-}
+const { serverError } = h;
 
 describe("rate limit", { timeout: 60000 }, () => {
   const MAX = 5;

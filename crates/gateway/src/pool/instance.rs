@@ -42,8 +42,11 @@ enum Control {
 pub(crate) struct Instance {
     pub key: String,
     /// Unique per instance lifetime, so a successor with the same key never shares jobs
-    /// with a predecessor that is shutting down.
+    /// with a predecessor that is shutting down; except a stateless platform's on a
+    /// distributed engine, which is the instance key itself: one queue that every node's
+    /// instance of the platform serves.
     queue: String,
+    shared_queue: bool,
     manifest: Arc<Manifest>,
     actor: Mutex<Option<String>>,
     sessions: Mutex<HashSet<String>>,
@@ -51,15 +54,23 @@ pub(crate) struct Instance {
     inflight: Mutex<HashMap<String, InFlight>>,
     control: mpsc::UnboundedSender<Control>,
     stopping: AtomicBool,
+    /// Serves its platform until shutdown, however idle (a remote worker node's instance).
+    pinned: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Instance {
     pub fn start(target: &Target, shared: Arc<PoolShared>) -> Arc<Self> {
         let (control, control_rx) = mpsc::unbounded_channel();
+        let shared_queue = shared.engine.distributed && !target.manifest.persist;
         let inst = Arc::new(Instance {
             key: target.key.clone(),
-            queue: format!("{}/{}", target.key, random_id::<4>()),
+            queue: if shared_queue {
+                target.key.clone()
+            } else {
+                format!("{}/{}", target.key, random_id::<4>())
+            },
+            shared_queue,
             manifest: target.manifest.clone(),
             actor: Mutex::new(target.actor.clone()),
             sessions: Mutex::default(),
@@ -67,6 +78,7 @@ impl Instance {
             inflight: Mutex::default(),
             control,
             stopping: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
             task: Mutex::new(None),
         });
         let span = tracing::info_span!("instance", key = %inst.key);
@@ -95,9 +107,14 @@ impl Instance {
         self.stopping.load(Ordering::Acquire)
     }
 
+    pub fn pin(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+
     /// No work in flight, nobody attached (persistent) and untouched for `timeout`.
     pub fn is_idle(&self, timeout: Duration) -> bool {
         !self.is_stopping()
+            && !self.pinned.load(Ordering::Acquire)
             && lock(&self.inflight).is_empty()
             && (!self.manifest.persist || lock(&self.sessions).is_empty())
             && lock(&self.last_active).elapsed() > timeout
@@ -231,10 +248,11 @@ impl Ctx {
                     tracing::debug!(job = %id, "result for a job no longer waited on");
                     return;
                 };
-                self.ack(f.tag).await;
                 let reply = self.reply(&f.activity, result, error);
                 tracing::debug!(job = %id, session = %f.session, "job answered");
-                self.answer(&id, &f.session, reply).await;
+                // Ack and answer together: a networked engine sends both on one connection,
+                // in this order, for one round trip instead of two on this task's hot path.
+                tokio::join!(self.ack(f.tag), self.answer(&id, &f.session, reply));
             }
             FromWorker::Event {
                 mut activity,
@@ -446,6 +464,14 @@ async fn run(
     }
     cx.fail_inflight(&format!("{} platform instance stopped", cx.platform()))
         .await;
+    if inst.shared_queue {
+        // Other nodes (or this node's next instance) serve what is still queued.
+        if let Err(e) = queue.release(&inst.queue).await {
+            tracing::warn!(error = %e, "cannot release the shared queue");
+        }
+        tracing::info!("platform instance stopped");
+        return;
+    }
     match queue.remove(&inst.queue).await {
         Ok(left) => {
             for d in left {

@@ -126,6 +126,18 @@ impl Pool {
             })
     }
 
+    /// Serve `target`'s queue until shutdown, idle or not (a remote worker node).
+    pub fn pin(&self, target: &Target) -> Result<(), SubmitError> {
+        let mut map = lock(&self.shared.instances);
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let inst = Instance::start(target, self.shared.clone());
+        inst.pin();
+        map.insert(target.key.clone(), inst);
+        Ok(())
+    }
+
     /// The requester gave up on `job_id`: stop the worker's work on it.
     pub fn cancel(&self, key: &str, job_id: &str) {
         if let Some(inst) = lock(&self.shared.instances).get(key) {

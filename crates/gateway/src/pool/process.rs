@@ -29,6 +29,8 @@ impl Process {
             .args(&cmd.args)
             .arg("platform")
             .arg(platform)
+            // A pipe worker must never turn into a remote worker node itself.
+            .env_remove("SWITCHBOARD_REDIS_URL")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

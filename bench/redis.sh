@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The Redis engine against the embedded one, measured in the same run.
+#
+#   bench/redis.sh [runs]        (default 3 runs of each measurement; medians reported)
+#
+# Both servers are the same release `switchboard serve` (dummy platform in its own worker
+# process); one runs on the embedded engine, the other with --redis-url on a redis-server
+# started here (127.0.0.1, no persistence). Every echo then crosses Redis four times: the
+# job pushed on a stream, reserved through the consumer group, acked, and the reply
+# published on the session's pub/sub channel. Also reports redis-server CPU per round trip
+# (utime+stime from /proc). Loopback only; loops bounded in count and time; only PIDs
+# started here are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Free ports, not fixed ones: other benchmarks may run on this machine at the same time.
+PORT_SB=${PORT_SB:-$(free_port)}
+PORT_REDIS=${PORT_REDIS:-$(free_port)}
+B=target/release/switchboard-bench
+OUT=$(mktemp -d /tmp/sb-bench-redis.XXXXXX)
+SECRET=$(openssl rand -hex 32)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cargo build --release --locked -p switchboard -p switchboard-bench >&2
+
+# wait_port PORT PID: PID (ours, still alive) accepts connections on PORT.
+wait_port() {
+  for _ in $(seq 200); do
+    kill -0 "$2" 2>/dev/null || { echo "process $2 exited before listening on $1" >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v) if isinstance(v,float) else v)"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$PORT_REDIS" "$REDIS_PID"
+
+start_sb() { # start_sb embedded|redis
+  local extra=()
+  [ "$1" = redis ] && extra=(--redis-url "redis://127.0.0.1:$PORT_REDIS/")
+  target/release/switchboard serve --port "$PORT_SB" --rate-limit-max 100000000 --max-connections-per-ip 0 \
+    --secret "$SECRET" "${extra[@]}" >"$OUT/sb-$1.log" 2>&1 &
+  SB_PID=$!; PIDS+=("$SB_PID"); wait_port "$PORT_SB" "$SB_PID"
+}
+
+declare -A R
+for engine in embedded redis; do
+  for c in 1 32; do
+    n=$([ "$c" = 1 ] && echo 20000 || echo 100000)
+    for i in $(seq "$RUNS"); do
+      start_sb "$engine"
+      before=$(cpu_ticks "$REDIS_PID")
+      "$B" --json echo --url "http://127.0.0.1:$PORT_SB" --concurrency "$c" --requests "$n" \
+        --duration-secs 15 --warmup 1000 >"$OUT/$engine-c$c-$i.json"
+      after=$(cpu_ticks "$REDIS_PID")
+      # Clock ticks (1/100 s) → µs of Redis CPU per round trip (warm-up included).
+      python3 -c "import json; d=json.load(open('$OUT/$engine-c$c-$i.json')); print(round(($after-$before)*10000/(d['ok']+d['errors']+1000), 1))" >"$OUT/$engine-c$c-$i.cpu"
+      stop "$SB_PID"
+    done
+    R[$engine,c$c,rps]=$(for i in $(seq "$RUNS"); do field rps <"$OUT/$engine-c$c-$i.json"; done | median)
+    R[$engine,c$c,p50]=$(for i in $(seq "$RUNS"); do field p50_us <"$OUT/$engine-c$c-$i.json"; done | median)
+    R[$engine,c$c,p99]=$(for i in $(seq "$RUNS"); do field p99_us <"$OUT/$engine-c$c-$i.json"; done | median)
+    R[$engine,c$c,err]=$(for i in $(seq "$RUNS"); do field errors <"$OUT/$engine-c$c-$i.json"; done | sort -n | tail -1)
+    R[$engine,c$c,cpu]=$(for i in $(seq "$RUNS"); do cat "$OUT/$engine-c$c-$i.cpu"; done | median)
+  done
+done
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+cat <<EOF2
+| measurement (median of $RUNS) | embedded engine | Redis engine | ratio |
+|---|---|---|---|
+| echo, 1 in flight: round trips/s | ${R[embedded,c1,rps]} | ${R[redis,c1,rps]} | $(ratio "${R[redis,c1,rps]}" "${R[embedded,c1,rps]}") |
+| echo, 1 in flight: p50 / p99 µs | ${R[embedded,c1,p50]} / ${R[embedded,c1,p99]} | ${R[redis,c1,p50]} / ${R[redis,c1,p99]} | |
+| echo, 32 in flight: round trips/s | ${R[embedded,c32,rps]} | ${R[redis,c32,rps]} | $(ratio "${R[redis,c32,rps]}" "${R[embedded,c32,rps]}") |
+| echo, 32 in flight: p50 / p99 µs | ${R[embedded,c32,p50]} / ${R[embedded,c32,p99]} | ${R[redis,c32,p50]} / ${R[redis,c32,p99]} | |
+| failed requests, worst run (1 / 32 in flight) | ${R[embedded,c1,err]} / ${R[embedded,c32,err]} | ${R[redis,c1,err]} / ${R[redis,c32,err]} | |
+| redis-server CPU per round trip, 1 / 32 in flight (µs) | – | ${R[redis,c1,cpu]} / ${R[redis,c32,cpu]} | |
+EOF2
+echo "raw results: $OUT" >&2
