@@ -2,6 +2,7 @@
 //! SIGINT/SIGTERM, then stop every worker process before exiting.
 
 use anyhow::{Context, Result};
+use switchboard_chat::Chat;
 use switchboard_engine::Engine;
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
@@ -11,6 +12,9 @@ use crate::platforms;
 
 pub async fn run(settings: Settings) -> Result<()> {
     let engine = Engine::embedded();
+    let chat = Chat::open(settings.chat()?, engine.registry.clone())
+        .await
+        .with_context(|| format!("cannot start chat on {}", settings.database_url))?;
     let gateway = Gateway::new(
         settings.gateway()?,
         engine,
@@ -23,8 +27,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     let addr = listener.local_addr()?;
     // The first stdout line is the banner; scripts and tests read the address from it.
     println!(
-        "switchboard {} listening on http://{addr} (socket.io path /sockethub; engine: {}; platforms: {})",
+        "switchboard {} listening on http://{addr} (socket.io path /sockethub; chat /ws and /api, store {}; engine: {}; platforms: {})",
         env!("CARGO_PKG_VERSION"),
+        chat.store_name(),
         gateway.engine_name(),
         gateway.platform_names().join(", ")
     );
@@ -34,7 +39,14 @@ pub async fn run(settings: Settings) -> Result<()> {
         listener,
         gateway.clone(),
         settings.server(),
-        shutdown_signal(),
+        chat.router(),
+        {
+            let chat = chat.clone();
+            async move {
+                shutdown_signal().await;
+                chat.shutdown();
+            }
+        },
     )
     .await?;
     gateway.shutdown().await;
