@@ -235,7 +235,8 @@ impl Session {
             backlog: HashSet::new(),
         };
         let end = if socket.send(WsMessage::Text(hello)).await.is_ok() {
-            if session.send_backlog(&mut socket).await {
+            // Boxed so the idle connection's future does not carry its state.
+            if Box::pin(session.send_backlog(&mut socket)).await {
                 session.run(&mut socket, expires).await
             } else {
                 End::Closed
@@ -314,7 +315,9 @@ impl Session {
                 _ = shutdown.cancelled() => return End::Close(1001, "Server shutting down"),
                 _ = self.outbox.ready() => {}
                 incoming = socket.next() => match incoming {
-                    Some(Ok(WsMessage::Text(text))) => self.handle(&text).await,
+                    // Boxed: an idle connection's future stays small (handling a frame
+                    // needs far more state than waiting does).
+                    Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle(&text)).await,
                     Some(Ok(WsMessage::Binary(_))) => {
                         self.outbox.push(Out::Frame(error_frame(protocol::INVALID_JSON, None)));
                     }

@@ -180,8 +180,10 @@ impl Client {
 
     /// The next frame (type, data), or `None` if nothing comes within `wait`.
     async fn next_within(&mut self, wait: Duration) -> Option<(String, Value)> {
+        // One deadline for the whole wait: pings (not returned) must not extend it.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout(wait, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .ok()??
                 .ok()?;
@@ -876,4 +878,144 @@ async fn offline_messages_survive_a_restart_and_arrive_in_order() {
     // Delivered once: a new connection gets no backlog.
     let mut b = s.connect(&bob_token).await;
     b.expect_silence(300).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_answering_pings_is_closed_and_goes_offline() {
+    let db = TempDir::new("ping");
+    let s = Server::start(&db, &["--ping-interval-ms", "200"]);
+    let (_, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    a.send("get_online_users", json!({})).await;
+    a.expect("online_users").await;
+    // Bob's client never reads again, so it never answers a ping.
+    let _b = s.connect(&bob_token).await;
+    assert_eq!(
+        a.expect_past("user_online", &[]).await["userId"].as_i64(),
+        Some(bob)
+    );
+    // Alice keeps reading (her client answers pings) and sees bob leave.
+    let gone = a.expect("user_offline").await;
+    assert_eq!(gone["userId"].as_i64(), Some(bob));
+    a.expect_silence(500).await;
+}
+
+#[tokio::test]
+async fn eddsa_tokens_from_pem_keys() {
+    let db = TempDir::new("eddsa");
+    let private = db.0.join("ed.pem");
+    let public = db.0.join("ed.pub.pem");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let s = Server::start(
+        &db,
+        &[
+            "--jwt-algorithm",
+            "EdDSA",
+            "--jwt-public-key",
+            public.to_str().unwrap(),
+            "--jwt-private-key",
+            private.to_str().unwrap(),
+        ],
+    );
+    let (alice, token) = s.user("alice").await;
+    let header = token.split('.').next().unwrap();
+    assert!(header.starts_with("eyJ"), "a JWT");
+    let (status, me) = s.get("/api/auth/me", Some(&token)).await;
+    assert_eq!((status, me["id"].as_i64()), (StatusCode::OK, Some(alice)));
+    let _ws = s.connect(&token).await;
+    // An HS256 token signed with the old shared secret is refused.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": alice.to_string(), "username": "alice", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, _) = s.get("/api/auth/me", Some(&forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.connect_raw(&format!("/ws?token={forged}"))
+            .await
+            .expect_close()
+            .await,
+        4002
+    );
+}
+
+#[tokio::test]
+async fn user_add_creates_an_account_the_server_accepts() {
+    let db = TempDir::new("useradd");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "user",
+            "add",
+            "carol",
+            "--database-url",
+            &db.db_url(),
+            "--jwt-secret",
+            SECRET,
+        ])
+        .env("SWITCHBOARD_USER_PASSWORD", "carol-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("created user carol (id "), "{text}");
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token")
+        .to_owned();
+
+    let again = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["user", "add", "carol", "--database-url", &db.db_url()])
+        .env("SWITCHBOARD_USER_PASSWORD", "carol-password")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Username already taken"));
+
+    let s = Server::start(&db, &[]);
+    let (status, me) = s.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (StatusCode::OK, Some("carol"))
+    );
+    let (status, _) = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"username": "carol", "password": "carol-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
