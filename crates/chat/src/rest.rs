@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchboard_store::{Conversation, Message, User};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::Chat;
 use crate::auth::TokenError;
@@ -106,15 +107,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-#[derive(Deserialize)]
-struct Register {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Register {
     username: String,
     password: String,
     email: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Login {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Login {
     username: String,
     password: String,
 }
@@ -124,7 +125,8 @@ fn session_reply(chat: &Chat, user: &User) -> Result<Value, ChatError> {
     Ok(json!({ "token": token, "user": { "id": user.id, "username": user.username } }))
 }
 
-async fn register(
+#[utoipa::path(post, path = "/api/auth/register", summary = "Create an account", request_body = Register, responses((status = 201, description = "`{token, user: {id, username}}`"), (status = 400, body = ErrorBody), (status = 409, description = "Username already taken", body = ErrorBody)))]
+pub(crate) async fn register(
     State(chat): State<Chat>,
     Body(body): Body<Register>,
 ) -> Result<Response, ChatError> {
@@ -141,7 +143,8 @@ async fn register(
     Ok((StatusCode::CREATED, Json(session_reply(&chat, &user)?)).into_response())
 }
 
-async fn login(
+#[utoipa::path(post, path = "/api/auth/login", summary = "Log in", request_body = Login, responses((status = 200, description = "`{token, user: {id, username}}`"), (status = 401, description = "Invalid username or password", body = ErrorBody)))]
+pub(crate) async fn login(
     State(chat): State<Chat>,
     Body(body): Body<Login>,
 ) -> Result<Json<Value>, ChatError> {
@@ -159,7 +162,11 @@ struct Presence<'a> {
     online: bool,
 }
 
-async fn me(State(chat): State<Chat>, Authed(me): Authed) -> Result<Json<Value>, ChatError> {
+#[utoipa::path(get, path = "/api/auth/me", summary = "The caller", security(("bearer" = [])), responses((status = 200, description = "`{id, username, email, createdAt, lastSeen, online}`"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn me(
+    State(chat): State<Chat>,
+    Authed(me): Authed,
+) -> Result<Json<Value>, ChatError> {
     let account = chat
         .inner
         .store
@@ -176,8 +183,9 @@ async fn me(State(chat): State<Chat>, Authed(me): Authed) -> Result<Json<Value>,
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
-struct UserQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UserQuery {
     search: Option<String>,
     limit: Option<u32>,
 }
@@ -190,7 +198,8 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ChatError> {
     }
 }
 
-async fn users(
+#[utoipa::path(get, path = "/api/users", summary = "List or search users", security(("bearer" = [])), params(UserQuery), responses((status = 200, description = "`{users: [{id, username, createdAt, lastSeen, online}]}`"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn users(
     State(chat): State<Chat>,
     Authed(_): Authed,
     Params(q): Params<UserQuery>,
@@ -209,7 +218,8 @@ async fn users(
     Ok(Json(json!({ "users": users })))
 }
 
-async fn user(
+#[utoipa::path(get, path = "/api/users/{id}", summary = "One user", security(("bearer" = [])), params(("id" = i64, Path, description = "User id")), responses((status = 200, description = "`{id, username, createdAt, lastSeen, online}`"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn user(
     State(chat): State<Chat>,
     Authed(_): Authed,
     Id(id): Id,
@@ -227,8 +237,9 @@ async fn user(
     })))
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
     with: Option<i64>,
     before: Option<i64>,
     limit: Option<u32>,
@@ -241,7 +252,8 @@ fn history_reply(messages: Vec<Message>, limit: u32) -> Json<Value> {
     Json(json!({ "messages": messages, "nextCursor": next }))
 }
 
-async fn direct_history(
+#[utoipa::path(get, path = "/api/messages", summary = "Direct message history, newest first", security(("bearer" = [])), params(HistoryQuery), responses((status = 200, description = "`{messages: [Message], nextCursor}`"), (status = 400, body = ErrorBody)))]
+pub(crate) async fn direct_history(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Params(q): Params<HistoryQuery>,
@@ -258,7 +270,8 @@ async fn direct_history(
     Ok(history_reply(messages, limit))
 }
 
-async fn send_message(
+#[utoipa::path(post, path = "/api/messages", summary = "Send a message (as over /ws)", security(("bearer" = [])), request_body = SendBody, responses((status = 201, description = "`{message, duplicate: false}`"), (status = 200, description = "Repeated clientMsgId: `{message, duplicate: true}`"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn send_message(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Body(body): Body<Map<String, Value>>,
@@ -281,14 +294,16 @@ async fn send_message(
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct RoomsQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RoomsQuery {
     /// Only the caller's rooms.
     mine: Option<bool>,
     limit: Option<u32>,
 }
 
-async fn rooms(
+#[utoipa::path(get, path = "/api/rooms", summary = "List rooms", security(("bearer" = [])), params(RoomsQuery), responses((status = 200, description = "`{rooms: [{id, name, createdBy, createdAt}]}`")))]
+pub(crate) async fn rooms(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Params(q): Params<RoomsQuery>,
@@ -300,12 +315,13 @@ async fn rooms(
     ))
 }
 
-#[derive(Deserialize)]
-struct NewRoom {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewRoom {
     name: String,
 }
 
-async fn create_room(
+#[utoipa::path(post, path = "/api/rooms", summary = "Create a room (the creator joins it)", security(("bearer" = [])), request_body = NewRoom, responses((status = 201, description = "`{id, name, createdBy, createdAt}`"), (status = 400, body = ErrorBody)))]
+pub(crate) async fn create_room(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Body(body): Body<NewRoom>,
@@ -322,7 +338,8 @@ async fn create_room(
     Ok((StatusCode::CREATED, Json(json!(room))).into_response())
 }
 
-async fn room(
+#[utoipa::path(get, path = "/api/rooms/{id}", summary = "One room", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), responses((status = 200, description = "`{id, name, createdBy, createdAt}`"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn room(
     State(chat): State<Chat>,
     Authed(_): Authed,
     Id(id): Id,
@@ -336,7 +353,8 @@ async fn room(
     Ok(Json(json!(room)))
 }
 
-async fn join_room(
+#[utoipa::path(post, path = "/api/rooms/{id}/join", summary = "Join a room", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), responses((status = 200, description = "`{roomId, joined}`"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn join_room(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Id(id): Id,
@@ -353,7 +371,8 @@ async fn join_room(
     Ok(Json(json!({ "roomId": id, "joined": joined })))
 }
 
-async fn leave_room(
+#[utoipa::path(post, path = "/api/rooms/{id}/leave", summary = "Leave a room", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), responses((status = 200, description = "`{roomId, left}`"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn leave_room(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Id(id): Id,
@@ -376,7 +395,8 @@ async fn member_room(chat: &Chat, me: &Me, id: i64) -> Result<(), ChatError> {
     })
 }
 
-async fn room_members(
+#[utoipa::path(get, path = "/api/rooms/{id}/members", summary = "Members of a room (members only)", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), responses((status = 200, description = "`{roomId, members: [user with online]}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn room_members(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Id(id): Id,
@@ -395,13 +415,15 @@ async fn room_members(
     Ok(Json(json!({ "roomId": id, "members": members })))
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
     before: Option<i64>,
     limit: Option<u32>,
 }
 
-async fn room_history(
+#[utoipa::path(get, path = "/api/rooms/{id}/messages", summary = "Room history, newest first (members only)", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), params(PageQuery), responses((status = 200, description = "`{messages: [Message], nextCursor}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn room_history(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Id(id): Id,
@@ -415,4 +437,27 @@ async fn room_history(
         .history(Conversation::Room(id), q.before, limit)
         .await?;
     Ok(history_reply(messages, limit))
+}
+
+/// Every error body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct ErrorBody {
+    error: String,
+}
+
+/// `POST /api/messages` and the `chat_message` frame's data.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // documentation only: the handler validates a JSON object itself
+pub(crate) struct SendBody {
+    /// The recipient (or give `roomId`).
+    receiver_id: Option<i64>,
+    /// The room (or give `receiverId`).
+    room_id: Option<i64>,
+    content: String,
+    /// Default `text`.
+    message_type: Option<String>,
+    /// Client-chosen id: a repeat from the same sender is not stored twice.
+    client_msg_id: Option<String>,
 }

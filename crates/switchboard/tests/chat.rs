@@ -387,6 +387,27 @@ async fn accounts_users_and_rest_errors() {
     let (status, doc) = s.get("/api/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/auth/register", "post"),
+        ("/api/auth/login", "post"),
+        ("/api/users/{id}", "get"),
+        ("/api/messages", "post"),
+        ("/api/rooms/{id}/messages", "get"),
+    ] {
+        assert!(
+            paths[path][method].is_object(),
+            "{path} {method} documented"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(
+        doc["components"]["schemas"]["SendBody"]["properties"]["clientMsgId"].is_object(),
+        "{doc}"
+    );
 }
 
 #[tokio::test]
