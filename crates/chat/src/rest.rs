@@ -384,24 +384,13 @@ pub(crate) async fn leave_room(
     Ok(Json(json!({ "roomId": id, "left": left })))
 }
 
-async fn member_room(chat: &Chat, me: &Me, id: i64) -> Result<(), ChatError> {
-    if chat.inner.store.is_member(id, me.id).await? {
-        return Ok(());
-    }
-    Err(if chat.inner.store.room(id).await?.is_none() {
-        ChatError::not_found("Room not found")
-    } else {
-        ChatError::forbidden(protocol::NOT_MEMBER)
-    })
-}
-
 #[utoipa::path(get, path = "/api/rooms/{id}/members", summary = "Members of a room (members only)", security(("bearer" = [])), params(("id" = i64, Path, description = "Room id")), responses((status = 200, description = "`{roomId, members: [user with online]}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn room_members(
     State(chat): State<Chat>,
     Authed(me): Authed,
     Id(id): Id,
 ) -> Result<Json<Value>, ChatError> {
-    member_room(&chat, &me, id).await?;
+    chat.require_member(me.id, id).await?;
     let online = chat.online_ids().await;
     let mut members = Vec::new();
     for uid in chat.inner.store.room_members(id).await? {
@@ -429,7 +418,7 @@ pub(crate) async fn room_history(
     Id(id): Id,
     Params(q): Params<PageQuery>,
 ) -> Result<Json<Value>, ChatError> {
-    member_room(&chat, &me, id).await?;
+    chat.require_member(me.id, id).await?;
     let limit = page_limit(q.limit)?;
     let messages = chat
         .inner

@@ -86,6 +86,25 @@ struct Incoming<'a> {
 }
 
 impl Chat {
+    /// `Ok` if `user` belongs to `room`; otherwise why not.
+    pub(crate) async fn require_member(&self, user: i64, room: i64) -> Result<(), ChatError> {
+        if self.inner.store.is_member(room, user).await? {
+            Ok(())
+        } else {
+            Err(self.not_member(room).await)
+        }
+    }
+
+    /// The error for a caller who is not a member: the room is missing (404) or not theirs
+    /// (403).
+    async fn not_member(&self, room: i64) -> ChatError {
+        match self.inner.store.room(room).await {
+            Ok(None) => ChatError::not_found("Room not found"),
+            Ok(Some(_)) => ChatError::forbidden(NOT_MEMBER),
+            Err(e) => e.into(),
+        }
+    }
+
     /// Check and persist a message. Nothing is stored when it is refused.
     pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Inserted, ChatError> {
         if req.sender_id.is_some_and(|s| s != me.id) {
@@ -101,15 +120,7 @@ impl Chat {
         match req.target {
             Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
             Target::User(_) => {} // an unknown receiver fails the insert (foreign key)
-            Target::Room(room) => {
-                if !store.is_member(room, me.id).await? {
-                    return Err(if store.room(room).await?.is_none() {
-                        ChatError::not_found("Room not found")
-                    } else {
-                        ChatError::forbidden(NOT_MEMBER)
-                    });
-                }
-            }
+            Target::Room(room) => self.require_member(me.id, room).await?,
         }
         let inserted = store
             .insert_message(NewMessage {
@@ -257,11 +268,7 @@ impl Chat {
     ) -> Result<serde_json::Value, ChatError> {
         let store = &self.inner.store;
         let Some(last) = store.mark_room_read(room, me.id).await? else {
-            return Err(if store.room(room).await?.is_none() {
-                ChatError::not_found("Room not found")
-            } else {
-                ChatError::forbidden(NOT_MEMBER)
-            });
+            return Err(self.not_member(room).await);
         };
         let at = Timestamp::now();
         let data = json!({ "roomId": room, "readerId": me.id, "lastReadId": last, "readAt": at });
@@ -293,7 +300,7 @@ impl Chat {
                 let store = &self.inner.store;
                 let members = store.room_members(room).await?;
                 if !members.contains(&me.id) {
-                    return Err(ChatError::forbidden(NOT_MEMBER));
+                    return Err(self.not_member(room).await);
                 }
                 let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
                 let data = json!({ "userId": me.id, "username": me.username, "roomId": room, "isTyping": typing });
