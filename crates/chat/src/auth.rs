@@ -156,6 +156,20 @@ pub async fn hash_password(password: String) -> Result<String, ChatError> {
     })
 }
 
+/// A valid hash of a random password, computed once: checked against for unknown
+/// usernames so a login for one costs as much as for a real account.
+pub async fn decoy_hash() -> String {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DECOY
+        .get_or_init(|| async {
+            let mut random = [0u8; 16];
+            let _ = getrandom::fill(&mut random);
+            hash_password(hex::encode(random)).await.unwrap_or_default()
+        })
+        .await
+        .clone()
+}
+
 /// Whether `password` matches the stored PHC string (a malformed hash never matches).
 pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {

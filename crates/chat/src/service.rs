@@ -70,6 +70,9 @@ pub(crate) async fn login(
         return Ok(None);
     }
     let Some(account) = chat.inner.store.account_by_name(username).await? else {
+        // Spend the same time as a wrong password, so timing does not reveal which
+        // usernames exist.
+        auth::verify_password(password.to_owned(), auth::decoy_hash().await).await;
         return Ok(None);
     };
     let ok = auth::verify_password(password.to_owned(), account.password_hash).await;
