@@ -93,6 +93,9 @@ pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
         broker: Arc::new(broker),
         queue: Arc::new(queue),
         credentials: Arc::new(credentials),
+        // Chat presence stays per node until a Redis registry exists (see the README's
+        // "Several nodes on Redis").
+        registry: Arc::new(switchboard_engine::memory::MemoryRegistry::new()),
         name: "redis",
         distributed: true,
     })

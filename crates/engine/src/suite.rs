@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::broker::{Recv, SUBSCRIBER_BUFFER};
 use crate::queue::RetryPolicy;
 use crate::seal::random_id;
-use crate::{Broker, CredentialStore, JobQueue, NackOutcome};
+use crate::{Broker, CredentialStore, JobQueue, NackOutcome, Registry};
 
 fn unique(prefix: &str) -> String {
     format!("suite:{prefix}:{}", random_id::<6>())
@@ -242,4 +242,53 @@ pub async fn credentials(s: &dyn CredentialStore) {
         "deleting one session leaves the others"
     );
     s.delete_session(&b).await.unwrap();
+}
+
+/// Registry: first/last connection transitions, several devices and nodes, idempotence.
+pub async fn registry(r: &dyn Registry) {
+    let alice = unique("alice");
+    let bob = unique("bob");
+    assert!(!r.is_online(&alice).await.unwrap());
+    assert!(
+        r.connect(&alice, "c1", "n1").await.unwrap(),
+        "the first connection brings a user online"
+    );
+    assert!(
+        !r.connect(&alice, "c2", "n2").await.unwrap(),
+        "a second device is not a new arrival"
+    );
+    assert!(
+        !r.connect(&alice, "c2", "n2").await.unwrap(),
+        "recording a connection twice is harmless"
+    );
+    assert_eq!(
+        r.connections(&alice).await.unwrap(),
+        vec![
+            ("c1".to_owned(), "n1".to_owned()),
+            ("c2".to_owned(), "n2".to_owned())
+        ],
+        "connections with their nodes, oldest first"
+    );
+    assert!(r.is_online(&alice).await.unwrap());
+    assert!(!r.is_online(&bob).await.unwrap());
+    let online = r.online_users().await.unwrap();
+    assert!(online.contains(&alice) && !online.contains(&bob));
+
+    assert!(
+        !r.disconnect(&alice, "c1").await.unwrap(),
+        "still on another device"
+    );
+    assert!(
+        !r.disconnect(&alice, "nope").await.unwrap(),
+        "unknown connections change nothing"
+    );
+    assert!(!r.disconnect(&bob, "c1").await.unwrap());
+    assert!(
+        r.disconnect(&alice, "c2").await.unwrap(),
+        "the last connection takes the user offline"
+    );
+    assert!(!r.disconnect(&alice, "c2").await.unwrap(), "and only once");
+    assert!(!r.is_online(&alice).await.unwrap());
+    assert!(r.connections(&alice).await.unwrap().is_empty());
+    assert!(!r.online_users().await.unwrap().contains(&alice));
 }

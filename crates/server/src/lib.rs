@@ -1,5 +1,6 @@
 //! Switchboard's network face: one axum server carrying the Socket.IO transport at
-//! `/sockethub` (see [`sockethub`]) and the HTTP endpoints (`GET /health`).
+//! `/sockethub` (see [`sockethub`]), the HTTP endpoints (`GET /health`) and whatever other
+//! routes the binary merges in (the native chat's `/api` and `/ws`).
 
 mod http;
 pub mod sockethub;
@@ -37,16 +38,19 @@ impl Default for ServerConfig {
     }
 }
 
-/// Serve until `shutdown` resolves, then close every connection and return.
+/// Serve until `shutdown` resolves, then close every connection and return. `routes` are
+/// served alongside (an empty `Router` for none).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     config: ServerConfig,
+    routes: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (layer, io) = sockethub::layer(gateway.clone(), &config);
     let app = Router::new()
         .merge(http::routes(gateway))
+        .merge(routes)
         .layer(layer)
         .layer(axum::middleware::map_request(http::own_request_head))
         .layer(CorsLayer::permissive());

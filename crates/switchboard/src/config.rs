@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use switchboard_chat::{ChatConfig, JwtKeys};
 use switchboard_gateway::{GatewayConfig, WorkerCommand};
 use switchboard_server::ServerConfig;
 
@@ -99,6 +100,28 @@ settings! {
     /// `--allow-private-network`.
     #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     accept_invalid_certs: bool = false, env = "SWITCHBOARD_ACCEPT_INVALID_CERTS";
+    /// Chat message store: `sqlite://PATH?mode=rwc` (created if missing).
+    database_url: String = "sqlite://switchboard.db?mode=rwc".into(), env = "SWITCHBOARD_DATABASE_URL";
+    /// HS256 secret for chat tokens, at least 32 characters (random per boot when empty:
+    /// tokens then die with the process).
+    jwt_secret: String = String::new(), env = "SWITCHBOARD_JWT_SECRET";
+    /// Token algorithm: HS256 (with jwt_secret), RS256 or EdDSA (with PEM key files).
+    jwt_algorithm: String = "HS256".into(), env = "SWITCHBOARD_JWT_ALGORITHM";
+    /// RS256/EdDSA: PEM file of the public key that verifies tokens.
+    jwt_public_key: String = String::new(), env = "SWITCHBOARD_JWT_PUBLIC_KEY";
+    /// RS256/EdDSA: PEM file of the private key that signs tokens (without it the server
+    /// only verifies tokens issued elsewhere).
+    jwt_private_key: String = String::new(), env = "SWITCHBOARD_JWT_PRIVATE_KEY";
+    /// Lifetime of issued chat tokens, in seconds.
+    jwt_ttl_secs: u64 = 86_400, env = "SWITCHBOARD_JWT_TTL_SECS";
+    /// One chat connection per user: a new one closes the older with code 4005.
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    single_session: bool = false, env = "SWITCHBOARD_SINGLE_SESSION";
+    /// Largest chat message content, in bytes.
+    max_message_bytes: usize = 8 * 1024, env = "SWITCHBOARD_MAX_MESSAGE_BYTES";
+    /// Chat WebSocket ping interval in milliseconds; a connection that has not answered a
+    /// ping by the next one is closed.
+    ping_interval_ms: u64 = 30_000, env = "SWITCHBOARD_PING_INTERVAL_MS";
 }
 
 impl Settings {
@@ -143,6 +166,18 @@ impl Settings {
                  `secret` in the config file), e.g. from `openssl rand -hex 32`"
             );
         }
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
+            bail!("jwt_secret must be at least 32 characters");
+        }
+        if !matches!(self.jwt_algorithm.as_str(), "HS256" | "RS256" | "EdDSA") {
+            bail!("jwt_algorithm must be HS256, RS256 or EdDSA");
+        }
+        if self.jwt_algorithm != "HS256" && self.jwt_public_key.is_empty() {
+            bail!("jwt_algorithm {} needs jwt_public_key", self.jwt_algorithm);
+        }
+        if self.max_message_bytes == 0 || self.ping_interval_ms < 100 {
+            bail!("max_message_bytes must be at least 1 and ping_interval_ms at least 100");
+        }
         Ok(())
     }
 
@@ -164,6 +199,9 @@ impl Settings {
             shown.secret = "(set)".into();
         }
         shown.redis_url = self.redis_address();
+        if !shown.jwt_secret.is_empty() {
+            shown.jwt_secret = "(set)".into();
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("cannot render settings: {e}"))
     }
 
@@ -200,6 +238,45 @@ impl Settings {
             "accept_invalid_certs": self.accept_invalid_certs,
         });
         Ok(g)
+    }
+
+    /// The chat service's settings (reads the JWT key files).
+    pub fn chat(&self) -> Result<ChatConfig> {
+        let keys = match self.jwt_algorithm.as_str() {
+            "HS256" if self.jwt_secret.is_empty() => {
+                tracing::warn!(
+                    "jwt_secret is not set: chat tokens are signed with a random key and stop working when the server restarts"
+                );
+                let mut key = vec![0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                JwtKeys::Hs256(key)
+            }
+            "HS256" => JwtKeys::Hs256(self.jwt_secret.as_bytes().to_vec()),
+            name => JwtKeys::Asymmetric {
+                algorithm: if name == "RS256" {
+                    jsonwebtoken::Algorithm::RS256
+                } else {
+                    jsonwebtoken::Algorithm::EdDSA
+                },
+                public_pem: std::fs::read(&self.jwt_public_key).with_context(|| {
+                    format!("cannot read jwt_public_key {}", self.jwt_public_key)
+                })?,
+                private_pem: if self.jwt_private_key.is_empty() {
+                    None
+                } else {
+                    Some(std::fs::read(&self.jwt_private_key).with_context(|| {
+                        format!("cannot read jwt_private_key {}", self.jwt_private_key)
+                    })?)
+                },
+            },
+        };
+        let mut c = ChatConfig::new(self.database_url.clone(), Vec::new());
+        c.jwt = keys;
+        c.token_ttl = Duration::from_secs(self.jwt_ttl_secs);
+        c.single_session = self.single_session;
+        c.max_message_bytes = self.max_message_bytes;
+        c.ping_interval = Duration::from_millis(self.ping_interval_ms);
+        Ok(c)
     }
 
     pub fn server(&self) -> ServerConfig {

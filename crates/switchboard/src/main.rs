@@ -4,6 +4,7 @@
 mod config;
 mod platforms;
 mod serve;
+mod user;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,27 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Chat accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (password from SWITCHBOARD_USER_PASSWORD or the first line of
+    /// stdin) and print a token for it when tokens outlive the process (jwt_secret or keys
+    /// set).
+    Add {
+        /// Username.
+        name: String,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        args: config::ServeArgs,
     },
 }
 
@@ -99,6 +121,13 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(platforms::run_worker(&name))
+        }
+        Command::User {
+            command: UserCommand::Add { name, email, args },
+        } => {
+            init_logging("warn");
+            let settings = config::Settings::load(&args)?;
+            runtime(1)?.block_on(user::add(settings, &name, email.as_deref()))
         }
         Command::Config {
             command: ConfigCommand::Check(args),

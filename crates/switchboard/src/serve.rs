@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use switchboard_chat::Chat;
 use switchboard_engine::Engine;
 use switchboard_engine_redis::RedisOptions;
 use switchboard_gateway::Gateway;
@@ -29,11 +30,11 @@ async fn engine(settings: &Settings) -> Result<Engine> {
     })
 }
 
-/// The gateway on the chosen engine with every compiled-in platform.
-async fn gateway(settings: &Settings) -> Result<Gateway> {
+/// The gateway on `engine` with every compiled-in platform.
+fn gateway(settings: &Settings, engine: Engine) -> Result<Gateway> {
     Ok(Gateway::new(
         settings.gateway()?,
-        engine(settings).await?,
+        engine,
         platforms::manifests(),
         env!("CARGO_PKG_VERSION"),
     )?)
@@ -42,7 +43,7 @@ async fn gateway(settings: &Settings) -> Result<Gateway> {
 /// `switchboard platform <name> --redis-url …`: no listener, one pinned instance of the
 /// platform serving the cluster's shared queue, until SIGINT/SIGTERM.
 pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
-    let gateway = gateway(&settings).await?;
+    let gateway = gateway(&settings, engine(&settings).await?)?;
     gateway.serve_platform(name)?;
     println!(
         "switchboard {} platform {name} worker serving {} (engine: {})",
@@ -57,15 +58,20 @@ pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
 }
 
 pub async fn run(settings: Settings) -> Result<()> {
-    let gateway = gateway(&settings).await?;
+    let engine = engine(&settings).await?;
+    let chat = Chat::open(settings.chat()?, engine.registry.clone())
+        .await
+        .with_context(|| format!("cannot start chat on {}", settings.database_url))?;
+    let gateway = gateway(&settings, engine)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let addr = listener.local_addr()?;
     // The first stdout line is the banner; scripts and tests read the address from it.
     println!(
-        "switchboard {} listening on http://{addr} (socket.io path /sockethub; engine: {}; platforms: {})",
+        "switchboard {} listening on http://{addr} (socket.io path /sockethub; chat /ws and /api, store {}; engine: {}; platforms: {})",
         env!("CARGO_PKG_VERSION"),
+        chat.store_name(),
         gateway.engine_name(),
         gateway.platform_names().join(", ")
     );
@@ -75,7 +81,14 @@ pub async fn run(settings: Settings) -> Result<()> {
         listener,
         gateway.clone(),
         settings.server(),
-        shutdown_signal(),
+        chat.router(),
+        {
+            let chat = chat.clone();
+            async move {
+                shutdown_signal().await;
+                chat.shutdown();
+            }
+        },
     )
     .await?;
     gateway.shutdown().await;

@@ -1,6 +1,7 @@
 // Helpers for driving a real Switchboard process with real npm clients.
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
@@ -78,6 +79,13 @@ process.on("exit", () => {
  */
 export async function startServer(args = [], { env = {}, port = 0, startTimeoutMs = 30000 } = {}) {
   const bin = binPath();
+  // Each server gets its own chat database (in a temp dir removed when it exits) unless the
+  // test names one.
+  let dataDir = null;
+  if (!args.includes("--database-url")) {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), "sb-clients-"));
+    args = ["--database-url", `sqlite://${path.join(dataDir, "chat.db")}?mode=rwc`, ...args];
+  }
   const fullArgs = ["serve", "--host", "127.0.0.1", "--port", String(port), ...args];
   const proc = spawn(bin, fullArgs, {
     stdio: ["ignore", "pipe", "pipe"],
@@ -98,6 +106,7 @@ export async function startServer(args = [], { env = {}, port = 0, startTimeoutM
   const exited = new Promise((resolve) => {
     proc.on("exit", (code, signal) => {
       live.delete(proc.pid);
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
       exitInfo = { code, signal };
       resolve(exitInfo);
     });

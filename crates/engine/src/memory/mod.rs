@@ -3,10 +3,12 @@
 mod broker;
 mod credentials;
 mod queue;
+mod registry;
 
 pub use broker::MemoryBroker;
 pub use credentials::MemoryCredentialStore;
 pub use queue::MemoryQueue;
+pub use registry::MemoryRegistry;
 
 /// Lock a std mutex, recovering the data if a panicking thread poisoned it: every critical
 /// section here leaves the maps consistent before anything that could panic.

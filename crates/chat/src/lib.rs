@@ -1,0 +1,120 @@
+//! Switchboard's native chat: accounts, the REST API under `/api` ([`rest`]) and the
+//! `/ws?token=<JWT>` WebSocket protocol ([`ws`]), on one [`Chat`] service.
+//!
+//! Every message is persisted in the [`MessageStore`] before its sender hears
+//! `message_sent`; it is then routed to the recipients' live connections through this
+//! node's [`hub`]. Direct messages move sent → delivered → read, each step persisted and
+//! reported to the sender; a message to a user with no connection waits in the store and
+//! is delivered, in order, when they connect. Presence (which users are connected, on
+//! which node) lives in the engine's [`Registry`].
+
+mod auth;
+mod config;
+mod error;
+mod hub;
+mod openapi;
+mod protocol;
+mod receipts;
+pub mod rest;
+mod service;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use switchboard_engine::Registry;
+use switchboard_store::{MessageStore, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{Claims, KeyError};
+pub use config::{ChatConfig, JwtKeys};
+pub use error::ChatError;
+
+use auth::Auth;
+use hub::Hub;
+
+/// The chat service. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn MessageStore>,
+    registry: Arc<dyn Registry>,
+    auth: Auth,
+    hub: Arc<Hub>,
+    receipts: receipts::Receipts,
+    config: ChatConfig,
+    shutdown: CancellationToken,
+}
+
+/// Why the chat service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot open the message store: {0}")]
+    Store(#[from] switchboard_store::StoreError),
+}
+
+impl Chat {
+    /// Open the store named by `config.database_url` (SQLite) and start the service.
+    pub async fn open(config: ChatConfig, registry: Arc<dyn Registry>) -> Result<Chat, StartError> {
+        let store = SqliteStore::open(&config.database_url).await?;
+        Chat::new(config, Arc::new(store), registry)
+    }
+
+    /// Start the service on the given store and registry. Needs a Tokio runtime.
+    pub fn new(
+        config: ChatConfig,
+        store: Arc<dyn MessageStore>,
+        registry: Arc<dyn Registry>,
+    ) -> Result<Chat, StartError> {
+        let auth = Auth::new(&config.jwt, config.token_ttl)?;
+        let hub = Arc::new(Hub::default());
+        let inner = Arc::new(Inner {
+            receipts: receipts::Receipts::start(store.clone(), hub.clone()),
+            store,
+            registry,
+            auth,
+            hub,
+            config,
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Chat { inner })
+    }
+
+    /// `/api/…` and `/ws`, ready to merge into the server's router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .nest("/api", rest::routes())
+            .route("/ws", axum::routing::get(ws::upgrade))
+            .with_state(self.clone())
+    }
+
+    /// Store backend name, for the banner.
+    pub fn store_name(&self) -> &'static str {
+        self.inner.store.name()
+    }
+
+    /// Close every WebSocket connection (code 1001) and stop accepting new ones.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Sign a token for an existing user (the `user add` command prints one).
+    pub fn issue_token(&self, user_id: i64, username: &str) -> Result<String, ChatError> {
+        self.inner.auth.issue(user_id, username)
+    }
+
+    /// Create an account (as `POST /api/auth/register` does).
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<&str>,
+    ) -> Result<switchboard_store::User, ChatError> {
+        service::register(self, username, password, email).await
+    }
+}

@@ -1,0 +1,81 @@
+//! "Delivered" receipts, batched: a message handed to a recipient's connection is queued
+//! here; one task marks queued messages delivered in the store in one statement per batch
+//! and then tells each sender (`message_delivered`). The send path never waits for it.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use switchboard_store::{MessageStore, Timestamp};
+use tokio::sync::mpsc;
+
+use crate::hub::{Hub, Out};
+use crate::protocol::frame;
+
+/// Most messages marked in one statement.
+const BATCH: usize = 512;
+
+pub(crate) struct Delivered {
+    pub id: i64,
+    pub sender: i64,
+    pub receiver: i64,
+    pub client_msg_id: Option<String>,
+}
+
+pub(crate) struct Receipts {
+    tx: mpsc::UnboundedSender<Delivered>,
+}
+
+impl Receipts {
+    pub(crate) fn start(store: Arc<dyn MessageStore>, hub: Arc<Hub>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(rx, store, hub));
+        Receipts { tx }
+    }
+
+    pub(crate) fn delivered(&self, d: Delivered) {
+        // Only fails once the service is gone, when nobody is left to tell.
+        let _ = self.tx.send(d);
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Delivered>,
+    store: Arc<dyn MessageStore>,
+    hub: Arc<Hub>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let ids: Vec<i64> = batch.iter().map(|d| d.id).collect();
+        let at = Timestamp::now();
+        match store.mark_delivered(&ids, at).await {
+            Ok(changed) => {
+                for d in batch.drain(..) {
+                    if changed.binary_search(&d.id).is_ok() {
+                        report(&hub, &d, at);
+                    }
+                }
+            }
+            Err(e) => {
+                // Left `sent`: they are delivered again (and marked) at the next connect.
+                tracing::error!(error = %e, count = ids.len(), "cannot mark messages delivered");
+                batch.clear();
+            }
+        }
+    }
+}
+
+/// Tell the sender's connections that `d` reached a device of its recipient.
+pub(crate) fn report(hub: &Hub, d: &Delivered, at: Timestamp) {
+    let data = json!({
+        "messageId": d.id,
+        "receiverId": d.receiver,
+        "clientMsgId": d.client_msg_id,
+        "status": "delivered",
+        "deliveredAt": at,
+    });
+    hub.send_to_user(
+        d.sender,
+        &Out::Frame(frame("message_delivered", data)),
+        None,
+    );
+}

@@ -1,0 +1,350 @@
+//! The chat operations both transports share: accounts, sending and routing messages,
+//! receipts, typing and presence. REST handlers and WebSocket sessions call these.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::json;
+use switchboard_store::{Inserted, Message, NewMessage, Target, Timestamp, User};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::error::ChatError;
+use crate::hub::Out;
+use crate::protocol::{FORGED_SENDER, NOT_MEMBER, SendRequest, TO_YOURSELF, frame};
+use crate::receipts::Delivered;
+use crate::{Chat, auth};
+
+/// The authenticated user of a request or connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Me {
+    pub id: i64,
+    pub username: String,
+}
+
+const MAX_PASSWORD: usize = 1024;
+
+fn valid_username(name: &str) -> bool {
+    (3..=32).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+pub(crate) async fn register(
+    chat: &Chat,
+    username: &str,
+    password: &str,
+    email: Option<&str>,
+) -> Result<User, ChatError> {
+    if !valid_username(username) {
+        return Err(ChatError::bad_request(
+            "username must be 3 to 32 letters, digits, '_', '-' or '.'",
+        ));
+    }
+    if password.chars().count() < 8 || password.len() > MAX_PASSWORD {
+        return Err(ChatError::bad_request(
+            "password must be at least 8 characters (and at most 1024 bytes)",
+        ));
+    }
+    if let Some(email) = email
+        && (email.len() > 254 || !email.contains('@'))
+    {
+        return Err(ChatError::bad_request("email is not a valid address"));
+    }
+    let hash = auth::hash_password(password.to_owned()).await?;
+    Ok(chat
+        .inner
+        .store
+        .create_user(username, email, &hash, Timestamp::now())
+        .await?)
+}
+
+/// The user if the password matches; `None` otherwise (unknown user or wrong password).
+pub(crate) async fn login(
+    chat: &Chat,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>, ChatError> {
+    if password.len() > MAX_PASSWORD {
+        return Ok(None);
+    }
+    let Some(account) = chat.inner.store.account_by_name(username).await? else {
+        // Spend the same time as a wrong password, so timing does not reveal which
+        // usernames exist.
+        auth::verify_password(password.to_owned(), auth::decoy_hash().await).await;
+        return Ok(None);
+    };
+    let ok = auth::verify_password(password.to_owned(), account.password_hash).await;
+    Ok(ok.then_some(account.user))
+}
+
+/// A message as recipients get it: the stored row plus the sender's name.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Incoming<'a> {
+    #[serde(flatten)]
+    message: &'a Message,
+    sender_username: &'a str,
+}
+
+impl Chat {
+    /// `Ok` if `user` belongs to `room`; otherwise why not.
+    pub(crate) async fn require_member(&self, user: i64, room: i64) -> Result<(), ChatError> {
+        if self.inner.store.is_member(room, user).await? {
+            Ok(())
+        } else {
+            Err(self.not_member(room).await)
+        }
+    }
+
+    /// The error for a caller who is not a member: the room is missing (404) or not theirs
+    /// (403).
+    async fn not_member(&self, room: i64) -> ChatError {
+        match self.inner.store.room(room).await {
+            Ok(None) => ChatError::not_found("Room not found"),
+            Ok(Some(_)) => ChatError::forbidden(NOT_MEMBER),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Check and persist a message. Nothing is stored when it is refused.
+    pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Inserted, ChatError> {
+        if req.sender_id.is_some_and(|s| s != me.id) {
+            return Err(ChatError::forbidden(FORGED_SENDER));
+        }
+        if req.content.len() > self.inner.config.max_message_bytes {
+            return Err(ChatError::bad_request(format!(
+                "Message content is too long: at most {} bytes",
+                self.inner.config.max_message_bytes
+            )));
+        }
+        let store = &self.inner.store;
+        match req.target {
+            Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
+            Target::User(_) => {} // an unknown receiver fails the insert (foreign key)
+            Target::Room(room) => self.require_member(me.id, room).await?,
+        }
+        let inserted = store
+            .insert_message(NewMessage {
+                sender: me.id,
+                target: req.target,
+                content: &req.content,
+                message_type: &req.message_type,
+                client_msg_id: req.client_msg_id.as_deref(),
+                at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                switchboard_store::StoreError::NotFound("user") => {
+                    ChatError::not_found("Receiver not found")
+                }
+                other => other.into(),
+            })?;
+        tracing::debug!(
+            message = inserted.message.id,
+            sender = me.id,
+            duplicate = inserted.duplicate,
+            "message stored"
+        );
+        Ok(inserted)
+    }
+
+    /// Route a stored message to its recipients' connections (and the sender's other
+    /// devices for rooms); `origin` is the sending connection, which gets `message_sent`
+    /// instead.
+    pub(crate) async fn deliver(&self, me: &Me, message: &Message, origin: Option<u64>) {
+        let hub = &self.inner.hub;
+        let out = Out::Message(
+            message.id,
+            frame(
+                "new_message",
+                Incoming {
+                    message,
+                    sender_username: &me.username,
+                },
+            ),
+        );
+        match message.target() {
+            Target::User(to) => {
+                if hub.send_to_user(to, &out, None) > 0 {
+                    self.inner.receipts.delivered(Delivered {
+                        id: message.id,
+                        sender: me.id,
+                        receiver: to,
+                        client_msg_id: message.client_msg_id.clone(),
+                    });
+                }
+            }
+            Target::Room(room) => match self.inner.store.room_members(room).await {
+                Ok(members) => {
+                    hub.send_to_users(&members, &out, origin);
+                }
+                Err(e) => tracing::error!(error = %e, room, "cannot list room members"),
+            },
+        }
+    }
+
+    /// The next page of direct messages that arrived while `me` had no connection, oldest
+    /// first, as `new_message` frames.
+    pub(crate) async fn backlog_page(
+        &self,
+        me: &Me,
+        limit: u32,
+    ) -> Result<Vec<(Message, Utf8Bytes)>, ChatError> {
+        let store = &self.inner.store;
+        let page = store.undelivered(me.id, limit).await?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut out = Vec::with_capacity(page.len());
+        for m in page {
+            let name = match names.entry(m.sender_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let user = store.user(m.sender_id).await?;
+                    e.insert(user.map(|u| u.username).unwrap_or_default())
+                }
+            };
+            let text = frame(
+                "new_message",
+                Incoming {
+                    message: &m,
+                    sender_username: name,
+                },
+            );
+            out.push((m, text));
+        }
+        Ok(out)
+    }
+
+    /// Mark a backlog page (written to `me`'s socket) delivered and tell the senders.
+    pub(crate) async fn backlog_delivered(
+        &self,
+        me: &Me,
+        page: &[(Message, Utf8Bytes)],
+    ) -> Result<(), ChatError> {
+        let ids: Vec<i64> = page.iter().map(|(m, _)| m.id).collect();
+        let at = Timestamp::now();
+        let changed = self.inner.store.mark_delivered(&ids, at).await?;
+        for (m, _) in page
+            .iter()
+            .filter(|(m, _)| changed.binary_search(&m.id).is_ok())
+        {
+            crate::receipts::report(
+                &self.inner.hub,
+                &Delivered {
+                    id: m.id,
+                    sender: m.sender_id,
+                    receiver: me.id,
+                    client_msg_id: m.client_msg_id.clone(),
+                },
+                at,
+            );
+        }
+        Ok(())
+    }
+
+    /// Mark direct messages from `sender` read: returns `mark_read_success` data; the
+    /// sender's connections get `messages_read`.
+    pub(crate) async fn mark_read_from(
+        &self,
+        me: &Me,
+        sender: i64,
+    ) -> Result<serde_json::Value, ChatError> {
+        let at = Timestamp::now();
+        let ids = self.inner.store.mark_read(me.id, sender, at).await?;
+        if !ids.is_empty() {
+            let data = json!({ "readerId": me.id, "messageIds": ids, "readAt": at });
+            self.inner
+                .hub
+                .send_to_user(sender, &Out::Frame(frame("messages_read", data)), None);
+        }
+        Ok(json!({ "senderId": sender, "messageIds": ids, "count": ids.len(), "readAt": at }))
+    }
+
+    /// Move `me`'s read marker in a room: returns `mark_read_success` data; the other
+    /// members' connections get `messages_read`.
+    pub(crate) async fn mark_room_read(
+        &self,
+        me: &Me,
+        room: i64,
+        origin: Option<u64>,
+    ) -> Result<serde_json::Value, ChatError> {
+        let store = &self.inner.store;
+        let Some(last) = store.mark_room_read(room, me.id).await? else {
+            return Err(self.not_member(room).await);
+        };
+        let at = Timestamp::now();
+        let data = json!({ "roomId": room, "readerId": me.id, "lastReadId": last, "readAt": at });
+        let members = store.room_members(room).await?;
+        let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
+        self.inner
+            .hub
+            .send_to_users(&others, &Out::Frame(frame("messages_read", data)), origin);
+        Ok(json!({ "roomId": room, "lastReadId": last, "readAt": at }))
+    }
+
+    /// Forward a typing indicator (never stored).
+    pub(crate) async fn typing(
+        &self,
+        me: &Me,
+        target: Target,
+        typing: bool,
+    ) -> Result<(), ChatError> {
+        let hub = &self.inner.hub;
+        match target {
+            Target::User(to) => {
+                if to == me.id {
+                    return Err(ChatError::bad_request(TO_YOURSELF));
+                }
+                let data = json!({ "userId": me.id, "username": me.username, "receiverId": to, "isTyping": typing });
+                hub.send_to_user(to, &Out::Frame(frame("typing_indicator", data)), None);
+            }
+            Target::Room(room) => {
+                let store = &self.inner.store;
+                let members = store.room_members(room).await?;
+                if !members.contains(&me.id) {
+                    return Err(self.not_member(room).await);
+                }
+                let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
+                let data = json!({ "userId": me.id, "username": me.username, "roomId": room, "isTyping": typing });
+                hub.send_to_users(&others, &Out::Frame(frame("typing_indicator", data)), None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of every connected user.
+    pub(crate) async fn online_ids(&self) -> HashSet<i64> {
+        match self.inner.registry.online_users().await {
+            Ok(users) => users.iter().filter_map(|u| u.parse().ok()).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "registry unavailable");
+                HashSet::new()
+            }
+        }
+    }
+
+    /// `online_users` data: every connected user with their name.
+    pub(crate) async fn online_users(&self) -> serde_json::Value {
+        let mut ids: Vec<i64> = self.online_ids().await.into_iter().collect();
+        ids.sort_unstable();
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            let name = match self.inner.hub.username(id) {
+                Some(name) => Some(name),
+                None => self
+                    .inner
+                    .store
+                    .user(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|u| u.username),
+            };
+            if let Some(username) = name {
+                users.push(json!({ "id": id, "username": username }));
+            }
+        }
+        json!({ "users": users, "count": users.len() })
+    }
+}

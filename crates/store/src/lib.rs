@@ -1,0 +1,92 @@
+//! Switchboard's chat storage: users, rooms, memberships, messages, receipts and history
+//! behind one narrow trait, [`MessageStore`], so the embedded SQLite backend
+//! ([`SqliteStore`]) and a PostgreSQL one are interchangeable by configuration.
+//!
+//! Ids are 64-bit integers handed out by the store; times are [`Timestamp`]s (milliseconds
+//! since the Unix epoch, RFC 3339 on the wire). The [`suite`] module (feature `suite`) is the
+//! behaviour every backend must show; each backend's tests run it.
+
+mod error;
+mod model;
+mod sqlite;
+#[cfg(feature = "suite")]
+pub mod suite;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use model::{
+    Account, Conversation, Inserted, Message, NewMessage, Room, Status, Target, Timestamp, User,
+};
+pub use sqlite::SqliteStore;
+
+/// Everything the chat service persists. Every method is one atomic change or read.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Short backend name for banners and logs ("sqlite", "postgres").
+    fn name(&self) -> &'static str;
+
+    // Accounts.
+
+    /// Create an account. Usernames are unique regardless of case: a taken one is
+    /// [`StoreError::Conflict`].
+    async fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<User, StoreError>;
+    /// The account (with its password hash) of `username`, matched regardless of case.
+    async fn account_by_name(&self, username: &str) -> Result<Option<Account>, StoreError>;
+    async fn account(&self, id: i64) -> Result<Option<Account>, StoreError>;
+    async fn user(&self, id: i64) -> Result<Option<User>, StoreError>;
+    /// Users by username, those whose name contains `search` (any case) when given.
+    async fn users(&self, search: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
+    /// Record when the user was last connected.
+    async fn set_last_seen(&self, user: i64, at: Timestamp) -> Result<(), StoreError>;
+
+    // Rooms.
+
+    /// Create a room; its creator is its first member.
+    async fn create_room(&self, name: &str, owner: i64, at: Timestamp) -> Result<Room, StoreError>;
+    async fn room(&self, id: i64) -> Result<Option<Room>, StoreError>;
+    /// Rooms by id; only those `member` belongs to when given.
+    async fn rooms(&self, member: Option<i64>, limit: u32) -> Result<Vec<Room>, StoreError>;
+    /// Add a member; `false` if already one. An unknown room is [`StoreError::NotFound`].
+    async fn join_room(&self, room: i64, user: i64, at: Timestamp) -> Result<bool, StoreError>;
+    /// Remove a member; `false` if not one.
+    async fn leave_room(&self, room: i64, user: i64) -> Result<bool, StoreError>;
+    async fn is_member(&self, room: i64, user: i64) -> Result<bool, StoreError>;
+    /// Member user ids, ascending.
+    async fn room_members(&self, room: i64) -> Result<Vec<i64>, StoreError>;
+
+    // Messages.
+
+    /// Persist a message. A second one from the same sender with the same `client_msg_id`
+    /// is not stored again: the first is returned with `duplicate: true`.
+    async fn insert_message(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError>;
+    async fn message(&self, id: i64) -> Result<Option<Message>, StoreError>;
+    /// Mark direct messages delivered (only those still `sent`); returns the ids changed.
+    async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError>;
+    /// Direct messages to `receiver` not yet delivered, oldest first.
+    async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError>;
+    /// Mark every unread direct message from `sender` to `reader` read; returns their ids,
+    /// ascending.
+    async fn mark_read(
+        &self,
+        reader: i64,
+        sender: i64,
+        at: Timestamp,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Move `user`'s read marker in `room` to the newest message; returns it (0: the room
+    /// has none), or `None` if `user` is not a member.
+    async fn mark_room_read(&self, room: i64, user: i64) -> Result<Option<i64>, StoreError>;
+    /// One page of a conversation, newest first, strictly older than `before` when given.
+    async fn history(
+        &self,
+        conversation: Conversation,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+}

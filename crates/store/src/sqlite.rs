@@ -1,0 +1,545 @@
+//! The embedded [`MessageStore`]: one SQLite file (WAL, `synchronous = NORMAL`), schema
+//! migrations compiled into the binary.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+
+use crate::{
+    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, Status, StoreError,
+    Target, Timestamp, User,
+};
+
+/// The schema, oldest first. Append; never edit a released migration (its checksum is
+/// recorded in the database).
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "chat", include_str!("../migrations/0001_chat.sql"))];
+
+/// A message row's columns, for `concat!` so every statement stays a `&'static str`.
+macro_rules! message_columns {
+    () => {
+        "id, sender_id, receiver_id, room_id, content, message_type, client_msg_id, status, \
+         created_at, delivered_at, read_at"
+    };
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating it if needed) the database at `url` (`sqlite://path?mode=rwc`,
+    /// `sqlite:path`) and bring its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives a process crash; only a power loss can lose
+            // the last transactions, and never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Close every connection (pending writes are committed first).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(Timestamp),
+    })
+}
+
+fn account_from(row: &SqliteRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        user: user_from(row)?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn room_from(row: &SqliteRow) -> Result<Room, sqlx::Error> {
+    Ok(Room {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_by: row.try_get("created_by")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+fn message_from(row: &SqliteRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        sender_id: row.try_get("sender_id")?,
+        receiver_id: row.try_get("receiver_id")?,
+        room_id: row.try_get("room_id")?,
+        content: row.try_get("content")?,
+        message_type: row.try_get("message_type")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        status: Status::parse(row.try_get::<&str, _>("status")?),
+        created_at: Timestamp(row.try_get("created_at")?),
+        delivered_at: row
+            .try_get::<Option<i64>, _>("delivered_at")?
+            .map(Timestamp),
+        read_at: row.try_get::<Option<i64>, _>("read_at")?.map(Timestamp),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// `%` and `_` in a search are literal.
+fn like_pattern(search: &str) -> String {
+    let mut p = String::with_capacity(search.len() + 2);
+    p.push('%');
+    for c in search.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<User, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) \
+             RETURNING id, username, created_at, last_seen",
+        )
+        .bind(username)
+        .bind(email)
+        .bind(password_hash)
+        .bind(at.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict("username")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(user_from(&row)?)
+    }
+
+    async fn account_by_name(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account_from).transpose()?)
+    }
+
+    async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account_from).transpose()?)
+    }
+
+    async fn user(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, username, created_at, last_seen FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from).transpose()?)
+    }
+
+    async fn users(&self, search: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let rows = match search {
+            Some(s) => {
+                sqlx::query(
+                    "SELECT id, username, created_at, last_seen FROM users \
+                     WHERE username LIKE ? ESCAPE '\\' ORDER BY username LIMIT ?",
+                )
+                .bind(like_pattern(s))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, username, created_at, last_seen FROM users \
+                     ORDER BY username LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.iter().map(user_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn set_last_seen(&self, user: i64, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
+            .bind(at.0)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_room(&self, name: &str, owner: i64, at: Timestamp) -> Result<Room, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO rooms (name, created_by, created_at) VALUES (?, ?, ?) RETURNING *",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(at.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_foreign_key_violation(&e) {
+                StoreError::NotFound("user")
+            } else {
+                e.into()
+            }
+        })?;
+        let room = room_from(&row)?;
+        sqlx::query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)")
+            .bind(room.id)
+            .bind(owner)
+            .bind(at.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    async fn room(&self, id: i64) -> Result<Option<Room>, StoreError> {
+        let row = sqlx::query("SELECT * FROM rooms WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(room_from).transpose()?)
+    }
+
+    async fn rooms(&self, member: Option<i64>, limit: u32) -> Result<Vec<Room>, StoreError> {
+        let rows = match member {
+            Some(user) => {
+                sqlx::query(
+                    "SELECT r.* FROM rooms r JOIN room_members m ON m.room_id = r.id \
+                     WHERE m.user_id = ? ORDER BY r.id LIMIT ?",
+                )
+                .bind(user)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM rooms ORDER BY id LIMIT ?")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(room_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn join_room(&self, room: i64, user: i64, at: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?) \
+             ON CONFLICT (room_id, user_id) DO NOTHING",
+        )
+        .bind(room)
+        .bind(user)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_foreign_key_violation(&e) {
+                StoreError::NotFound("room")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn leave_room(&self, room: i64, user: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
+            .bind(room)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn is_member(&self, room: i64, user: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?")
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn room_members(&self, room: i64) -> Result<Vec<i64>, StoreError> {
+        let rows =
+            sqlx::query("SELECT user_id FROM room_members WHERE room_id = ? ORDER BY user_id")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("user_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_message(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError> {
+        let (receiver, room) = match new.target {
+            Target::User(u) => (Some(u), None),
+            Target::Room(r) => (None, Some(r)),
+        };
+        let sql = concat!(
+            "INSERT INTO messages (sender_id, receiver_id, room_id, content, message_type, \
+             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            message_columns!()
+        );
+        let inserted = sqlx::query(sql)
+            .bind(new.sender)
+            .bind(receiver)
+            .bind(room)
+            .bind(new.content)
+            .bind(new.message_type)
+            .bind(new.client_msg_id)
+            .bind(new.at.0)
+            .fetch_one(&self.pool)
+            .await;
+        match inserted {
+            Ok(row) => Ok(Inserted {
+                message: message_from(&row)?,
+                duplicate: false,
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE sender_id = ? AND client_msg_id = ?"
+                );
+                let row = sqlx::query(sql)
+                    .bind(new.sender)
+                    .bind(new.client_msg_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(Inserted {
+                    message: message_from(&row)?,
+                    duplicate: true,
+                })
+            }
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(match new.target {
+                Target::User(_) => "user",
+                Target::Room(_) => "room",
+            })),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn message(&self, id: i64) -> Result<Option<Message>, StoreError> {
+        let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(message_from).transpose()?)
+    }
+
+    async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE messages SET status = 'delivered', delivered_at = ");
+        q.push_bind(at.0);
+        q.push(" WHERE status = 'sent' AND receiver_id IS NOT NULL AND id IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(") RETURNING id");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut changed: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        changed.sort_unstable();
+        Ok(changed)
+    }
+
+    async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE receiver_id = ? AND status = 'sent' \
+             ORDER BY id LIMIT ?"
+        );
+        let rows = sqlx::query(sql)
+            .bind(receiver)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(message_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn mark_read(
+        &self,
+        reader: i64,
+        sender: i64,
+        at: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE messages SET status = 'read', read_at = ?1, \
+             delivered_at = COALESCE(delivered_at, ?1) \
+             WHERE receiver_id = ?2 AND sender_id = ?3 AND status <> 'read' RETURNING id",
+        )
+        .bind(at.0)
+        .bind(reader)
+        .bind(sender)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn mark_room_read(&self, room: i64, user: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE room_members SET last_read_id = \
+             (SELECT COALESCE(MAX(id), 0) FROM messages WHERE room_id = ?1) \
+             WHERE room_id = ?1 AND user_id = ?2 RETURNING last_read_id",
+        )
+        .bind(room)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("last_read_id")).transpose()?)
+    }
+
+    async fn history(
+        &self,
+        conversation: Conversation,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        let rows = match conversation {
+            Conversation::Direct(a, b) => {
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages \
+                     WHERE ((receiver_id = ?1 AND sender_id = ?2) OR (receiver_id = ?2 AND sender_id = ?1)) \
+                     AND id < ?3 ORDER BY id DESC LIMIT ?4"
+                );
+                sqlx::query(sql)
+                    .bind(a)
+                    .bind(b)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Conversation::Room(room) => {
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE room_id = ? AND id < ? \
+                     ORDER BY id DESC LIMIT ?"
+                );
+                sqlx::query(sql)
+                    .bind(room)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(message_from).collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn behaviour_suite() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("suite.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        crate::suite::message_store(&store).await;
+        store.close().await;
+        // Reopening runs the migrations again: they must be recognised as applied.
+        let reopened = SqliteStore::open(&url).await.unwrap();
+        assert!(reopened.users(None, 10).await.unwrap().len() >= 3);
+        reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn like_patterns_are_literal() {
+        assert_eq!(like_pattern("a_b%"), "%a\\_b\\%%");
+    }
+}

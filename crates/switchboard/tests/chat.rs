@@ -1,0 +1,1042 @@
+//! Native chat end to end: the real `switchboard` binary with SQLite on disk, driven by a
+//! real HTTP client (reqwest) and a real WebSocket client (tokio-tungstenite).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A temp directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sb-chat-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn db_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.0.join("chat.db").display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `switchboard serve` process on a free port; stopped (SIGTERM) on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(db: &TempDir, extra: &[&str]) -> Server {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--database-url",
+                &db.db_url(),
+                "--jwt-secret",
+                SECRET,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the switchboard binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no banner: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            addr,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Register `name` (password "password-{name}"); returns (id, token).
+    async fn user(&self, name: &str) -> (i64, String) {
+        let (status, body) = self
+            .post(
+                "/api/auth/register",
+                None,
+                json!({"username": name, "password": format!("password-{name}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["user"]["id"].as_i64().unwrap(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn connect(&self, token: &str) -> Client {
+        let mut c = self.connect_raw(&format!("/ws?token={token}")).await;
+        let hello = c.expect("connection_established").await;
+        assert!(hello["userId"].is_i64(), "{hello}");
+        c
+    }
+
+    async fn connect_raw(&self, path: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr))
+            .await
+            .expect("websocket handshake");
+        Client { ws }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    async fn send(&mut self, kind: &str, data: Value) {
+        self.send_text(&json!({"type": kind, "data": data}).to_string())
+            .await;
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.ws.send(Ws::Text(text.into())).await.unwrap();
+    }
+
+    /// The next frame (type, data), or `None` if nothing comes within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<(String, Value)> {
+        // One deadline for the whole wait: pings (not returned) must not extend it.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ws::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                return Some((v["type"].as_str().unwrap().to_owned(), v["data"].clone()));
+            }
+        }
+    }
+
+    /// The next frame, which must be of type `kind`.
+    async fn expect(&mut self, kind: &str) -> Value {
+        match self.next_within(WAIT).await {
+            Some((k, data)) if k == kind => data,
+            other => panic!("expected {kind}, got {other:?}"),
+        }
+    }
+
+    /// The next frame of type `kind`, passing over frames of the `skip` types.
+    async fn expect_past(&mut self, kind: &str, skip: &[&str]) -> Value {
+        loop {
+            match self.next_within(WAIT).await {
+                Some((k, data)) if k == kind => return data,
+                Some((k, _)) if skip.contains(&k.as_str()) => continue,
+                other => panic!("expected {kind}, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next `error` frame's message.
+    async fn expect_error(&mut self) -> String {
+        let data = self.expect("error").await;
+        assert!(data["timestamp"].is_string(), "{data}");
+        data["message"].as_str().unwrap().to_owned()
+    }
+
+    async fn expect_silence(&mut self, ms: u64) {
+        if let Some(frame) = self.next_within(Duration::from_millis(ms)).await {
+            panic!("expected nothing, got {frame:?}");
+        }
+    }
+
+    /// Read until the server closes; returns the close code.
+    async fn expect_close(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Ws::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Ws::Close(None))) | None => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed instead of closing: {e}"),
+            }
+        }
+    }
+}
+
+async fn history(s: &Server, token: &str, with: i64) -> Vec<Value> {
+    let (status, body) = s
+        .get(&format!("/api/messages?with={with}"), Some(token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["messages"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn accounts_users_and_rest_errors() {
+    let db = TempDir::new("rest");
+    let s = Server::start(&db, &[]);
+    let (alice, token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+
+    let (status, body) = s
+        .post(
+            "/api/auth/register",
+            None,
+            json!({"username": "ALICE", "password": "whatever1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("Username already taken"))
+    );
+    let (status, body) = s
+        .post(
+            "/api/auth/register",
+            None,
+            json!({"username": "x", "password": "whatever1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = s
+        .post(
+            "/api/auth/register",
+            None,
+            json!({"username": "shortpw", "password": "1234"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let res = s
+        .http
+        .post(s.url("/api/auth/register"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid JSON body"),
+        "{body}"
+    );
+
+    let (status, body) = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"username": "alice", "password": "password-alice"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"], json!({"id": alice, "username": "alice"}));
+    let (status, body) = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"username": "alice", "password": "wrong-password"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid username or password")
+        )
+    );
+    let (status, _) = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"username": "nobody", "password": "wrong-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, me) = s.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["id"].as_i64(), me["username"].as_str()),
+        (Some(alice), Some("alice"))
+    );
+    let (status, body) = s.get("/api/auth/me", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Missing bearer token"))
+    );
+    let (status, body) = s.get("/api/auth/me", Some("not.a.token")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Invalid token"))
+    );
+
+    // Online flags follow live connections.
+    let _bob_ws = s.connect(&bob_token).await;
+    let (status, body) = s.get("/api/users", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    let online: Vec<(i64, bool)> = users
+        .iter()
+        .map(|u| (u["id"].as_i64().unwrap(), u["online"].as_bool().unwrap()))
+        .collect();
+    assert!(
+        online.contains(&(bob, true)) && online.contains(&(alice, false)),
+        "{body}"
+    );
+    let (_, body) = s.get("/api/users?search=BO", Some(&token)).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 1);
+    assert_eq!(body["users"][0]["username"], "bob");
+    let (status, body) = s.get(&format!("/api/users/{bob}"), Some(&token)).await;
+    assert_eq!(
+        (status, body["online"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, _) = s.get("/api/users/999999", Some(&token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = s.get("/api/users/abc", Some(&token)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = s.get("/api/nothing-here", Some(&token)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("No such API endpoint"))
+    );
+    let (status, body) = s.get("/api/messages", Some(&token)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, doc) = s.get("/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/auth/register", "post"),
+        ("/api/auth/login", "post"),
+        ("/api/users/{id}", "get"),
+        ("/api/messages", "post"),
+        ("/api/rooms/{id}/messages", "get"),
+    ] {
+        assert!(
+            paths[path][method].is_object(),
+            "{path} {method} documented"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(
+        doc["components"]["schemas"]["SendBody"]["properties"]["clientMsgId"].is_object(),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn direct_messages_receipts_history_and_idempotency() {
+    let db = TempDir::new("direct");
+    let s = Server::start(&db, &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "hello bob", "clientMsgId": "m-1"}),
+    )
+    .await;
+    let sent = a.expect("message_sent").await;
+    assert_eq!(
+        (sent["clientMsgId"].as_str(), sent["status"].as_str()),
+        (Some("m-1"), Some("sent"))
+    );
+    let id = sent["id"].as_i64().unwrap();
+    let got = b.expect("new_message").await;
+    assert_eq!(got["id"].as_i64(), Some(id));
+    assert_eq!(
+        (got["senderId"].as_i64(), got["receiverId"].as_i64()),
+        (Some(alice), Some(bob))
+    );
+    assert_eq!(
+        (got["content"].as_str(), got["clientMsgId"].as_str()),
+        (Some("hello bob"), Some("m-1"))
+    );
+    assert_eq!(got["senderUsername"], "alice");
+    assert!(got["createdAt"].is_string());
+    let delivered = a.expect("message_delivered").await;
+    assert_eq!(
+        (
+            delivered["messageId"].as_i64(),
+            delivered["clientMsgId"].as_str()
+        ),
+        (Some(id), Some("m-1"))
+    );
+    let stored = history(&s, &alice_token, bob).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["status"], "delivered", "persisted");
+
+    // Same clientMsgId again: not stored twice, not delivered twice.
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "hello bob", "clientMsgId": "m-1"}),
+    )
+    .await;
+    let again = a.expect("message_sent").await;
+    assert_eq!(
+        (again["id"].as_i64(), again["duplicate"].as_bool()),
+        (Some(id), Some(true))
+    );
+    b.expect_silence(300).await;
+    assert_eq!(history(&s, &bob_token, alice).await.len(), 1);
+
+    // Read receipts.
+    b.send("mark_read", json!({"senderId": alice})).await;
+    let ok = b.expect("mark_read_success").await;
+    assert_eq!(ok["messageIds"], json!([id]));
+    let read = a.expect("messages_read").await;
+    assert_eq!(
+        (read["readerId"].as_i64(), read["messageIds"].clone()),
+        (Some(bob), json!([id]))
+    );
+    let stored = history(&s, &alice_token, bob).await;
+    assert_eq!(stored[0]["status"], "read");
+    assert!(stored[0]["readAt"].is_string());
+
+    // REST send path, then paging newest first.
+    let (status, body) = s
+        .post(
+            "/api/messages",
+            Some(&bob_token),
+            json!({"receiverId": alice, "content": "via rest"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let got = a.expect("new_message").await;
+    assert_eq!(got["content"], "via rest");
+    for i in 0..3 {
+        a.send(
+            "chat_message",
+            json!({"receiverId": bob, "content": format!("n{i}")}),
+        )
+        .await;
+        a.expect_past("message_sent", &["message_delivered"]).await;
+    }
+    let (_, page) = s
+        .get(
+            &format!("/api/messages?with={alice}&limit=2"),
+            Some(&bob_token),
+        )
+        .await;
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["n2", "n1"]);
+    let cursor = page["nextCursor"].as_i64().unwrap();
+    let (_, page) = s
+        .get(
+            &format!("/api/messages?with={alice}&limit=10&before={cursor}"),
+            Some(&bob_token),
+        )
+        .await;
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["n0", "via rest", "hello bob"]);
+    assert!(page["nextCursor"].is_null());
+}
+
+#[tokio::test]
+async fn rooms_membership_and_fan_out() {
+    let db = TempDir::new("rooms");
+    let s = Server::start(&db, &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let (_carol, carol_token) = s.user("carol").await;
+
+    let (status, room) = s
+        .post("/api/rooms", Some(&alice_token), json!({"name": "general"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{room}");
+    let room_id = room["id"].as_i64().unwrap();
+    let (status, body) = s
+        .post(
+            &format!("/api/rooms/{room_id}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["joined"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, _) = s
+        .post("/api/rooms/999999/join", Some(&bob_token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, members) = s
+        .get(&format!("/api/rooms/{room_id}/members"), Some(&bob_token))
+        .await;
+    let ids: Vec<i64> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [alice, bob]);
+    let (status, _) = s
+        .get(&format!("/api/rooms/{room_id}/members"), Some(&carol_token))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let mut a = s.connect(&alice_token).await;
+    let mut a2 = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+    let mut c = s.connect(&carol_token).await;
+    a.send(
+        "chat_message",
+        json!({"roomId": room_id, "content": "hi room"}),
+    )
+    .await;
+    let sent = a.expect("message_sent").await;
+    assert_eq!(sent["roomId"].as_i64(), Some(room_id));
+    for member in [&mut b, &mut a2] {
+        let got = member.expect("new_message").await;
+        assert_eq!(
+            (got["roomId"].as_i64(), got["content"].as_str()),
+            (Some(room_id), Some("hi room"))
+        );
+    }
+    c.expect_silence(300).await;
+
+    c.send(
+        "chat_message",
+        json!({"roomId": room_id, "content": "let me in"}),
+    )
+    .await;
+    assert_eq!(c.expect_error().await, "You are not a member of this room");
+    c.send(
+        "chat_message",
+        json!({"roomId": 999999, "content": "anyone?"}),
+    )
+    .await;
+    assert_eq!(c.expect_error().await, "Room not found");
+
+    b.send("mark_read", json!({"roomId": room_id})).await;
+    let ok = b.expect("mark_read_success").await;
+    assert_eq!(ok["lastReadId"], sent["id"]);
+    for device in [&mut a, &mut a2] {
+        let read = device.expect("messages_read").await;
+        assert_eq!(
+            (read["roomId"].as_i64(), read["readerId"].as_i64()),
+            (Some(room_id), Some(bob))
+        );
+    }
+
+    let (_, page) = s
+        .get(&format!("/api/rooms/{room_id}/messages"), Some(&bob_token))
+        .await;
+    assert_eq!(
+        page["messages"].as_array().unwrap().len(),
+        1,
+        "the refused sends left nothing"
+    );
+    let (status, _) = s
+        .get(
+            &format!("/api/rooms/{room_id}/messages"),
+            Some(&carol_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, body) = s
+        .post(
+            &format!("/api/rooms/{room_id}/leave"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["left"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    a.send(
+        "chat_message",
+        json!({"roomId": room_id, "content": "bye bob"}),
+    )
+    .await;
+    a.expect("message_sent").await;
+    a2.expect("new_message").await;
+    b.expect_silence(300).await;
+    let (_, mine) = s.get("/api/rooms?mine=true", Some(&bob_token)).await;
+    assert_eq!(mine["rooms"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let db = TempDir::new("bad");
+    let s = Server::start(&db, &["--max-message-bytes", "100"]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+
+    a.send_text("{not json").await;
+    assert_eq!(
+        a.expect_error().await,
+        "Invalid message format. Please send valid JSON."
+    );
+    a.send("dance", json!({})).await;
+    assert_eq!(a.expect_error().await, "Unknown message type: dance");
+    a.send("chat_message", json!({"content": "to whom?"})).await;
+    assert_eq!(
+        a.expect_error().await,
+        "Missing required fields: receiverId and content"
+    );
+    a.send("chat_message", json!({"receiverId": bob})).await;
+    assert_eq!(
+        a.expect_error().await,
+        "Missing required fields: receiverId and content"
+    );
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "x".repeat(101), "clientMsgId": "big"}),
+    )
+    .await;
+    let err = a.expect("error").await;
+    assert_eq!(
+        err["message"],
+        "Message content is too long: at most 100 bytes"
+    );
+    assert_eq!(err["clientMsgId"], "big");
+    a.send(
+        "chat_message",
+        json!({"receiverId": alice, "content": "me"}),
+    )
+    .await;
+    assert_eq!(a.expect_error().await, "Cannot send message to yourself");
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "senderId": bob, "content": "forged"}),
+    )
+    .await;
+    assert_eq!(
+        a.expect_error().await,
+        "senderId does not match the authenticated user"
+    );
+    a.send(
+        "chat_message",
+        json!({"receiverId": 999999, "content": "ghost"}),
+    )
+    .await;
+    assert_eq!(a.expect_error().await, "Receiver not found");
+    a.send(
+        "chat_message",
+        json!({"receiverId": "abc", "content": "bad id"}),
+    )
+    .await;
+    assert_eq!(
+        a.expect_error().await,
+        "receiverId must be a user id (an integer)"
+    );
+    let (status, body) = s
+        .post(
+            "/api/messages",
+            Some(&alice_token),
+            json!({"receiverId": bob, "senderId": bob, "content": "forged"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("senderId does not match the authenticated user")
+        )
+    );
+
+    b.expect_silence(300).await;
+    assert!(
+        history(&s, &alice_token, bob).await.is_empty(),
+        "nothing was stored"
+    );
+    // The connection is still good.
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "finally", "senderId": alice}),
+    )
+    .await;
+    a.expect("message_sent").await;
+    assert_eq!(b.expect("new_message").await["content"], "finally");
+}
+
+#[tokio::test]
+async fn typing_is_throttled_and_presence_is_reported() {
+    let db = TempDir::new("typing");
+    let s = Server::start(&db, &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    a.send("get_online_users", json!({})).await;
+    let online = a.expect("online_users").await;
+    assert_eq!(online["users"], json!([{"id": alice, "username": "alice"}]));
+
+    let mut b = s.connect(&bob_token).await;
+    let came = a.expect("user_online").await;
+    assert_eq!(
+        (came["userId"].as_i64(), came["username"].as_str()),
+        (Some(bob), Some("bob"))
+    );
+
+    for _ in 0..3 {
+        b.send("typing_start", json!({"receiverId": alice})).await;
+    }
+    let t = a.expect("typing_indicator").await;
+    assert_eq!(
+        (t["userId"].as_i64(), t["isTyping"].as_bool()),
+        (Some(bob), Some(true))
+    );
+    a.expect_silence(400).await;
+    b.send("typing_stop", json!({"receiverId": alice})).await;
+    assert_eq!(a.expect("typing_indicator").await["isTyping"], false);
+
+    // A second device keeps bob online; the last one leaving takes him offline.
+    let mut b2 = s.connect(&bob_token).await;
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "both?"}),
+    )
+    .await;
+    a.expect("message_sent").await;
+    assert_eq!(b.expect("new_message").await["content"], "both?");
+    assert_eq!(b2.expect("new_message").await["content"], "both?");
+    a.expect("message_delivered").await;
+    drop(b);
+    a.expect_silence(300).await;
+    b2.ws.close(None).await.unwrap();
+    let gone = a.expect("user_offline").await;
+    assert_eq!(gone["userId"].as_i64(), Some(bob));
+    assert!(gone["lastSeen"].is_string());
+    let (_, user) = s
+        .get(&format!("/api/users/{bob}"), Some(&alice_token))
+        .await;
+    assert_eq!(
+        (user["online"].as_bool(), user["lastSeen"].clone()),
+        (Some(false), gone["lastSeen"].clone())
+    );
+}
+
+#[tokio::test]
+async fn close_codes_and_token_expiry() {
+    let db = TempDir::new("close");
+    let s = Server::start(&db, &["--jwt-ttl-secs", "2"]);
+    let (_, token) = s.user("alice").await;
+    assert_eq!(s.connect_raw("/ws").await.expect_close().await, 4001);
+    assert_eq!(
+        s.connect_raw("/ws?token=garbage")
+            .await
+            .expect_close()
+            .await,
+        4002
+    );
+    // A well-signed token for a user that does not exist.
+    let ghost = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "999999", "username": "ghost", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        s.connect_raw(&format!("/ws?token={ghost}"))
+            .await
+            .expect_close()
+            .await,
+        4003
+    );
+
+    // The token runs out mid-session: a clear error, then 4002.
+    let mut a = s.connect(&token).await;
+    let err = tokio::time::timeout(Duration::from_secs(4), a.expect_error())
+        .await
+        .expect("expiry within its ttl");
+    assert_eq!(err, "Token expired");
+    assert_eq!(a.expect_close().await, 4002);
+    assert_eq!(
+        s.connect_raw(&format!("/ws?token={token}"))
+            .await
+            .expect_close()
+            .await,
+        4002
+    );
+}
+
+#[tokio::test]
+async fn single_session_replaces_the_older_connection() {
+    let db = TempDir::new("single");
+    let s = Server::start(&db, &["--single-session"]);
+    let (_, token) = s.user("alice").await;
+    let mut first = s.connect(&token).await;
+    let _second = s.connect(&token).await;
+    assert_eq!(first.expect_close().await, 4005);
+}
+
+#[tokio::test]
+async fn offline_messages_survive_a_restart_and_arrive_in_order() {
+    let db = TempDir::new("offline");
+    let s = Server::start(&db, &[]);
+    let (_alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    for i in 0..5 {
+        a.send("chat_message", json!({"receiverId": bob, "content": format!("offline {i}"), "clientMsgId": format!("o{i}")})).await;
+        assert_eq!(a.expect("message_sent").await["status"], "sent");
+    }
+    drop(a);
+    s.stop();
+
+    let s = Server::start(&db, &[]);
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+    for i in 0..5 {
+        let got = b.expect("new_message").await;
+        assert_eq!(got["content"], format!("offline {i}"), "in send order");
+    }
+    b.expect_silence(300).await;
+    let mut receipts = Vec::new();
+    for _ in 0..5 {
+        receipts.push(
+            a.expect("message_delivered").await["clientMsgId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(receipts, ["o0", "o1", "o2", "o3", "o4"]);
+    drop(b);
+    // Delivered once: a new connection gets no backlog.
+    let mut b = s.connect(&bob_token).await;
+    b.expect_silence(300).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_answering_pings_is_closed_and_goes_offline() {
+    let db = TempDir::new("ping");
+    let s = Server::start(&db, &["--ping-interval-ms", "200"]);
+    let (_, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    a.send("get_online_users", json!({})).await;
+    a.expect("online_users").await;
+    // Bob's client never reads again, so it never answers a ping.
+    let _b = s.connect(&bob_token).await;
+    assert_eq!(
+        a.expect_past("user_online", &[]).await["userId"].as_i64(),
+        Some(bob)
+    );
+    // Alice keeps reading (her client answers pings) and sees bob leave.
+    let gone = a.expect("user_offline").await;
+    assert_eq!(gone["userId"].as_i64(), Some(bob));
+    a.expect_silence(500).await;
+}
+
+#[tokio::test]
+async fn eddsa_tokens_from_pem_keys() {
+    let db = TempDir::new("eddsa");
+    let private = db.0.join("ed.pem");
+    let public = db.0.join("ed.pub.pem");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let s = Server::start(
+        &db,
+        &[
+            "--jwt-algorithm",
+            "EdDSA",
+            "--jwt-public-key",
+            public.to_str().unwrap(),
+            "--jwt-private-key",
+            private.to_str().unwrap(),
+        ],
+    );
+    let (alice, token) = s.user("alice").await;
+    let header = token.split('.').next().unwrap();
+    assert!(header.starts_with("eyJ"), "a JWT");
+    let (status, me) = s.get("/api/auth/me", Some(&token)).await;
+    assert_eq!((status, me["id"].as_i64()), (StatusCode::OK, Some(alice)));
+    let _ws = s.connect(&token).await;
+    // An HS256 token signed with the old shared secret is refused.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": alice.to_string(), "username": "alice", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, _) = s.get("/api/auth/me", Some(&forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.connect_raw(&format!("/ws?token={forged}"))
+            .await
+            .expect_close()
+            .await,
+        4002
+    );
+}
+
+#[tokio::test]
+async fn user_add_creates_an_account_the_server_accepts() {
+    let db = TempDir::new("useradd");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "user",
+            "add",
+            "carol",
+            "--database-url",
+            &db.db_url(),
+            "--jwt-secret",
+            SECRET,
+        ])
+        .env("SWITCHBOARD_USER_PASSWORD", "carol-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("created user carol (id "), "{text}");
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token")
+        .to_owned();
+
+    let again = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["user", "add", "carol", "--database-url", &db.db_url()])
+        .env("SWITCHBOARD_USER_PASSWORD", "carol-password")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Username already taken"));
+
+    let s = Server::start(&db, &[]);
+    let (status, me) = s.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (StatusCode::OK, Some("carol"))
+    );
+    let (status, _) = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"username": "carol", "password": "carol-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
