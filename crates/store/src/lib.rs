@@ -39,6 +39,21 @@ pub async fn open(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
     }
 }
 
+/// `url` fit for logs and error messages: a password in it is replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority
+        .rfind('@')
+        .map(|at| (at, authority[..at].split_once(':')))
+    {
+        Some((at, Some((user, _password)))) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 fn is_postgres(url: &str) -> bool {
     ["postgres://", "postgresql://"].iter().any(|scheme| {
         url.get(..scheme.len())
@@ -129,6 +144,22 @@ mod tests {
         assert!(!is_postgres("sqlite://switchboard.db?mode=rwc"));
         assert!(!is_postgres("sqlite:postgres://.db"));
         assert!(!is_postgres("postgres"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("postgres://sb:s3cr:et@db.lan:5432/chat?sslmode=disable"),
+            "postgres://sb:***@db.lan:5432/chat?sslmode=disable"
+        );
+        assert_eq!(
+            redacted_url("postgres://sb@db.lan/chat"),
+            "postgres://sb@db.lan/chat"
+        );
+        assert_eq!(
+            redacted_url("sqlite://switchboard.db?mode=rwc"),
+            "sqlite://switchboard.db?mode=rwc"
+        );
     }
 
     #[tokio::test]

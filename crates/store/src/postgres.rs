@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
 
 use crate::migrations::{self, migrator};
 use crate::rows::{
@@ -36,15 +36,18 @@ impl PgStore {
     /// database must exist) and bring its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
+        // One plain connection first: a pool retries until its timeout and then reports
+        // only that, where this says why ("connection refused", "password authentication
+        // failed"). It runs the migrations, then the pool opens connections as needed.
+        let mut first = PgConnection::connect_with(&options).await?;
+        migrator(migrations::POSTGRES).run(&mut first).await?;
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            // A database that does not answer is an error the chat reports, not a hang.
+            // A database that stops answering is an error the chat reports, not a hang.
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        let store = PgStore { pool };
-        migrator(migrations::POSTGRES).run(&store.pool).await?;
-        Ok(store)
+            .connect_lazy_with(options);
+        Ok(PgStore { pool })
     }
 
     /// Close every connection.
@@ -480,6 +483,9 @@ mod tests {
             .await
             .err()
             .expect("no server, no store");
-        assert!(matches!(err, StoreError::Database(_)), "{err}");
+        assert!(
+            matches!(&err, StoreError::Database(text) if text.contains("refused")),
+            "says why: {err}"
+        );
     }
 }

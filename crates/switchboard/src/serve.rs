@@ -14,7 +14,12 @@ pub async fn run(settings: Settings) -> Result<()> {
     let engine = Engine::embedded();
     let chat = Chat::open(settings.chat()?, engine.registry.clone())
         .await
-        .with_context(|| format!("cannot start chat on {}", settings.database_url))?;
+        .with_context(|| {
+            format!(
+                "cannot start chat on {}",
+                switchboard_store::redacted_url(&settings.database_url)
+            )
+        })?;
     let gateway = Gateway::new(
         settings.gateway()?,
         engine,
