@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use switchboard_engine::Registry;
-use switchboard_store::{MessageStore, SqliteStore};
+use switchboard_store::MessageStore;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Claims, KeyError};
@@ -59,10 +59,11 @@ pub enum StartError {
 }
 
 impl Chat {
-    /// Open the store named by `config.database_url` (SQLite) and start the service.
+    /// Open the store named by `config.database_url` (PostgreSQL for `postgres://` and
+    /// `postgresql://`, SQLite otherwise) and start the service.
     pub async fn open(config: ChatConfig, registry: Arc<dyn Registry>) -> Result<Chat, StartError> {
-        let store = SqliteStore::open(&config.database_url).await?;
-        Chat::new(config, Arc::new(store), registry)
+        let store = switchboard_store::open(&config.database_url).await?;
+        Chat::new(config, store, registry)
     }
 
     /// Start the service on the given store and registry. Needs a Tokio runtime.

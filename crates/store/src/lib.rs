@@ -1,16 +1,24 @@
 //! Switchboard's chat storage: users, rooms, memberships, messages, receipts and history
 //! behind one narrow trait, [`MessageStore`], so the embedded SQLite backend
-//! ([`SqliteStore`]) and a PostgreSQL one are interchangeable by configuration.
+//! ([`SqliteStore`], the default) and the PostgreSQL one ([`PgStore`], shared by several
+//! nodes) are interchangeable by configuration: [`open`] picks one from the URL.
 //!
 //! Ids are 64-bit integers handed out by the store; times are [`Timestamp`]s (milliseconds
 //! since the Unix epoch, RFC 3339 on the wire). The [`suite`] module (feature `suite`) is the
 //! behaviour every backend must show; each backend's tests run it.
 
 mod error;
+mod migrations;
 mod model;
+mod postgres;
+mod rows;
 mod sqlite;
 #[cfg(feature = "suite")]
 pub mod suite;
+#[cfg(feature = "suite")]
+pub mod test_postgres;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -18,7 +26,40 @@ pub use error::StoreError;
 pub use model::{
     Account, Conversation, Inserted, Message, NewMessage, Room, Status, Target, Timestamp, User,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// Open the store `url` names: PostgreSQL for `postgres://` and `postgresql://`, SQLite
+/// (`sqlite://PATH?mode=rwc`, created if missing) otherwise.
+pub async fn open(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
+    if is_postgres(url) {
+        Ok(Arc::new(PgStore::open(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    }
+}
+
+/// `url` fit for logs and error messages: a password in it is replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority
+        .rfind('@')
+        .map(|at| (at, authority[..at].split_once(':')))
+    {
+        Some((at, Some((user, _password)))) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    })
+}
 
 /// Everything the chat service persists. Every method is one atomic change or read.
 #[async_trait]
@@ -89,4 +130,46 @@ pub trait MessageStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_the_backend() {
+        assert!(is_postgres("postgres://u@127.0.0.1/db"));
+        assert!(is_postgres("postgresql://u@127.0.0.1:5433/db"));
+        assert!(is_postgres("PostgreSQL://u@host/db"));
+        assert!(!is_postgres("sqlite://switchboard.db?mode=rwc"));
+        assert!(!is_postgres("sqlite:postgres://.db"));
+        assert!(!is_postgres("postgres"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("postgres://sb:s3cr:et@db.lan:5432/chat?sslmode=disable"),
+            "postgres://sb:***@db.lan:5432/chat?sslmode=disable"
+        );
+        assert_eq!(
+            redacted_url("postgres://sb@db.lan/chat"),
+            "postgres://sb@db.lan/chat"
+        );
+        assert_eq!(
+            redacted_url("sqlite://switchboard.db?mode=rwc"),
+            "sqlite://switchboard.db?mode=rwc"
+        );
+    }
+
+    #[tokio::test]
+    async fn open_picks_sqlite_by_default() {
+        let dir = std::env::temp_dir().join(format!("sb-store-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("open.db").display());
+        let store = open(&url).await.unwrap();
+        assert_eq!(store.name(), "sqlite");
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

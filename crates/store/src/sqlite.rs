@@ -1,35 +1,24 @@
 //! The embedded [`MessageStore`]: one SQLite file (WAL, `synchronous = NORMAL`), schema
 //! migrations compiled into the binary.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
+use crate::migrations::{self, migrator};
+use crate::rows::{
+    account_from, is_foreign_key_violation, is_unique_violation, like_pattern, message_columns,
+    message_from, room_from, sorted_ids, user_from,
+};
 use crate::{
-    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, Status, StoreError,
-    Target, Timestamp, User,
+    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError, Target,
+    Timestamp, User,
 };
-
-/// The schema, oldest first. Append; never edit a released migration (its checksum is
-/// recorded in the database).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "chat", include_str!("../migrations/0001_chat.sql"))];
-
-/// A message row's columns, for `concat!` so every statement stays a `&'static str`.
-macro_rules! message_columns {
-    () => {
-        "id, sender_id, receiver_id, room_id, content, message_type, client_msg_id, status, \
-         created_at, delivered_at, read_at"
-    };
-}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -58,21 +47,7 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sqlx::AssertSqlSafe(*sql).into_sql_str(),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
-            .run(&self.pool)
-            .await?;
+        migrator(migrations::SQLITE).run(&self.pool).await?;
         Ok(())
     }
 
@@ -80,72 +55,6 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(Timestamp),
-    })
-}
-
-fn account_from(row: &SqliteRow) -> Result<Account, sqlx::Error> {
-    Ok(Account {
-        user: user_from(row)?,
-        email: row.try_get("email")?,
-        password_hash: row.try_get("password_hash")?,
-    })
-}
-
-fn room_from(row: &SqliteRow) -> Result<Room, sqlx::Error> {
-    Ok(Room {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_by: row.try_get("created_by")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-    })
-}
-
-fn message_from(row: &SqliteRow) -> Result<Message, sqlx::Error> {
-    Ok(Message {
-        id: row.try_get("id")?,
-        sender_id: row.try_get("sender_id")?,
-        receiver_id: row.try_get("receiver_id")?,
-        room_id: row.try_get("room_id")?,
-        content: row.try_get("content")?,
-        message_type: row.try_get("message_type")?,
-        client_msg_id: row.try_get("client_msg_id")?,
-        status: Status::parse(row.try_get::<&str, _>("status")?),
-        created_at: Timestamp(row.try_get("created_at")?),
-        delivered_at: row
-            .try_get::<Option<i64>, _>("delivered_at")?
-            .map(Timestamp),
-        read_at: row.try_get::<Option<i64>, _>("read_at")?.map(Timestamp),
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
-}
-
-/// `%` and `_` in a search are literal.
-fn like_pattern(search: &str) -> String {
-    let mut p = String::with_capacity(search.len() + 2);
-    p.push('%');
-    for c in search.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
 }
 
 #[async_trait]
@@ -416,12 +325,7 @@ impl MessageStore for SqliteStore {
         }
         q.push(") RETURNING id");
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut changed: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        changed.sort_unstable();
-        Ok(changed)
+        Ok(sorted_ids(&rows)?)
     }
 
     async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError> {
@@ -455,12 +359,7 @@ impl MessageStore for SqliteStore {
         .bind(sender)
         .fetch_all(&self.pool)
         .await?;
-        let mut ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(sorted_ids(&rows)?)
     }
 
     async fn mark_room_read(&self, room: i64, user: i64) -> Result<Option<i64>, StoreError> {
@@ -530,16 +429,12 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.join("suite.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
         crate::suite::message_store(&store).await;
+        crate::suite::concurrency(&store).await;
         store.close().await;
         // Reopening runs the migrations again: they must be recognised as applied.
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert!(reopened.users(None, 10).await.unwrap().len() >= 3);
         reopened.close().await;
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn like_patterns_are_literal() {
-        assert_eq!(like_pattern("a_b%"), "%a\\_b\\%%");
     }
 }

@@ -278,3 +278,102 @@ pub async fn message_store(s: &dyn MessageStore) {
     assert!(!s.leave_room(room.id, bob.id).await.unwrap());
     assert!(!s.is_member(room.id, bob.id).await.unwrap());
 }
+
+/// Racing writers get the same answers on every backend: one winner per username
+/// (regardless of case) and per (sender, clientMsgId), and cursor paging that returns
+/// every message once. The operations are started together on one task; the backend's
+/// pool runs them on separate connections, so the database sees them concurrently.
+pub async fn concurrency(s: &dyn MessageStore) {
+    use futures_util::future::join_all;
+
+    const RACERS: usize = 12;
+    let now = Timestamp::now();
+
+    // One username, claimed in different cases at once.
+    let name = unique("racer");
+    let spellings: Vec<String> = (0..RACERS)
+        .map(|i| {
+            name.chars()
+                .enumerate()
+                .map(|(j, c)| {
+                    if (i >> (j % 4)) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let results = join_all(
+        spellings
+            .iter()
+            .map(|n| s.create_user(n, None, "hash", now)),
+    )
+    .await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one racer gets the name");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict(_)))),
+        "the others are told it is taken: {results:?}"
+    );
+    let sender = winners[0].clone();
+    let receiver = s
+        .create_user(&unique("target"), None, "hash", now)
+        .await
+        .unwrap();
+
+    // One clientMsgId, sent many times at once (a client retrying on several links).
+    let to = Target::User(receiver.id);
+    let results = join_all(
+        (0..RACERS).map(|i| s.insert_message(msg(sender.id, to, ["x", "y"][i % 2], Some("dup")))),
+    )
+    .await;
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("a duplicate is not an error"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| !r.duplicate).count(),
+        1,
+        "exactly one insert stores the message"
+    );
+    let stored = &results.iter().find(|r| !r.duplicate).unwrap().message;
+    assert!(
+        results.iter().all(|r| r.message == *stored),
+        "every racer gets the stored original"
+    );
+    let conversation = Conversation::Direct(sender.id, receiver.id);
+    assert_eq!(
+        s.history(conversation, None, 100).await.unwrap(),
+        vec![stored.clone()],
+        "stored once"
+    );
+
+    // Many messages at once, then read back page by page with the oldest id as cursor.
+    let contents: Vec<String> = (0..30).map(|i| format!("burst {i}")).collect();
+    let burst = join_all(
+        contents
+            .iter()
+            .map(|c| s.insert_message(msg(receiver.id, Target::User(sender.id), c, None))),
+    )
+    .await;
+    let mut expected: Vec<i64> = burst
+        .into_iter()
+        .map(|r| r.unwrap().message.id)
+        .chain([stored.id])
+        .collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s.history(conversation, cursor, 7).await.unwrap();
+        assert!(page.len() <= 7, "a page holds at most the limit");
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(page.iter().map(|m| m.id));
+    }
+    assert_eq!(paged, expected, "every message once, newest first");
+}

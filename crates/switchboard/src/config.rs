@@ -100,7 +100,9 @@ settings! {
     /// `--allow-private-network`.
     #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     accept_invalid_certs: bool = false, env = "SWITCHBOARD_ACCEPT_INVALID_CERTS";
-    /// Chat message store: `sqlite://PATH?mode=rwc` (created if missing).
+    /// Chat message store: `sqlite://PATH?mode=rwc` (created if missing), or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (the database must exist; its schema is
+    /// migrated at start; no TLS yet, so keep it on loopback or a private network).
     database_url: String = "sqlite://switchboard.db?mode=rwc".into(), env = "SWITCHBOARD_DATABASE_URL";
     /// HS256 secret for chat tokens, at least 32 characters (random per boot when empty:
     /// tokens then die with the process).

@@ -61,7 +61,12 @@ pub async fn run(settings: Settings) -> Result<()> {
     let engine = engine(&settings).await?;
     let chat = Chat::open(settings.chat()?, engine.registry.clone())
         .await
-        .with_context(|| format!("cannot start chat on {}", settings.database_url))?;
+        .with_context(|| {
+            format!(
+                "cannot start chat on {}",
+                switchboard_store::redacted_url(&settings.database_url)
+            )
+        })?;
     let gateway = gateway(&settings, engine)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await

@@ -1,5 +1,6 @@
-//! Native chat end to end: the real `switchboard` binary with SQLite on disk, driven by a
-//! real HTTP client (reqwest) and a real WebSocket client (tokio-tungstenite).
+//! Native chat end to end: the real `switchboard` binary with SQLite on disk (and once
+//! with a real PostgreSQL), driven by a real HTTP client (reqwest) and a real WebSocket
+//! client (tokio-tungstenite).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ struct Server {
 
 impl Server {
     fn start(db: &TempDir, extra: &[&str]) -> Server {
+        Server::start_on(&db.db_url(), extra)
+    }
+
+    /// A server on the store `database_url` names.
+    fn start_on(database_url: &str, extra: &[&str]) -> Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args([
@@ -60,7 +66,7 @@ impl Server {
                 "--port",
                 "0",
                 "--database-url",
-                &db.db_url(),
+                database_url,
                 "--jwt-secret",
                 SECRET,
             ])
@@ -1039,4 +1045,69 @@ async fn user_add_creates_an_account_the_server_accepts() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn chat_runs_on_postgres_and_its_messages_outlive_the_server() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let s = Server::start_on(&pg.url(), &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let (status, body) = s
+        .post(
+            "/api/auth/register",
+            None,
+            json!({"username": "Alice", "password": "whatever1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "hello over postgres", "clientMsgId": "pg-1"}),
+    )
+    .await;
+    let id = a.expect("message_sent").await["id"].as_i64().unwrap();
+    let got = b.expect("new_message").await;
+    assert_eq!(
+        (got["id"].as_i64(), got["content"].as_str()),
+        (Some(id), Some("hello over postgres"))
+    );
+    a.expect("message_delivered").await;
+    // Bob is offline for the second one: it waits in PostgreSQL.
+    drop(b);
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "while you were away", "clientMsgId": "pg-2"}),
+    )
+    .await;
+    a.expect_past("message_sent", &["user_offline"]).await;
+    drop(a);
+    s.stop();
+
+    // The rows are in PostgreSQL, not in a local file.
+    let store = switchboard_store::PgStore::open(&pg.url()).await.unwrap();
+    let stored = switchboard_store::MessageStore::message(&store, id)
+        .await
+        .unwrap()
+        .expect("in PostgreSQL");
+    assert_eq!((stored.sender_id, stored.receiver_id), (alice, Some(bob)));
+    store.close().await;
+
+    // A new server on the same database: history and the offline message are there.
+    let s = Server::start_on(&pg.url(), &[]);
+    let mut b = s.connect(&bob_token).await;
+    assert_eq!(
+        b.expect("new_message").await["content"],
+        "while you were away"
+    );
+    let messages = history(&s, &bob_token, alice).await;
+    let contents: Vec<_> = messages.iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(
+        contents,
+        [json!("while you were away"), json!("hello over postgres")],
+        "newest first"
+    );
 }

@@ -1,0 +1,38 @@
+//! Schema migrations compiled into the binary (`include_str!`, no `sqlx::migrate!` macro:
+//! the `macros` feature would double sqlx's build), run by [`sqlx::migrate::Migrator`],
+//! which records each applied version and its checksum in `_sqlx_migrations`.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// One migration: version, description, SQL. Lists are oldest first; append, never edit a
+/// released migration (its checksum is recorded in every database it ran on).
+pub(crate) type Step = (i64, &'static str, &'static str);
+
+pub(crate) const SQLITE: &[Step] = &[(1, "chat", include_str!("../migrations/0001_chat.sql"))];
+
+pub(crate) const POSTGRES: &[Step] = &[(
+    1,
+    "chat",
+    include_str!("../migrations/postgres/0001_chat.sql"),
+)];
+
+pub(crate) fn migrator(steps: &[Step]) -> Migrator {
+    let migrations = steps
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sqlx::AssertSqlSafe(*sql).into_sql_str(),
+                // In a transaction: a failed migration leaves nothing half-applied
+                // (PostgreSQL has transactional DDL; SQLite too).
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
