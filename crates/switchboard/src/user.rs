@@ -28,7 +28,12 @@ pub async fn add(settings: Settings, name: &str, email: Option<&str>) -> Result<
     }
     let chat = Chat::open(settings.chat()?, Arc::new(MemoryRegistry::new()))
         .await
-        .with_context(|| format!("cannot open {}", settings.database_url))?;
+        .with_context(|| {
+            format!(
+                "cannot open {}",
+                switchboard_store::redacted_url(&settings.database_url)
+            )
+        })?;
     let user = chat
         .register(name, &password, email)
         .await
