@@ -21,6 +21,7 @@ async fn engine(settings: &Settings) -> Result<Engine> {
     } else {
         let options = RedisOptions {
             claim_idle: Duration::from_millis(settings.redis_claim_idle_ms),
+            presence_ttl: Duration::from_millis(settings.redis_presence_ttl_ms),
             prefix: settings.redis_prefix.clone(),
             ..RedisOptions::new(settings.redis_url.clone())
         };
