@@ -1,5 +1,6 @@
 //! Switchboard's Redis engine: the [`switchboard_engine`] traits on one Redis server, so
-//! several `switchboard serve` nodes share sessions' channels, job queues and credentials.
+//! several `switchboard serve` nodes share sessions' channels, job queues, credentials
+//! and chat presence.
 //!
 //! | trait | Redis structure | module |
 //! |---|---|---|

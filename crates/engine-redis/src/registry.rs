@@ -20,8 +20,10 @@
 //!
 //! Each instance remembers its own connections and refreshes its nodes' liveness every
 //! third of the TTL. When a refresh finds the key gone (Redis restarted empty, or this
-//! node was paused past its TTL and swept) it registers its connections again, so presence
-//! heals by itself instead of losing live users.
+//! node was paused past its TTL and swept) it registers its connections again, and it
+//! retries connects and disconnects that failed while Redis was away, so presence heals by itself
+//! instead of losing live users or keeping departed ones. (It assumes, as chat does, that
+//! a connection is disconnected through the instance that connected it.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -130,6 +132,10 @@ struct Shared {
     /// This instance's own connections: (user, conn) → node. What the heartbeat keeps
     /// alive and registers again if Redis forgot them.
     local: Mutex<HashMap<(String, String), String>>,
+    /// Changes that failed (Redis was away), retried by the heartbeat: (user, conn) →
+    /// `Some(node)` to connect, `None` to disconnect. So a connection that came or went
+    /// during an outage is neither missing nor online for ever once Redis is back.
+    unsent: Mutex<HashMap<(String, String), Option<String>>>,
     connect: Script,
     disconnect: Script,
     connections: Script,
@@ -152,6 +158,7 @@ impl RedisRegistry {
             base: format!("{}{{registry}}:", options.prefix),
             ttl_ms: options.presence_ttl.as_millis().max(3) as u64,
             local: Mutex::new(HashMap::new()),
+            unsent: Mutex::new(HashMap::new()),
             connect: script(CONNECT),
             disconnect: script(DISCONNECT),
             connections: script(CONNECTIONS),
@@ -181,6 +188,10 @@ impl Shared {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn unsent(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Option<String>>> {
+        self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn online_key(&self) -> String {
         format!("{}online", self.base)
     }
@@ -200,9 +211,39 @@ impl Shared {
         Ok(first == 1)
     }
 
-    /// Refresh this instance's nodes; register again the connections of any node Redis
-    /// had already forgotten.
+    async fn disconnect(&self, user: &str, conn: &str) -> Result<bool, EngineError> {
+        let last: i64 = self
+            .disconnect
+            .key(self.online_key())
+            .arg(&self.base)
+            .arg(user)
+            .arg(conn)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(last == 1)
+    }
+
+    /// Retry failed disconnects, refresh this instance's nodes, and register again the
+    /// connections of any node Redis had already forgotten.
     async fn beat(&self) -> Result<(), EngineError> {
+        let unsent: Vec<_> = self
+            .unsent()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((user, conn), change) in unsent {
+            match &change {
+                Some(node) => self.connect(&user, &conn, node).await?,
+                None => self.disconnect(&user, &conn).await?,
+            };
+            let mut pending = self.unsent();
+            let key = (user, conn);
+            // Unless a newer change for the connection came meanwhile, this one is done.
+            if pending.get(&key) == Some(&change) {
+                pending.remove(&key);
+            }
+        }
         let nodes: BTreeSet<String> = self.local().values().cloned().collect();
         if nodes.is_empty() {
             return Ok(());
@@ -250,27 +291,29 @@ async fn heartbeat(shared: Arc<Shared>) {
 #[async_trait]
 impl Registry for RedisRegistry {
     async fn connect(&self, user: &str, conn: &str, node: &str) -> Result<bool, EngineError> {
-        // Remembered first: if Redis is down now, the heartbeat registers it once it is back.
-        self.shared
-            .local()
-            .entry((user.to_owned(), conn.to_owned()))
+        let s = &self.shared;
+        let key = (user.to_owned(), conn.to_owned());
+        s.local()
+            .entry(key.clone())
             .or_insert_with(|| node.to_owned());
-        self.shared.connect(user, conn, node).await
+        let result = s.connect(user, conn, node).await;
+        match &result {
+            Err(_) => s.unsent().insert(key, Some(node.to_owned())),
+            Ok(_) => s.unsent().remove(&key),
+        };
+        result
     }
 
     async fn disconnect(&self, user: &str, conn: &str) -> Result<bool, EngineError> {
         let s = &self.shared;
-        s.local().remove(&(user.to_owned(), conn.to_owned()));
-        let last: i64 = s
-            .disconnect
-            .key(s.online_key())
-            .arg(&s.base)
-            .arg(user)
-            .arg(conn)
-            .invoke_async(&mut s.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(last == 1)
+        let key = (user.to_owned(), conn.to_owned());
+        s.local().remove(&key);
+        let result = s.disconnect(user, conn).await;
+        match &result {
+            Err(_) => s.unsent().insert(key, None),
+            Ok(_) => s.unsent().remove(&key),
+        };
+        result
     }
 
     async fn connections(&self, user: &str) -> Result<Vec<(String, String)>, EngineError> {

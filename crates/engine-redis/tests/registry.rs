@@ -151,10 +151,16 @@ async fn a_dead_nodes_connections_vanish_after_the_ttl_and_the_live_nodes_remain
 
 #[tokio::test]
 async fn redis_down_gives_errors_then_presence_heals() {
-    let mut redis = common::RedisServer::start();
-    let options = options(&redis);
+    // Durable, and a TTL longer than the outage: what was recorded before the outage is
+    // still there after it, so only retrying the failed calls can fix presence.
+    let mut redis = common::RedisServer::start_durable();
+    let options = RedisOptions {
+        presence_ttl: Duration::from_secs(30),
+        ..redis.options()
+    };
     let r = node(&options).await;
     r.connect("alice", "c1", "A").await.unwrap();
+    r.connect("dave", "c3", "A").await.unwrap();
 
     redis.kill();
     let bounded = Duration::from_secs(15);
@@ -172,11 +178,15 @@ async fn redis_down_gives_errors_then_presence_heals() {
         matches!(connect, Err(EngineError::Unavailable(_))),
         "{connect:?}"
     );
+    let gone = tokio::time::timeout(bounded, r.disconnect("dave", "c3"))
+        .await
+        .expect("must not hang");
+    assert!(matches!(gone, Err(EngineError::Unavailable(_))), "{gone:?}");
 
-    // Back, but empty (no AOF): the heartbeat registers this node's connections again,
-    // including bob's, made while Redis was away.
+    // Back: the heartbeat records bob (who came during the outage) and forgets dave (who
+    // left during it); alice was never touched.
     redis.restart();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     loop {
         if let Ok(mut users) = r.online_users().await {
             users.sort();
@@ -195,4 +205,22 @@ async fn redis_down_gives_errors_then_presence_heals() {
     assert_eq!(r.online_users().await.unwrap(), ["bob"]);
     assert!(r.disconnect("bob", "c2").await.unwrap(), "bob's last");
     assert!(r.online_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_gets_the_live_connections_back() {
+    let mut redis = common::RedisServer::start();
+    let options = options(&redis);
+    let r = node(&options).await;
+    r.connect("alice", "c1", "A").await.unwrap();
+    redis.restart(); // no AOF: everything is gone
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !r.is_online("alice").await.unwrap_or(false) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's live connection was never registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r.connections("alice").await.unwrap(), conns(&[("c1", "A")]));
 }
