@@ -224,7 +224,7 @@ impl Shared {
         Ok(last == 1)
     }
 
-    /// Retry failed disconnects, refresh this instance's nodes, and register again the
+    /// Retry failed changes, refresh this instance's nodes, and register again the
     /// connections of any node Redis had already forgotten.
     async fn beat(&self) -> Result<(), EngineError> {
         let unsent: Vec<_> = self
