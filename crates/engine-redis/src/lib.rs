@@ -1,11 +1,13 @@
 //! Switchboard's Redis engine: the [`switchboard_engine`] traits on one Redis server, so
-//! several `switchboard serve` nodes share sessions' channels, job queues and credentials.
+//! several `switchboard serve` nodes share sessions' channels, job queues, credentials
+//! and chat presence.
 //!
 //! | trait | Redis structure | module |
 //! |---|---|---|
 //! | `Broker` | pub/sub; one subscriber connection per node multiplexing every local subscription | [`broker`] |
 //! | `JobQueue` | a stream per queue with one consumer group, a retry sorted set, a dead-letter stream | [`queue`] |
 //! | `CredentialStore` | one key per sealed blob with a TTL, under `session:{id}:*` | [`credentials`] |
+//! | `Registry` | a hash per user, an online set, node liveness keys kept by heartbeats | [`registry`] |
 //!
 //! Commands go over a [`ConnectionManager`] (one multiplexed connection that reconnects with
 //! exponential backoff); while Redis is down every call fails with
@@ -15,6 +17,7 @@
 pub mod broker;
 pub mod credentials;
 pub mod queue;
+pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use switchboard_engine::{Engine, EngineError};
 pub use broker::RedisBroker;
 pub use credentials::RedisCredentialStore;
 pub use queue::RedisQueue;
+pub use registry::RedisRegistry;
 
 /// How to reach Redis and how the engine behaves on it.
 #[derive(Debug, Clone)]
@@ -39,6 +43,9 @@ pub struct RedisOptions {
     /// another consumer (its node is presumed dead). Live consumers touch theirs every
     /// third of this.
     pub claim_idle: Duration,
+    /// A node that has not shown it alive for this long is presumed dead: its chat
+    /// connections vanish from presence. Live nodes refresh every third of this.
+    pub presence_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -48,6 +55,7 @@ impl RedisOptions {
             prefix: "switchboard:".into(),
             retry: RetryPolicy::default(),
             claim_idle: Duration::from_secs(30),
+            presence_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -88,14 +96,13 @@ pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
     let conn = command_connection(&client).await?;
     let broker = RedisBroker::start(client.clone(), conn.clone(), &options.prefix);
     let queue = RedisQueue::new(client, conn.clone(), &options);
-    let credentials = RedisCredentialStore::new(conn, &options.prefix);
+    let credentials = RedisCredentialStore::new(conn.clone(), &options.prefix);
+    let registry = RedisRegistry::new(conn, &options);
     Ok(Engine {
         broker: Arc::new(broker),
         queue: Arc::new(queue),
         credentials: Arc::new(credentials),
-        // Chat presence stays per node until a Redis registry exists (see the README's
-        // "Several nodes on Redis").
-        registry: Arc::new(switchboard_engine::memory::MemoryRegistry::new()),
+        registry: Arc::new(registry),
         name: "redis",
         distributed: true,
     })

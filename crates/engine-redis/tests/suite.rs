@@ -31,3 +31,12 @@ async fn credentials_behaviour_suite() {
         .expect("connect");
     suite::credentials(engine.credentials.as_ref()).await;
 }
+
+#[tokio::test]
+async fn registry_behaviour_suite() {
+    let redis = common::RedisServer::start();
+    let engine = switchboard_engine_redis::connect(redis.options())
+        .await
+        .expect("connect");
+    suite::registry(engine.registry.as_ref()).await;
+}

@@ -85,6 +85,9 @@ settings! {
     /// With Redis: a job reserved by a node that has not shown it alive for this many
     /// milliseconds (the node died mid-job) is taken over by another node and run again.
     redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
+    /// With Redis: a node that has not shown it alive for this many milliseconds (it
+    /// died) has its chat connections dropped from the shared presence.
+    redis_presence_ttl_ms: u64 = 15_000, env = "SWITCHBOARD_REDIS_PRESENCE_TTL_MS";
     /// With Redis: prepended to every key and channel, so deployments can share a Redis.
     redis_prefix: String = "switchboard:".into(), env = "SWITCHBOARD_REDIS_PREFIX";
     /// Let the feeds and metadata platforms fetch from loopback, private, link-local and
@@ -160,6 +163,9 @@ impl Settings {
         }
         if self.redis_claim_idle_ms < 100 {
             bail!("redis_claim_idle_ms must be at least 100");
+        }
+        if self.redis_presence_ttl_ms < 300 {
+            bail!("redis_presence_ttl_ms must be at least 300");
         }
         if !self.redis_url.is_empty() && self.secret.is_empty() {
             bail!(

@@ -21,6 +21,7 @@ async fn engine(settings: &Settings) -> Result<Engine> {
     } else {
         let options = RedisOptions {
             claim_idle: Duration::from_millis(settings.redis_claim_idle_ms),
+            presence_ttl: Duration::from_millis(settings.redis_presence_ttl_ms),
             prefix: settings.redis_prefix.clone(),
             ..RedisOptions::new(settings.redis_url.clone())
         };
@@ -59,7 +60,13 @@ pub async fn run_remote_worker(settings: Settings, name: &str) -> Result<()> {
 
 pub async fn run(settings: Settings) -> Result<()> {
     let engine = engine(&settings).await?;
-    let chat = Chat::open(settings.chat()?, engine.registry.clone())
+    let mut chat_config = settings.chat()?;
+    if engine.distributed {
+        // Nodes share the registry: each needs its own name so its connections (and its
+        // death) are told apart from the others'.
+        chat_config.node = format!("node-{}", switchboard_engine::seal::random_id::<6>());
+    }
+    let chat = Chat::open(chat_config, engine.registry.clone())
         .await
         .with_context(|| {
             format!(

@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+// The engine-redis tests' redis-server harness (a free port, a Drop guard killing its PID).
+#[path = "../../engine-redis/tests/common/mod.rs"]
+mod redis_server;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A temp directory removed on drop.
@@ -1110,4 +1114,81 @@ async fn chat_runs_on_postgres_and_its_messages_outlive_the_server() {
         [json!("while you were away"), json!("hello over postgres")],
         "newest first"
     );
+}
+
+/// `online_users` as seen by `client`: the ids, sorted.
+async fn online_ids(client: &mut Client) -> Vec<i64> {
+    client.send("get_online_users", json!({})).await;
+    let online = client
+        .expect_past("online_users", &["user_online", "user_offline"])
+        .await;
+    let mut ids: Vec<i64> = online["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn two_nodes_on_redis_share_presence_and_a_killed_nodes_users_go_offline() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let redis = redis_server::RedisServer::start();
+    let url = redis.url();
+    let secret = "ab".repeat(32);
+    let args = [
+        "--redis-url",
+        url.as_str(),
+        "--secret",
+        secret.as_str(),
+        "--redis-presence-ttl-ms",
+        "1000",
+    ];
+    let a = Server::start_on(&pg.url(), &args);
+    let mut b = Server::start_on(&pg.url(), &args);
+    let (alice, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+
+    let mut on_a = a.connect(&alice_token).await;
+    let _on_b = b.connect(&bob_token).await;
+    let both = {
+        let mut v = vec![alice, bob];
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        online_ids(&mut on_a).await,
+        both,
+        "node A sees bob on node B"
+    );
+
+    // A second device of alice, on node B: B sees her too, and she stays online when the
+    // one on A leaves.
+    let mut alice_on_b = b.connect(&alice_token).await;
+    assert_eq!(online_ids(&mut alice_on_b).await, both);
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(online_ids(&mut alice_on_b).await, both);
+
+    // Node B dies without a goodbye: after the presence TTL, A no longer lists its users.
+    let mut on_a = a.connect(&alice_token).await;
+    b.child.kill().expect("SIGKILL node B");
+    let _ = b.child.wait();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ids = online_ids(&mut on_a).await;
+        if ids == [alice] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B's users still online: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The live node keeps working past the TTL.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(online_ids(&mut on_a).await, [alice]);
 }

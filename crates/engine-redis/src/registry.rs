@@ -1,0 +1,349 @@
+//! [`Registry`] on Redis: who is connected on which node, shared by every node, with node
+//! heartbeats so a node that dies without saying goodbye (kill -9, power loss) has its
+//! connections disappear within about [`RedisOptions::presence_ttl`].
+//!
+//! Keys, all under the one hash tag `{registry}` so every script is atomic on one cluster
+//! slot (presence is small; atomic first/last answers matter more than spreading it):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}{registry}:user:<user>` | hash | conn → `"<seq> <node>"` (seq orders oldest first) |
+//! | `{prefix}{registry}:online` | set | users with at least one connection |
+//! | `{prefix}{registry}:nodes` | set | nodes that have registered connections |
+//! | `{prefix}{registry}:node:<node>` | string, TTL | the node is alive while it exists |
+//! | `{prefix}{registry}:conns:<node>` | set | the node's `"<len(user)>:<user><conn>"` |
+//! | `{prefix}{registry}:seq` | counter | |
+//!
+//! Every script first *sweeps*: a node in `nodes` whose liveness key has expired loses its
+//! connections (and users left with none go offline). So reads are exact the moment a dead
+//! node's TTL runs out, and the cost is one `EXISTS` per known node while all are alive.
+//!
+//! Each instance remembers its own connections and refreshes its nodes' liveness every
+//! third of the TTL. When a refresh finds the key gone (Redis restarted empty, or this
+//! node was paused past its TTL and swept) it registers its connections again, and it
+//! retries connects and disconnects that failed while Redis was away, so presence heals by itself
+//! instead of losing live users or keeping departed ones. (It assumes, as chat does, that
+//! a connection is disconnected through the instance that connected it.)
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use switchboard_engine::{EngineError, Registry};
+use tokio::task::JoinHandle;
+
+use crate::{RedisOptions, unavailable};
+
+/// Shared by every script: `base` is ARGV[1]; drops the connections of dead nodes.
+const SWEEP: &str = r"
+local base = ARGV[1]
+local function member(user, conn)
+  return string.len(user) .. ':' .. user .. conn
+end
+local function node_of(v)
+  return string.sub(v, string.find(v, ' ', 1, true) + 1)
+end
+local function sweep()
+  for _, n in ipairs(redis.call('SMEMBERS', base .. 'nodes')) do
+    if redis.call('EXISTS', base .. 'node:' .. n) == 0 then
+      for _, m in ipairs(redis.call('SMEMBERS', base .. 'conns:' .. n)) do
+        local i = string.find(m, ':', 1, true)
+        local len = tonumber(string.sub(m, 1, i - 1))
+        local user = string.sub(m, i + 1, i + len)
+        local conn = string.sub(m, i + 1 + len)
+        local ukey = base .. 'user:' .. user
+        local v = redis.call('HGET', ukey, conn)
+        if v and node_of(v) == n then
+          redis.call('HDEL', ukey, conn)
+          if redis.call('HLEN', ukey) == 0 then
+            redis.call('SREM', base .. 'online', user)
+          end
+        end
+      end
+      redis.call('DEL', base .. 'conns:' .. n)
+      redis.call('SREM', base .. 'nodes', n)
+    end
+  end
+end
+sweep()
+";
+
+/// ARGV: base, user, conn, node, ttl_ms. 1 when this is the user's first connection.
+const CONNECT: &str = r"
+local user, conn, node = ARGV[2], ARGV[3], ARGV[4]
+local ukey = base .. 'user:' .. user
+redis.call('SET', base .. 'node:' .. node, '1', 'PX', ARGV[5])
+redis.call('SADD', base .. 'nodes', node)
+local first = redis.call('HLEN', ukey) == 0
+if redis.call('HEXISTS', ukey, conn) == 0 then
+  local seq = redis.call('INCR', base .. 'seq')
+  redis.call('HSET', ukey, conn, string.format('%d', seq) .. ' ' .. node)
+  redis.call('SADD', base .. 'conns:' .. node, member(user, conn))
+end
+redis.call('SADD', KEYS[1], user)
+if first then return 1 end
+return 0
+";
+
+/// ARGV: base, user, conn. 1 when that was the user's last connection.
+const DISCONNECT: &str = r"
+local user, conn = ARGV[2], ARGV[3]
+local ukey = base .. 'user:' .. user
+local v = redis.call('HGET', ukey, conn)
+if not v then return 0 end
+redis.call('HDEL', ukey, conn)
+redis.call('SREM', base .. 'conns:' .. node_of(v), member(user, conn))
+if redis.call('HLEN', ukey) == 0 then
+  redis.call('SREM', KEYS[1], user)
+  return 1
+end
+return 0
+";
+
+/// ARGV: base, user. The user's live connections as a flat conn, value list.
+const CONNECTIONS: &str = r"
+return redis.call('HGETALL', base .. 'user:' .. ARGV[2])
+";
+
+/// ARGV: base.
+const ONLINE: &str = r"
+return redis.call('SMEMBERS', KEYS[1])
+";
+
+/// ARGV: base, ttl_ms, node… Refresh each node; return those whose key had expired.
+const HEARTBEAT: &str = r"
+local lost = {}
+for i = 3, #ARGV do
+  if not redis.call('SET', base .. 'node:' .. ARGV[i], '1', 'PX', ARGV[2], 'GET') then
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+";
+
+struct Shared {
+    conn: ConnectionManager,
+    /// `{prefix}{registry}:`: every key starts with it.
+    base: String,
+    ttl_ms: u64,
+    /// This instance's own connections: (user, conn) → node. What the heartbeat keeps
+    /// alive and registers again if Redis forgot them.
+    local: Mutex<HashMap<(String, String), String>>,
+    /// Changes that failed (Redis was away), retried by the heartbeat: (user, conn) →
+    /// `Some(node)` to connect, `None` to disconnect. So a connection that came or went
+    /// during an outage is neither missing nor online for ever once Redis is back.
+    unsent: Mutex<HashMap<(String, String), Option<String>>>,
+    connect: Script,
+    disconnect: Script,
+    connections: Script,
+    online: Script,
+    heartbeat: Script,
+}
+
+pub struct RedisRegistry {
+    shared: Arc<Shared>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl RedisRegistry {
+    /// Build the registry and start its heartbeat task (needs a Tokio runtime). Dropping
+    /// the registry stops the heartbeat: its nodes then expire like a dead node's.
+    pub fn new(conn: ConnectionManager, options: &RedisOptions) -> Self {
+        let script = |body: &str| Script::new(&format!("{SWEEP}{body}"));
+        let shared = Arc::new(Shared {
+            conn,
+            base: format!("{}{{registry}}:", options.prefix),
+            ttl_ms: options.presence_ttl.as_millis().max(3) as u64,
+            local: Mutex::new(HashMap::new()),
+            unsent: Mutex::new(HashMap::new()),
+            connect: script(CONNECT),
+            disconnect: script(DISCONNECT),
+            connections: script(CONNECTIONS),
+            online: script(ONLINE),
+            heartbeat: script(HEARTBEAT),
+        });
+        let heartbeat = tokio::spawn(heartbeat(shared.clone()));
+        RedisRegistry { shared, heartbeat }
+    }
+
+    /// A registry on its own command connection (tests: one per simulated node).
+    pub async fn connect(options: &RedisOptions) -> Result<Self, EngineError> {
+        let client = crate::client(options)?;
+        let conn = crate::command_connection(&client).await?;
+        Ok(Self::new(conn, options))
+    }
+}
+
+impl Drop for RedisRegistry {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+impl Shared {
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unsent(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Option<String>>> {
+        self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn online_key(&self) -> String {
+        format!("{}online", self.base)
+    }
+
+    async fn connect(&self, user: &str, conn: &str, node: &str) -> Result<bool, EngineError> {
+        let first: i64 = self
+            .connect
+            .key(self.online_key())
+            .arg(&self.base)
+            .arg(user)
+            .arg(conn)
+            .arg(node)
+            .arg(self.ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(first == 1)
+    }
+
+    async fn disconnect(&self, user: &str, conn: &str) -> Result<bool, EngineError> {
+        let last: i64 = self
+            .disconnect
+            .key(self.online_key())
+            .arg(&self.base)
+            .arg(user)
+            .arg(conn)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(last == 1)
+    }
+
+    /// Retry failed changes, refresh this instance's nodes, and register again the
+    /// connections of any node Redis had already forgotten.
+    async fn beat(&self) -> Result<(), EngineError> {
+        let unsent: Vec<_> = self
+            .unsent()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((user, conn), change) in unsent {
+            match &change {
+                Some(node) => self.connect(&user, &conn, node).await?,
+                None => self.disconnect(&user, &conn).await?,
+            };
+            let mut pending = self.unsent();
+            let key = (user, conn);
+            // Unless a newer change for the connection came meanwhile, this one is done.
+            if pending.get(&key) == Some(&change) {
+                pending.remove(&key);
+            }
+        }
+        let nodes: BTreeSet<String> = self.local().values().cloned().collect();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let lost: Vec<String> = self
+            .heartbeat
+            .key(self.online_key())
+            .arg(&self.base)
+            .arg(self.ttl_ms)
+            .arg(nodes.into_iter().collect::<Vec<_>>())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        for node in lost {
+            let conns: Vec<(String, String)> = self
+                .local()
+                .iter()
+                .filter(|(_, n)| **n == node)
+                .map(|(k, _)| k.clone())
+                .collect();
+            tracing::warn!(
+                node = %node,
+                connections = conns.len(),
+                "registry had expired this node; registering its connections again"
+            );
+            for (user, conn) in conns {
+                self.connect(&user, &conn, &node).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.ttl_ms / 3));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = shared.beat().await {
+            tracing::warn!(error = %e, "registry heartbeat failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Registry for RedisRegistry {
+    async fn connect(&self, user: &str, conn: &str, node: &str) -> Result<bool, EngineError> {
+        let s = &self.shared;
+        let key = (user.to_owned(), conn.to_owned());
+        s.local()
+            .entry(key.clone())
+            .or_insert_with(|| node.to_owned());
+        let result = s.connect(user, conn, node).await;
+        match &result {
+            Err(_) => s.unsent().insert(key, Some(node.to_owned())),
+            Ok(_) => s.unsent().remove(&key),
+        };
+        result
+    }
+
+    async fn disconnect(&self, user: &str, conn: &str) -> Result<bool, EngineError> {
+        let s = &self.shared;
+        let key = (user.to_owned(), conn.to_owned());
+        s.local().remove(&key);
+        let result = s.disconnect(user, conn).await;
+        match &result {
+            Err(_) => s.unsent().insert(key, None),
+            Ok(_) => s.unsent().remove(&key),
+        };
+        result
+    }
+
+    async fn connections(&self, user: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let s = &self.shared;
+        let flat: Vec<String> = s
+            .connections
+            .key(s.online_key())
+            .arg(&s.base)
+            .arg(user)
+            .invoke_async(&mut s.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut conns: Vec<(u64, String, String)> = flat
+            .chunks_exact(2)
+            .map(|pair| {
+                let (seq, node) = pair[1].split_once(' ').unwrap_or(("0", pair[1].as_str()));
+                (seq.parse().unwrap_or(0), pair[0].clone(), node.to_owned())
+            })
+            .collect();
+        conns.sort_unstable();
+        Ok(conns.into_iter().map(|(_, c, n)| (c, n)).collect())
+    }
+
+    async fn online_users(&self) -> Result<Vec<String>, EngineError> {
+        let s = &self.shared;
+        s.online
+            .key(s.online_key())
+            .arg(&s.base)
+            .invoke_async(&mut s.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
