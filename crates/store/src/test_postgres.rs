@@ -6,11 +6,11 @@
 //! binaries fail the test with a message saying what to install.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use switchboard_testpeers::{TempDir, chown_tree, command_as, free_port, kill, service_user};
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ const SERVICE_USER: &str = "postgres";
 /// superuser (trust authentication on 127.0.0.1 only).
 pub struct TempPostgres {
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
     port: u16,
 }
 
@@ -31,22 +31,11 @@ impl TempPostgres {
     /// Start a fresh server. Panics, with the server's log, if it cannot.
     pub fn start() -> TempPostgres {
         let bin = bindir();
-        let dir = std::env::temp_dir().join(format!(
-            "sb-pg-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the PostgreSQL temp dir");
-        let service = service_user();
-        if let Some((uid, gid)) = service {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .expect("give the PostgreSQL temp dir to the postgres user");
-        }
-        let data = dir.join("data");
-        let initdb = as_service(service, &bin.join("initdb"))
+        let dir = TempDir::new("pg");
+        let service = service_user(SERVICE_USER);
+        chown_tree(dir.path(), service);
+        let data = dir.path().join("data");
+        let initdb = command_as(&bin.join("initdb"), service)
             .arg("-D")
             .arg(&data)
             .args([
@@ -70,14 +59,14 @@ impl TempPostgres {
         );
 
         let port = free_port();
-        let log = File::create(dir.join("postgres.log")).expect("create the PostgreSQL log");
+        let log = File::create(dir.path().join("postgres.log")).expect("create the PostgreSQL log");
         // setpriv execs postgres, so the child's PID is the server's (the only process the
         // guard signals).
-        let child = as_service(service, &bin.join("postgres"))
+        let child = command_as(&bin.join("postgres"), service)
             .arg("-D")
             .arg(&data)
             .arg("-k")
-            .arg(&dir)
+            .arg(dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
             // Throwaway data: durability only costs time here.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
@@ -120,7 +109,7 @@ impl TempPostgres {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 }
 
@@ -134,13 +123,12 @@ impl Drop for TempPostgres {
         let deadline = Instant::now() + STOP_TIMEOUT;
         while !matches!(self.child.try_wait(), Ok(Some(_))) {
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                kill(&mut self.child);
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The TempDir field removes the directory after this.
     }
 }
 
@@ -175,51 +163,4 @@ fn bindir() -> PathBuf {
              /usr/lib/postgresql/*/bin: install postgresql-15 (scripts/test.sh does)"
         )
     })
-}
-
-/// The service user's (uid, gid) when running as root, `None` otherwise.
-fn service_user() -> Option<(u32, u32)> {
-    // Looked up once: getpwnam returns a static buffer, so tests starting servers on
-    // several threads must not call it concurrently.
-    static SERVICE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
-    *SERVICE.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let name = std::ffi::CString::new(SERVICE_USER).ok()?;
-        // SAFETY: a NUL-terminated name; the result is read before any other lookup.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        assert!(
-            !pw.is_null(),
-            "running as root, PostgreSQL needs the unprivileged '{SERVICE_USER}' user \
-             (created by the postgresql-15 package)"
-        );
-        // SAFETY: checked non-null above.
-        Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
-    })
-}
-
-/// `program`, run as the service user when there is one.
-fn as_service(service: Option<(u32, u32)>, program: &Path) -> Command {
-    match service {
-        Some((uid, gid)) => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={gid}"))
-                .arg("--clear-groups")
-                .arg("--")
-                .arg(program);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free loopback port")
 }

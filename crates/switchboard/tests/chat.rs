@@ -3,13 +3,13 @@
 //! client (tokio-tungstenite).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use switchboard_testpeers::TempDir;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,31 +22,9 @@ const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 mod redis_server;
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A temp directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sb-chat-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn db_url(&self) -> String {
-        format!("sqlite://{}?mode=rwc", self.0.join("chat.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The SQLite database URL for a chat server keeping its data in `dir`.
+fn db_url(dir: &TempDir) -> String {
+    format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display())
 }
 
 /// A `switchboard serve` process on a free port; stopped (SIGTERM) on drop.
@@ -58,7 +36,7 @@ struct Server {
 
 impl Server {
     fn start(db: &TempDir, extra: &[&str]) -> Server {
-        Server::start_on(&db.db_url(), extra)
+        Server::start_on(&db_url(db), extra)
     }
 
     /// A server on the store `database_url` names.
@@ -935,8 +913,8 @@ async fn a_connection_that_stops_answering_pings_is_closed_and_goes_offline() {
 #[tokio::test]
 async fn eddsa_tokens_from_pem_keys() {
     let db = TempDir::new("eddsa");
-    let private = db.0.join("ed.pem");
-    let public = db.0.join("ed.pub.pem");
+    let private = db.path().join("ed.pem");
+    let public = db.path().join("ed.pub.pem");
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -1007,7 +985,7 @@ async fn user_add_creates_an_account_the_server_accepts() {
             "add",
             "carol",
             "--database-url",
-            &db.db_url(),
+            &db_url(&db),
             "--jwt-secret",
             SECRET,
         ])
@@ -1028,7 +1006,7 @@ async fn user_add_creates_an_account_the_server_accepts() {
         .to_owned();
 
     let again = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["user", "add", "carol", "--database-url", &db.db_url()])
+        .args(["user", "add", "carol", "--database-url", &db_url(&db)])
         .env("SWITCHBOARD_USER_PASSWORD", "carol-password")
         .output()
         .unwrap();

@@ -3,24 +3,17 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_engine_redis::RedisOptions;
+use switchboard_testpeers::{TempDir, free_port, kill, require};
 
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
-    dir: PathBuf,
+    dir: TempDir,
     aof: bool,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl RedisServer {
@@ -35,16 +28,10 @@ impl RedisServer {
     }
 
     fn start_with(aof: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-redis-test-{}-{}",
-            std::process::id(),
-            switchboard_engine::seal::random_id::<4>()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = RedisServer {
             child: None,
             port: free_port(),
-            dir,
+            dir: TempDir::new("redis"),
             aof,
         };
         server.spawn();
@@ -52,12 +39,12 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(require("redis-server"));
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.aof {
@@ -65,9 +52,9 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server (apt-get install redis-server): {e}")
-        });
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
         self.child = Some(child);
         self.wait_ready();
     }
@@ -101,8 +88,7 @@ impl RedisServer {
     /// SIGKILL the server: no shutdown, no final save.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
     }
 
@@ -115,7 +101,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // Before the TempDir field drops, so the server is gone when its dir is removed.
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -5,123 +5,24 @@
 //! (Ported from the project's reference peers recipe.)
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use switchboard_testpeers::{
+    TempDir, chown_tree, command_as, free_port, kill, require, self_signed, service_user, wait_port,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// How long a server may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+/// The certificate's names.
+const CERT_NAMES: &[&str] = &["localhost"];
 
-fn require(binary: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(binary);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "{binary} is not installed: the irc tests need it (scripts/test.sh installs it with apt)"
-    );
-}
-
-/// A fresh temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p =
-            std::env::temp_dir().join(format!("sb-{tag}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn wait_port(port: u16, child: &mut Child, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited before listening on {port}: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    kill(child);
-    panic!("{name} not listening on 127.0.0.1:{port} after 30 s");
-}
-
-fn self_signed(dir: &Path) {
-    let status = Command::new(require("openssl"))
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .args([
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl could not make a certificate");
-}
-
-/// Make `dir` (and files in it) owned by nobody when running as root, for servers that
-/// drop privileges.
-fn give_to_nobody(dir: &Path) {
-    if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "nobody:nogroup"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-/// `cmd` as user nobody when we are root.
-fn as_nobody(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-            .arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
+/// Who runs the servers that drop privileges (InspIRCd, atheme) when the tests run as root.
+const SERVICE_USER: &str = "nobody";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -176,7 +77,7 @@ impl Ircd {
             Kind::Ngircd => "ngircd",
             Kind::Inspircd => "inspircd",
         });
-        self_signed(&dir.0);
+        self_signed(dir.path(), CERT_NAMES);
         Ircd {
             kind,
             port: free_port(),
@@ -193,7 +94,7 @@ impl Ircd {
 
     /// (Re)start the server process on the same ports.
     fn spawn(&mut self) {
-        let d = self.dir.0.clone();
+        let d = self.dir.path().to_path_buf();
         let mut child = match self.kind {
             Kind::Ngircd => {
                 let password = self
@@ -256,8 +157,9 @@ impl Ircd {
                     std::fs::create_dir_all(d.join("atheme")).unwrap();
                 }
                 std::fs::write(d.join("inspircd.conf"), conf).unwrap();
-                give_to_nobody(&d);
-                as_nobody(&require("inspircd"))
+                let owner = service_user(SERVICE_USER);
+                chown_tree(&d, owner);
+                command_as(&require("inspircd"), owner)
                     .arg("--nofork")
                     .arg(format!("--config={}", d.join("inspircd.conf").display()))
                     .stdout(Stdio::null())
@@ -266,7 +168,7 @@ impl Ircd {
                     .unwrap()
             }
         };
-        wait_port(self.port, &mut child, "ircd");
+        wait_port(self.port, &mut child, "ircd", START_TIMEOUT);
         self.server = Some(child);
         if self.sasl && self.services.is_none() {
             self.start_services();
@@ -274,10 +176,10 @@ impl Ircd {
     }
 
     fn start_services(&mut self) {
-        let d = &self.dir.0;
+        let d = self.dir.path();
         let out = d.join("atheme.stdout");
         let log = std::fs::File::create(&out).unwrap();
-        let mut child = as_nobody(&require("atheme-services"))
+        let mut child = command_as(&require("atheme-services"), service_user(SERVICE_USER))
             .arg("-n")
             .arg("-c")
             .arg(d.join("atheme.conf"))

@@ -4,127 +4,35 @@
 //! processes this harness started (by PID) and removes the directory.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the server binds it next).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use switchboard_testpeers::free_port;
+use switchboard_testpeers::{
+    Owner, TempDir, chown_tree, command_as, kill, require, self_signed, service_user,
+};
 
-fn require(binary: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
-        let p = Path::new(dir).join(binary);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{binary} is not installed: install it (scripts/test.sh apt-installs the test peers)");
-}
+/// How long a server may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// uid and gid of a system user, when running as root (the servers refuse to run as root).
-fn service_user(name: &str) -> Option<(u32, u32)> {
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, name]).output().expect("id");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("system user {name} is missing"))
-    };
-    Some((id("-u"), id("-g")))
-}
+/// The certificate's names: the domain and its MUC service.
+const CERT_NAMES: &[&str] = &["localhost", "conference.localhost"];
 
-fn chown_tree(dir: &Path, owner: Option<(u32, u32)>) {
-    let Some((uid, gid)) = owner else { return };
-    let status = Command::new("chown")
-        .args(["-R", &format!("{uid}:{gid}")])
-        .arg(dir)
-        .status()
-        .expect("chown");
-    assert!(status.success());
-}
-
-/// A command run as `owner` when root.
-fn command_as(binary: &Path, owner: Option<(u32, u32)>) -> Command {
-    match owner {
-        Some((uid, gid)) => {
-            let mut c = Command::new(require("setpriv"));
-            c.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={gid}"),
-                "--clear-groups",
-                "--",
-            ])
-            .arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    }
-}
-
-fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {port} within 20 s");
-}
-
-fn self_signed(dir: &Path) {
-    let status = Command::new(require("openssl"))
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,DNS:conference.localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl could not make a certificate");
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn wait_port(port: u16, child: &mut Child, name: &str) {
+    switchboard_testpeers::wait_port(port, child, name, START_TIMEOUT);
 }
 
 /// A prosody server for `localhost` with MUC on `conference.localhost`. New rooms stay
 /// locked until configured (prosody's default), as on real servers.
 pub struct Prosody {
-    pub dir: PathBuf,
+    dir: TempDir,
     /// STARTTLS port.
     pub port: u16,
     /// Direct TLS port (XEP-0368).
     pub tls_port: u16,
     child: Option<Child>,
-    owner: Option<(u32, u32)>,
+    owner: Option<Owner>,
 }
 
 impl Prosody {
@@ -135,8 +43,9 @@ impl Prosody {
     /// With `settings` (global prosody options, e.g. the authentication backend and the
     /// SASL mechanisms to disable).
     pub fn start_with(users: &[(&str, &str)], settings: &str) -> Prosody {
-        let dir = temp_dir("prosody");
-        self_signed(&dir);
+        let temp = TempDir::new("prosody");
+        let dir = temp.path();
+        self_signed(dir, CERT_NAMES);
         let (port, tls_port) = (free_port(), free_port());
         let d = dir.display();
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -168,9 +77,9 @@ Component "conference.localhost" "muc"
         )
         .unwrap();
         let owner = service_user("prosody");
-        chown_tree(&dir, owner);
+        chown_tree(dir, owner);
         let mut p = Prosody {
-            dir,
+            dir: temp,
             port,
             tls_port,
             child: None,
@@ -192,7 +101,7 @@ Component "conference.localhost" "muc"
     }
 
     fn config(&self) -> PathBuf {
-        self.dir.join("prosody.cfg.lua")
+        self.dir.path().join("prosody.cfg.lua")
     }
 
     fn run(&mut self) {
@@ -211,8 +120,7 @@ Component "conference.localhost" "muc"
     /// Kill the server (SIGKILL, the PID this harness started): every client connection drops.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
     }
 
@@ -225,15 +133,15 @@ Component "conference.localhost" "muc"
 
 impl Drop for Prosody {
     fn drop(&mut self) {
+        // Before the TempDir field drops, so the server is gone when its dir is removed.
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// An ejabberd server for `localhost` with MUC on `conference.localhost`, STARTTLS on a
 /// free port, its Erlang distribution on another (no epmd).
 pub struct Ejabberd {
-    pub dir: PathBuf,
+    dir: TempDir,
     pub port: u16,
     ctl: Vec<String>,
     child: Option<Child>,
@@ -243,8 +151,9 @@ pub struct Ejabberd {
 
 impl Ejabberd {
     pub fn start(users: &[(&str, &str)]) -> Ejabberd {
-        let dir = temp_dir("ejabberd");
-        self_signed(&dir);
+        let temp = TempDir::new("ejabberd");
+        let dir = temp.path();
+        self_signed(dir, CERT_NAMES);
         let (port, dist_port) = (free_port(), free_port());
         let d = dir.display();
         for sub in ["logs", "db"] {
@@ -312,7 +221,7 @@ modules:
         )
         .unwrap();
         let owner = service_user("ejabberd");
-        chown_tree(&dir, owner);
+        chown_tree(dir, owner);
         let ctl = vec![
             "--config-dir".into(),
             d.to_string(),
@@ -348,7 +257,7 @@ modules:
             std::thread::sleep(Duration::from_millis(50));
         };
         let e = Ejabberd {
-            dir,
+            dir: temp,
             port,
             ctl,
             child: Some(child),
@@ -375,9 +284,8 @@ impl Drop for Ejabberd {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The TempDir field removes the directory after this.
     }
 }
