@@ -5,24 +5,28 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::migrations::{self, migrator};
 use crate::rows::{
     account_from, is_foreign_key_violation, is_unique_violation, like_pattern, message_columns,
     message_from, room_from, sorted_ids, user_from,
 };
+use crate::sqlite_writer::Writer;
 use crate::{
-    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError, Target,
+    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError,
     Timestamp, User,
 };
 
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Message inserts and delivered-marks: group-committed by one task (see
+    /// [`sqlite_writer`](crate::sqlite_writer)); everything else uses the pool.
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -39,20 +43,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = SqliteStore { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        migrator(migrations::SQLITE).run(&self.pool).await?;
-        Ok(())
+        migrator(migrations::SQLITE).run(&pool).await?;
+        let writer = Writer::start(&options).await?;
+        Ok(SqliteStore { pool, writer })
     }
 
     /// Close every connection (pending writes are committed first).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -257,52 +257,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn insert_message(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError> {
-        let (receiver, room) = match new.target {
-            Target::User(u) => (Some(u), None),
-            Target::Room(r) => (None, Some(r)),
-        };
-        let sql = concat!(
-            "INSERT INTO messages (sender_id, receiver_id, room_id, content, message_type, \
-             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
-            message_columns!()
-        );
-        let inserted = sqlx::query(sql)
-            .bind(new.sender)
-            .bind(receiver)
-            .bind(room)
-            .bind(new.content)
-            .bind(new.message_type)
-            .bind(new.client_msg_id)
-            .bind(new.at.0)
-            .fetch_one(&self.pool)
-            .await;
-        match inserted {
-            Ok(row) => Ok(Inserted {
-                message: message_from(&row)?,
-                duplicate: false,
-            }),
-            Err(e) if is_unique_violation(&e) => {
-                let sql = concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages WHERE sender_id = ? AND client_msg_id = ?"
-                );
-                let row = sqlx::query(sql)
-                    .bind(new.sender)
-                    .bind(new.client_msg_id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(Inserted {
-                    message: message_from(&row)?,
-                    duplicate: true,
-                })
-            }
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(match new.target {
-                Target::User(_) => "user",
-                Target::Room(_) => "room",
-            })),
-            Err(e) => Err(e.into()),
-        }
+        self.writer.insert(new).await
     }
 
     async fn message(&self, id: i64) -> Result<Option<Message>, StoreError> {
@@ -312,20 +267,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("UPDATE messages SET status = 'delivered', delivered_at = ");
-        q.push_bind(at.0);
-        q.push(" WHERE status = 'sent' AND receiver_id IS NOT NULL AND id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        q.push(") RETURNING id");
-        let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(sorted_ids(&rows)?)
+        self.writer.mark_delivered(ids.to_vec(), at).await
     }
 
     async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError> {
