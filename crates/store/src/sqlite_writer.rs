@@ -170,14 +170,14 @@ async fn commit(conn: &mut SqliteConnection, jobs: &mut Vec<Job>) {
         // A constraint failure only undoes its own statement in SQLite; anything else may
         // have ended the transaction, so the rest of the batch is failed, not run outside it.
         match job {
-            Job::Insert(p, reply) => match insert(&mut *tx, &p).await {
+            Job::Insert(p, reply) => match insert(&mut tx, &p).await {
                 Ok(r) => done.push(Done::Insert(r, reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
                     done.push(Done::Insert(Err(e.into()), reply));
                 }
             },
-            Job::MarkDelivered(ids, at, reply) => match mark_delivered(&mut *tx, &ids, at).await {
+            Job::MarkDelivered(ids, at, reply) => match mark_delivered(&mut tx, &ids, at).await {
                 Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
