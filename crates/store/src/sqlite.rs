@@ -363,6 +363,7 @@ impl MessageStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Target;
 
     #[tokio::test]
     async fn behaviour_suite() {
@@ -377,6 +378,52 @@ mod tests {
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert!(reopened.users(None, 10).await.unwrap().len() >= 3);
         reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Group commit keeps queue order (one conversation's messages get ascending ids) and a
+    /// closed store refuses writes with an error instead of hanging.
+    #[tokio::test]
+    async fn batched_inserts_keep_send_order_and_close_cleanly() {
+        let dir = std::env::temp_dir().join(format!("sb-store-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("order.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let a = store.create_user("order-a", None, "h", now).await.unwrap();
+        let b = store.create_user("order-b", None, "h", now).await.unwrap();
+        let contents: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        let sent = futures_util::future::join_all(contents.iter().map(|c| {
+            store.insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: c,
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+        }))
+        .await;
+        let ids: Vec<i64> = sent.into_iter().map(|r| r.unwrap().message.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids follow send order: {ids:?}"
+        );
+        store.close().await;
+        let refused = store
+            .insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: "late",
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
