@@ -13,6 +13,7 @@ mod model;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_writer;
 #[cfg(feature = "suite")]
 pub mod suite;
 #[cfg(feature = "suite")]

@@ -5,24 +5,28 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::migrations::{self, migrator};
 use crate::rows::{
     account_from, is_foreign_key_violation, is_unique_violation, like_pattern, message_columns,
     message_from, room_from, sorted_ids, user_from,
 };
+use crate::sqlite_writer::Writer;
 use crate::{
-    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError, Target,
+    Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError,
     Timestamp, User,
 };
 
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Message inserts and delivered-marks: group-committed by one task (see
+    /// [`sqlite_writer`](crate::sqlite_writer)); everything else uses the pool.
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -39,20 +43,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = SqliteStore { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        migrator(migrations::SQLITE).run(&self.pool).await?;
-        Ok(())
+        migrator(migrations::SQLITE).run(&pool).await?;
+        let writer = Writer::start(&options).await?;
+        Ok(SqliteStore { pool, writer })
     }
 
     /// Close every connection (pending writes are committed first).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -257,52 +257,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn insert_message(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError> {
-        let (receiver, room) = match new.target {
-            Target::User(u) => (Some(u), None),
-            Target::Room(r) => (None, Some(r)),
-        };
-        let sql = concat!(
-            "INSERT INTO messages (sender_id, receiver_id, room_id, content, message_type, \
-             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
-            message_columns!()
-        );
-        let inserted = sqlx::query(sql)
-            .bind(new.sender)
-            .bind(receiver)
-            .bind(room)
-            .bind(new.content)
-            .bind(new.message_type)
-            .bind(new.client_msg_id)
-            .bind(new.at.0)
-            .fetch_one(&self.pool)
-            .await;
-        match inserted {
-            Ok(row) => Ok(Inserted {
-                message: message_from(&row)?,
-                duplicate: false,
-            }),
-            Err(e) if is_unique_violation(&e) => {
-                let sql = concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages WHERE sender_id = ? AND client_msg_id = ?"
-                );
-                let row = sqlx::query(sql)
-                    .bind(new.sender)
-                    .bind(new.client_msg_id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(Inserted {
-                    message: message_from(&row)?,
-                    duplicate: true,
-                })
-            }
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(match new.target {
-                Target::User(_) => "user",
-                Target::Room(_) => "room",
-            })),
-            Err(e) => Err(e.into()),
-        }
+        self.writer.insert(new).await
     }
 
     async fn message(&self, id: i64) -> Result<Option<Message>, StoreError> {
@@ -312,20 +267,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("UPDATE messages SET status = 'delivered', delivered_at = ");
-        q.push_bind(at.0);
-        q.push(" WHERE status = 'sent' AND receiver_id IS NOT NULL AND id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        q.push(") RETURNING id");
-        let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(sorted_ids(&rows)?)
+        self.writer.mark_delivered(ids.to_vec(), at).await
     }
 
     async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError> {
@@ -421,6 +363,7 @@ impl MessageStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Target;
 
     #[tokio::test]
     async fn behaviour_suite() {
@@ -435,6 +378,52 @@ mod tests {
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert!(reopened.users(None, 10).await.unwrap().len() >= 3);
         reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Group commit keeps queue order (one conversation's messages get ascending ids) and a
+    /// closed store refuses writes with an error instead of hanging.
+    #[tokio::test]
+    async fn batched_inserts_keep_send_order_and_close_cleanly() {
+        let dir = std::env::temp_dir().join(format!("sb-store-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("order.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let a = store.create_user("order-a", None, "h", now).await.unwrap();
+        let b = store.create_user("order-b", None, "h", now).await.unwrap();
+        let contents: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        let sent = futures_util::future::join_all(contents.iter().map(|c| {
+            store.insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: c,
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+        }))
+        .await;
+        let ids: Vec<i64> = sent.into_iter().map(|r| r.unwrap().message.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids follow send order: {ids:?}"
+        );
+        store.close().await;
+        let refused = store
+            .insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: "late",
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
