@@ -238,6 +238,16 @@ async fn history(s: &Server, token: &str, with: i64) -> Vec<Value> {
     body["messages"].as_array().unwrap().clone()
 }
 
+/// The `content` of each message of a history page, in page order.
+fn contents(page: &Value) -> Vec<&str> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn accounts_users_and_rest_errors() {
     let db = TempDir::new("rest");
@@ -494,13 +504,7 @@ async fn direct_messages_receipts_history_and_idempotency() {
             Some(&bob_token),
         )
         .await;
-    let contents: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["n2", "n1"]);
+    assert_eq!(contents(&page), ["n2", "n1"]);
     let cursor = page["nextCursor"].as_i64().unwrap();
     let (_, page) = s
         .get(
@@ -508,13 +512,7 @@ async fn direct_messages_receipts_history_and_idempotency() {
             Some(&bob_token),
         )
         .await;
-    let contents: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["n0", "via rest", "hello bob"]);
+    assert_eq!(contents(&page), ["n0", "via rest", "hello bob"]);
     assert!(page["nextCursor"].is_null());
 }
 
