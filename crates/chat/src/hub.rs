@@ -135,11 +135,6 @@ impl Hub {
             .sum()
     }
 
-    /// Close every connection of `user` but `keep` (single-session mode).
-    pub(crate) fn close_others(&self, user: i64, keep: u64, code: u16, reason: &'static str) {
-        self.send_to_user(user, &Out::Close(code, reason), Some(keep));
-    }
-
     pub(crate) fn watch_presence(&self, conn: u64, outbox: Arc<Outbox>) {
         lock(&self.watchers).insert(conn, outbox);
     }

@@ -200,18 +200,22 @@ impl Session {
         let user_key = me.id.to_string();
         if inner.config.single_session {
             inner
-                .hub
-                .close_others(me.id, conn, 4005, "Replaced by a newer connection");
+                .cluster
+                .close_others(me.id, conn, 4005, "Replaced by a newer connection")
+                .await;
         }
         match inner
             .registry
             .connect(&user_key, &conn_name, &inner.config.node)
             .await
         {
-            Ok(true) => inner.hub.presence_event(frame(
-                "user_online",
-                json!({ "userId": me.id, "username": me.username }),
-            )),
+            Ok(true) => {
+                let online = json!({ "userId": me.id, "username": me.username });
+                inner
+                    .cluster
+                    .presence_event(frame("user_online", online))
+                    .await
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "registry unavailable"),
         }
@@ -257,10 +261,11 @@ impl Session {
                 if let Err(e) = inner.store.set_last_seen(session.me.id, at).await {
                     tracing::error!(error = %e, "cannot record last seen");
                 }
-                inner.hub.presence_event(frame(
-                    "user_offline",
-                    json!({ "userId": session.me.id, "username": session.me.username, "lastSeen": at }),
-                ));
+                let offline = json!({ "userId": session.me.id, "username": session.me.username, "lastSeen": at });
+                inner
+                    .cluster
+                    .presence_event(frame("user_offline", offline))
+                    .await;
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "registry unavailable"),

@@ -66,7 +66,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         // death) are told apart from the others'.
         chat_config.node = format!("node-{}", switchboard_engine::seal::random_id::<6>());
     }
-    let chat = Chat::open(chat_config, engine.registry.clone())
+    let chat = Chat::open(chat_config, &engine)
         .await
         .with_context(|| {
             format!(

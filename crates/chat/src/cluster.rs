@@ -1,0 +1,336 @@
+//! Chat routing across nodes: a frame for some users reaches their connections on this
+//! node through the [`Hub`] and their connections on other nodes through the engine's
+//! [`Broker`].
+//!
+//! Channels (on the engine's broker; Redis pub/sub with `--redis-url`):
+//!
+//! | channel | who listens | carries |
+//! |---|---|---|
+//! | `node:{id}` | node `id` | frames for some of its users |
+//! | `chat:presence` | every node | `user_online` / `user_offline` for presence watchers |
+//! | [`EXPIRED_CHANNEL`] | every node | users the registry took offline with their dead node |
+//!
+//! Batching is per node, not per socket: the [`Registry`] says in one call which nodes hold
+//! connections of which recipients ([`Registry::locate`]), and each remote node gets one
+//! publish carrying the frame once and its recipients' ids; the publishes go out
+//! concurrently, pipelined on the broker's one command connection. With the embedded
+//! engine every connection is on this node, so nothing is ever published to a node
+//! channel and chat behaves exactly as on one node.
+//!
+//! Delivery between nodes is at most once, like pub/sub. A direct message is already
+//! stored before it is routed, so one that a node misses (its subscriber connection was
+//! down) stays `sent` and reaches the recipient from the offline backlog at their next
+//! connect; the remote node that hands it to a connection marks it delivered (the shared
+//! store tells which node was first) and the sender hears `message_delivered` wherever
+//! they are connected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchboard_engine::broker::Recv;
+use switchboard_engine::registry::EXPIRED_CHANNEL;
+use switchboard_engine::{Broker, Registry};
+use switchboard_store::{MessageStore, Timestamp};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::hub::{Hub, Out};
+use crate::protocol::frame;
+use crate::receipts::{Delivered, Receipts};
+
+const PRESENCE: &str = "chat:presence";
+
+/// Close reasons a node can be asked to use (a close frame's reason is static text).
+const CLOSE_REASONS: &[&str] = &["Replaced by a newer connection"];
+
+fn node_channel(node: &str) -> String {
+    format!("node:{node}")
+}
+
+/// What travels between nodes: this header as one JSON line, then the frame text as is
+/// (so the frame is neither re-encoded nor escaped).
+#[derive(Serialize, Deserialize)]
+struct Header {
+    /// The publishing node (a node ignores its own broadcasts).
+    from: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    users: Vec<i64>,
+    /// The frame is this `new_message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<i64>,
+    /// Close the users' connections with this code and reason instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    close: Option<(u16, String)>,
+    /// Mark this direct message delivered if the node hands it to a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receipt: Option<Delivered>,
+}
+
+fn encode(header: &Header, text: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 128);
+    // A derived Serialize of plain data cannot fail; serde_json never writes a raw newline.
+    let _ = serde_json::to_writer((&mut buf).writer(), header);
+    buf.put_u8(b'\n');
+    buf.put_slice(text.as_bytes());
+    buf.freeze()
+}
+
+fn decode(payload: &[u8]) -> Option<(Header, Utf8Bytes)> {
+    let split = payload.iter().position(|b| *b == b'\n')?;
+    let header = serde_json::from_slice(&payload[..split]).ok()?;
+    let text = std::str::from_utf8(&payload[split + 1..]).ok()?;
+    Some((header, Utf8Bytes::from(text.to_owned())))
+}
+
+pub(crate) struct Cluster {
+    hub: Arc<Hub>,
+    registry: Arc<dyn Registry>,
+    broker: Arc<dyn Broker>,
+    receipts: Receipts,
+    node: String,
+}
+
+impl Cluster {
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        registry: Arc<dyn Registry>,
+        broker: Arc<dyn Broker>,
+        receipts: Receipts,
+        node: String,
+    ) -> Self {
+        Cluster {
+            hub,
+            registry,
+            broker,
+            receipts,
+            node,
+        }
+    }
+
+    /// Queue `out` on every connection of `users`, on every node, except this node's
+    /// connection `except`. With `receipt`, a node that hands the message to a connection
+    /// marks it delivered. Returns the connections reached on this node.
+    pub(crate) async fn send(
+        &self,
+        users: &[i64],
+        out: &Out,
+        except: Option<u64>,
+        receipt: Option<Delivered>,
+    ) -> usize {
+        let local = self.hub.send_to_users(users, out, except);
+        let (text, message, close) = match out {
+            Out::Frame(t) => (t.as_str(), None, None),
+            Out::Message(id, t) => (t.as_str(), Some(*id), None),
+            Out::Close(code, reason) => ("", None, Some((*code, (*reason).to_owned()))),
+        };
+        let mut header = Header {
+            from: self.node.clone(),
+            users: Vec::new(),
+            message,
+            close,
+            receipt,
+        };
+        let ids: Vec<String> = users.iter().map(i64::to_string).collect();
+        let nodes = match self.registry.locate(&ids).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::error!(error = %e, users = users.len(), "registry unavailable: frame reaches this node only");
+                return local;
+            }
+        };
+        let mut publishes = Vec::new();
+        for (node, held) in nodes {
+            if node == self.node {
+                continue;
+            }
+            header.users = held.iter().filter_map(|u| u.parse().ok()).collect();
+            let payload = encode(&header, text);
+            publishes.push(async move {
+                let channel = node_channel(&node);
+                if let Err(e) = self.broker.publish(&channel, payload).await {
+                    tracing::error!(error = %e, node = %node, "cannot route a frame to a node");
+                }
+            });
+        }
+        futures_util::future::join_all(publishes).await;
+        if local > 0
+            && let Some(d) = header.receipt
+        {
+            self.receipts.delivered(d);
+        }
+        local
+    }
+
+    /// Tell every presence watcher, on every node.
+    pub(crate) async fn presence_event(&self, text: Utf8Bytes) {
+        self.hub.presence_event(text.clone());
+        let header = Header {
+            from: self.node.clone(),
+            users: Vec::new(),
+            message: None,
+            close: None,
+            receipt: None,
+        };
+        if let Err(e) = self.broker.publish(PRESENCE, encode(&header, &text)).await {
+            tracing::error!(error = %e, "cannot announce presence to the other nodes");
+        }
+    }
+
+    /// Close every connection of `user` on every node but this node's `keep`.
+    pub(crate) async fn close_others(&self, user: i64, keep: u64, code: u16, reason: &'static str) {
+        self.send(&[user], &Out::Close(code, reason), Some(keep), None)
+            .await;
+    }
+
+    /// Start listening to this node's channels; the answer comes once they are subscribed
+    /// (retrying with backoff until the broker accepts).
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        store: Arc<dyn MessageStore>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> oneshot::Receiver<()> {
+        let (ready, answer) = oneshot::channel();
+        tokio::spawn(listen(self.clone(), store, shutdown, ready));
+        answer
+    }
+
+    /// A frame from another node.
+    fn receive(&self, header: Header, text: Utf8Bytes) {
+        let out = match (header.close, header.message) {
+            (Some((code, reason)), _) => {
+                let reason = CLOSE_REASONS
+                    .iter()
+                    .find(|r| **r == reason)
+                    .copied()
+                    .unwrap_or("Closed by the server");
+                Out::Close(code, reason)
+            }
+            (None, Some(id)) => Out::Message(id, text),
+            (None, None) => Out::Frame(text),
+        };
+        let reached = self.hub.send_to_users(&header.users, &out, None);
+        if reached > 0
+            && let Some(d) = header.receipt
+        {
+            self.receipts.delivered(d);
+        }
+    }
+
+    /// A user the registry took offline with their dead node.
+    async fn expired(&self, store: &dyn MessageStore, user: &str) {
+        let Ok(id) = user.parse::<i64>() else { return };
+        if self.hub.username(id).is_some() {
+            // Still connected here: this node was the one presumed dead, and its heartbeat
+            // registers the connection again.
+            return;
+        }
+        let username = match store.user(id).await {
+            Ok(Some(u)) => u.username,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, user = id, "cannot load an expired user");
+                return;
+            }
+        };
+        self.hub.presence_event(frame(
+            "user_offline",
+            json!({ "userId": id, "username": username, "lastSeen": Timestamp::now() }),
+        ));
+    }
+}
+
+async fn listen(
+    cluster: Arc<Cluster>,
+    store: Arc<dyn MessageStore>,
+    shutdown: tokio_util::sync::CancellationToken,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    let own = node_channel(&cluster.node);
+    loop {
+        let subscribed = async {
+            Ok::<_, switchboard_engine::EngineError>((
+                cluster.broker.subscribe(&own).await?,
+                cluster.broker.subscribe(PRESENCE).await?,
+                cluster.broker.subscribe(EXPIRED_CHANNEL).await?,
+            ))
+        };
+        let (mut node, mut presence, mut expired) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = subscribed => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to the chat channels");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        };
+        backoff = Duration::from_millis(100);
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
+        tracing::debug!(node = %cluster.node, "chat channels subscribed");
+        let ended = loop {
+            let recv = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = node.recv() => r,
+                r = presence.recv() => match r {
+                    Recv::Message(payload) => {
+                        if let Some((h, text)) = decode(&payload)
+                            && h.from != cluster.node
+                        {
+                            cluster.hub.presence_event(text);
+                        }
+                        continue;
+                    }
+                    other => other,
+                },
+                r = expired.recv() => match r {
+                    Recv::Message(user) => {
+                        cluster.expired(store.as_ref(), &String::from_utf8_lossy(&user)).await;
+                        continue;
+                    }
+                    other => other,
+                },
+            };
+            match recv {
+                Recv::Message(payload) => match decode(&payload) {
+                    Some((header, text)) => cluster.receive(header, text),
+                    None => tracing::warn!(bytes = payload.len(), "unreadable frame from another node"),
+                },
+                other => break other,
+            }
+        };
+        // Frames published meanwhile are gone: stored direct messages still arrive from the
+        // backlog at the recipients' next connect.
+        tracing::warn!(reason = ?ended, "chat channels cut off; subscribing again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_crosses_unchanged_with_its_header() {
+        let text = r#"{"type":"new_message","data":{"content":"line\nbreak ü"}}"#;
+        let header = Header {
+            from: "node-a".into(),
+            users: vec![3, 4],
+            message: Some(9),
+            close: None,
+            receipt: None,
+        };
+        let (h, t) = decode(&encode(&header, text)).expect("decodes");
+        assert_eq!((h.from.as_str(), h.users, h.message), ("node-a", vec![3, 4], Some(9)));
+        assert_eq!(t.as_str(), text);
+        assert!(decode(b"no header line").is_none());
+        assert!(decode(b"{not json}\n{}").is_none());
+    }
+}
