@@ -302,7 +302,9 @@ async fn listen(
             match recv {
                 Recv::Message(payload) => match decode(&payload) {
                     Some((header, text)) => cluster.receive(header, text),
-                    None => tracing::warn!(bytes = payload.len(), "unreadable frame from another node"),
+                    None => {
+                        tracing::warn!(bytes = payload.len(), "unreadable frame from another node")
+                    }
                 },
                 other => break other,
             }
@@ -328,7 +330,10 @@ mod tests {
             receipt: None,
         };
         let (h, t) = decode(&encode(&header, text)).expect("decodes");
-        assert_eq!((h.from.as_str(), h.users, h.message), ("node-a", vec![3, 4], Some(9)));
+        assert_eq!(
+            (h.from.as_str(), h.users, h.message),
+            ("node-a", vec![3, 4], Some(9))
+        );
         assert_eq!(t.as_str(), text);
         assert!(decode(b"no header line").is_none());
         assert!(decode(b"{not json}\n{}").is_none());

@@ -359,10 +359,7 @@ impl Registry for RedisRegistry {
         Ok(conns.into_iter().map(|(_, c, n)| (c, n)).collect())
     }
 
-    async fn locate(
-        &self,
-        users: &[String],
-    ) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+    async fn locate(&self, users: &[String]) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
         let s = &self.shared;
         let flat: Vec<String> = s
             .locate
@@ -374,7 +371,10 @@ impl Registry for RedisRegistry {
             .map_err(unavailable)?;
         let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for pair in flat.chunks_exact(2) {
-            nodes.entry(pair[0].clone()).or_default().push(pair[1].clone());
+            nodes
+                .entry(pair[0].clone())
+                .or_default()
+                .push(pair[1].clone());
         }
         Ok(nodes)
     }
