@@ -8,7 +8,7 @@
 #   sio  two bench/peers/chat-sio.mjs processes with @socket.io/redis-adapter (REDIS_URL)
 #   sb   two `target/release/switchboard serve --redis-url …` nodes sharing one PostgreSQL
 #        (started here; a fresh database per run); extra flags for both in $SB_CLUSTER_ARGS.
-# Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
+# $CLUSTERS (default "sio sb") picks the clusters. Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
 # publisher's); the others use node 2. The load is `switchboard-bench chat fanout --url <node 1>
 # --sub-url <node 2> --subscribers-on-publisher-node N`: users register on their own node, the
 # room is created on node 1 and joined on each subscriber's node, the publisher sends 10 msg/s
@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${1:-3}
 SPLITS=${SPLITS:-0 250}
+CLUSTERS=${CLUSTERS:-sio sb}
+NODE_SECRET=$(openssl rand -hex 32) # the nodes of one cluster share it
 B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-cluster-bench.XXXXXX)
 PIDS=()
@@ -91,6 +93,7 @@ start_nodes() { # start_nodes sio|sb: sets P1 P2 NODE_PIDS; fails if a node does
       # shellcheck disable=SC2086
       (cd "$dir" && exec "$ROOT/target/release/switchboard" serve --port "$port" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT" --database-url "$DB_URL" \
+        --secret "$NODE_SECRET" --jwt-secret "$NODE_SECRET" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) \
         >>"$OUT/sb-$port.log" 2>&1 &
     fi
@@ -120,7 +123,7 @@ PY
 start_postgres
 declare -A MISSING
 for split in $SPLITS; do
-  for cluster in sio sb; do
+  for cluster in $CLUSTERS; do
     key="$cluster-$split"
     for i in $(seq "$RUNS"); do
       if [ "$cluster" = sb ]; then fresh_database; fi

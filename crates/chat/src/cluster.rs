@@ -13,7 +13,10 @@
 //! Batching is per node, not per socket: the [`Registry`] says in one call which nodes hold
 //! connections of which recipients ([`Registry::locate`]), and each remote node gets one
 //! publish carrying the frame once and its recipients' ids; the publishes go out
-//! concurrently, pipelined on the broker's one command connection. With the embedded
+//! concurrently, pipelined on the broker's one command connection. The answer is cached
+//! per recipient set (a room's members) until a connection anywhere in the cluster comes
+//! or goes: every node announces each connect and disconnect on `chat:presence`, so a
+//! busy room costs one lookup, not one per message. With the embedded
 //! engine every connection is on this node, so nothing is ever published to a node
 //! channel and chat behaves exactly as on one node.
 //!
@@ -24,7 +27,9 @@
 //! store tells which node was first) and the sender hears `message_delivered` wherever
 //! they are connected.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -32,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_engine::broker::Recv;
 use switchboard_engine::registry::EXPIRED_CHANNEL;
-use switchboard_engine::{Broker, Registry};
+use switchboard_engine::{Broker, EngineError, Registry};
 use switchboard_store::{MessageStore, Timestamp};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -67,7 +72,29 @@ struct Header {
     /// Mark this direct message delivered if the node hands it to a connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     receipt: Option<Delivered>,
+    /// (Presence channel) a connection came or went: where users are may have changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    moved: bool,
 }
+
+impl Header {
+    fn from(node: &str) -> Self {
+        Header {
+            from: node.to_owned(),
+            users: Vec::new(),
+            message: None,
+            close: None,
+            receipt: None,
+            moved: false,
+        }
+    }
+}
+
+/// Remote nodes holding connections of some recipients, with those recipients.
+type Located = Arc<BTreeMap<String, Vec<i64>>>;
+
+/// Most recipient sets whose location is remembered (then all are forgotten).
+const LOCATED_CAPACITY: usize = 4096;
 
 fn encode(header: &Header, text: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(text.len() + 128);
@@ -91,6 +118,10 @@ pub(crate) struct Cluster {
     broker: Arc<dyn Broker>,
     receipts: Receipts,
     node: String,
+    located: Mutex<HashMap<Vec<i64>, Located>>,
+    /// Bumped whenever a connection comes or goes anywhere: a lookup that started before
+    /// must not be cached.
+    moves: AtomicU64,
 }
 
 impl Cluster {
@@ -107,7 +138,76 @@ impl Cluster {
             broker,
             receipts,
             node,
+            located: Mutex::new(HashMap::new()),
+            moves: AtomicU64::new(0),
         }
+    }
+
+    /// Record a connection of `user` in the registry (`true`: the user just came online)
+    /// and tell every node that where users are has changed.
+    pub(crate) async fn connect(&self, user: i64, conn: &str) -> Result<bool, EngineError> {
+        let first = self
+            .registry
+            .connect(&user.to_string(), conn, &self.node)
+            .await;
+        self.moved().await;
+        first
+    }
+
+    /// Forget a connection (`true`: it was the user's last), and tell every node.
+    pub(crate) async fn disconnect(&self, user: i64, conn: &str) -> Result<bool, EngineError> {
+        let last = self.registry.disconnect(&user.to_string(), conn).await;
+        self.moved().await;
+        last
+    }
+
+    async fn moved(&self) {
+        self.forget_locations();
+        let header = Header {
+            moved: true,
+            ..Header::from(&self.node)
+        };
+        if let Err(e) = self.broker.publish(PRESENCE, encode(&header, "")).await {
+            tracing::error!(error = %e, "cannot tell the other nodes a connection moved");
+        }
+    }
+
+    fn forget_locations(&self) {
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        self.located
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The remote nodes holding connections of `users`, from the cache or the registry.
+    async fn locate(&self, users: &[i64]) -> Result<Located, EngineError> {
+        if let Some(hit) = self
+            .located
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(users)
+        {
+            return Ok(hit.clone());
+        }
+        let moves = self.moves.load(Ordering::SeqCst);
+        let ids: Vec<String> = users.iter().map(i64::to_string).collect();
+        let mut nodes = self.registry.locate(&ids).await?;
+        nodes.remove(&self.node);
+        let located: Located = Arc::new(
+            nodes
+                .into_iter()
+                .map(|(node, held)| (node, held.iter().filter_map(|u| u.parse().ok()).collect()))
+                .collect(),
+        );
+        let mut cache = self.located.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.moves.load(Ordering::SeqCst) == moves {
+            if cache.len() >= LOCATED_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(users.to_vec(), located.clone());
+        }
+        Ok(located)
     }
 
     /// Queue `out` on every connection of `users`, on every node, except this node's
@@ -127,14 +227,12 @@ impl Cluster {
             Out::Close(code, reason) => ("", None, Some((*code, (*reason).to_owned()))),
         };
         let mut header = Header {
-            from: self.node.clone(),
-            users: Vec::new(),
             message,
             close,
             receipt,
+            ..Header::from(&self.node)
         };
-        let ids: Vec<String> = users.iter().map(i64::to_string).collect();
-        let nodes = match self.registry.locate(&ids).await {
+        let nodes = match self.locate(users).await {
             Ok(nodes) => nodes,
             Err(e) => {
                 tracing::error!(error = %e, users = users.len(), "registry unavailable: frame reaches this node only");
@@ -142,14 +240,11 @@ impl Cluster {
             }
         };
         let mut publishes = Vec::new();
-        for (node, held) in nodes {
-            if node == self.node {
-                continue;
-            }
-            header.users = held.iter().filter_map(|u| u.parse().ok()).collect();
+        for (node, held) in nodes.iter() {
+            header.users.clone_from(held);
             let payload = encode(&header, text);
             publishes.push(async move {
-                let channel = node_channel(&node);
+                let channel = node_channel(node);
                 if let Err(e) = self.broker.publish(&channel, payload).await {
                     tracing::error!(error = %e, node = %node, "cannot route a frame to a node");
                 }
@@ -167,13 +262,7 @@ impl Cluster {
     /// Tell every presence watcher, on every node.
     pub(crate) async fn presence_event(&self, text: Utf8Bytes) {
         self.hub.presence_event(text.clone());
-        let header = Header {
-            from: self.node.clone(),
-            users: Vec::new(),
-            message: None,
-            close: None,
-            receipt: None,
-        };
+        let header = Header::from(&self.node);
         if let Err(e) = self.broker.publish(PRESENCE, encode(&header, &text)).await {
             tracing::error!(error = %e, "cannot announce presence to the other nodes");
         }
@@ -282,10 +371,11 @@ async fn listen(
                 r = node.recv() => r,
                 r = presence.recv() => match r {
                     Recv::Message(payload) => {
-                        if let Some((h, text)) = decode(&payload)
-                            && h.from != cluster.node
-                        {
-                            cluster.hub.presence_event(text);
+                        match decode(&payload) {
+                            Some((h, _)) if h.from == cluster.node => {}
+                            Some((h, _)) if h.moved => cluster.forget_locations(),
+                            Some((_, text)) => cluster.hub.presence_event(text),
+                            None => tracing::warn!("unreadable presence event from another node"),
                         }
                         continue;
                     }
@@ -293,6 +383,7 @@ async fn listen(
                 },
                 r = expired.recv() => match r {
                     Recv::Message(user) => {
+                        cluster.forget_locations();
                         cluster.expired(store.as_ref(), &String::from_utf8_lossy(&user)).await;
                         continue;
                     }
@@ -323,11 +414,9 @@ mod tests {
     fn a_frame_crosses_unchanged_with_its_header() {
         let text = r#"{"type":"new_message","data":{"content":"line\nbreak ü"}}"#;
         let header = Header {
-            from: "node-a".into(),
             users: vec![3, 4],
             message: Some(9),
-            close: None,
-            receipt: None,
+            ..Header::from("node-a")
         };
         let (h, t) = decode(&encode(&header, text)).expect("decodes");
         assert_eq!(

@@ -197,18 +197,13 @@ impl Session {
         let outbox = Arc::new(Outbox::new(inner.config.max_queued_frames));
         let conn = inner.hub.register(me.id, &me.username, outbox.clone());
         let conn_name = format!("{}/{conn}", inner.config.node);
-        let user_key = me.id.to_string();
         if inner.config.single_session {
             inner
                 .cluster
                 .close_others(me.id, conn, 4005, "Replaced by a newer connection")
                 .await;
         }
-        match inner
-            .registry
-            .connect(&user_key, &conn_name, &inner.config.node)
-            .await
-        {
+        match inner.cluster.connect(me.id, &conn_name).await {
             Ok(true) => {
                 let online = json!({ "userId": me.id, "username": me.username });
                 inner
@@ -255,7 +250,7 @@ impl Session {
 
         let inner = &chat.inner;
         inner.hub.unregister(session.me.id, conn);
-        match inner.registry.disconnect(&user_key, &conn_name).await {
+        match inner.cluster.disconnect(session.me.id, &conn_name).await {
             Ok(true) => {
                 let at = Timestamp::now();
                 if let Err(e) = inner.store.set_last_seen(session.me.id, at).await {

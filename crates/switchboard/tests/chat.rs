@@ -1303,6 +1303,26 @@ async fn three_nodes_route_messages_receipts_typing_and_presence_between_them() 
         );
     }
     alice_a.expect_silence(300).await;
+    // Where the members are was looked up for that message; a device that comes since, on
+    // a node that held no connection of its user, gets the next one.
+    let mut carol_b = nodes[1].connect(&carol_token).await;
+    alice_a
+        .send(
+            "chat_message",
+            json!({"roomId": room, "content": "and you"}),
+        )
+        .await;
+    alice_a.expect("message_sent").await;
+    for member in [
+        &mut carol_b,
+        &mut carol_c,
+        &mut bob_b,
+        &mut bob_c,
+        &mut alice_b,
+    ] {
+        assert_eq!(member.expect("new_message").await["content"], "and you");
+    }
+    drop(carol_b);
     carol_c.send("typing_start", json!({"roomId": room})).await;
     for member in [&mut alice_a, &mut alice_b, &mut bob_b, &mut bob_c] {
         assert_eq!(member.expect("typing_indicator").await["userId"], carol);
