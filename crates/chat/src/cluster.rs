@@ -16,9 +16,9 @@
 //! concurrently, pipelined on the broker's one command connection. The answer is cached
 //! per recipient set (a room's members) until a connection anywhere in the cluster comes
 //! or goes: every node announces each connect and disconnect on `chat:presence`, so a
-//! busy room costs one lookup, not one per message. With the embedded
-//! engine every connection is on this node, so nothing is ever published to a node
-//! channel and chat behaves exactly as on one node.
+//! busy room costs one lookup, not one per message. With the embedded engine every
+//! connection is on this node, so nothing is looked up or published: chat runs exactly
+//! as on one node.
 //!
 //! Delivery between nodes is at most once, like pub/sub. A direct message is already
 //! stored before it is routed, so one that a node misses (its subscriber connection was
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_engine::broker::Recv;
 use switchboard_engine::registry::EXPIRED_CHANNEL;
-use switchboard_engine::{Broker, EngineError, Registry};
+use switchboard_engine::{Broker, Engine, EngineError, Registry};
 use switchboard_store::{MessageStore, Timestamp};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -118,6 +118,9 @@ pub(crate) struct Cluster {
     broker: Arc<dyn Broker>,
     receipts: Receipts,
     node: String,
+    /// The engine is this process's own (embedded): no other node can hold a connection,
+    /// so nothing is looked up or published.
+    alone: bool,
     located: Mutex<HashMap<Vec<i64>, Located>>,
     /// Bumped whenever a connection comes or goes anywhere: a lookup that started before
     /// must not be cached.
@@ -125,17 +128,12 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(
-        hub: Arc<Hub>,
-        registry: Arc<dyn Registry>,
-        broker: Arc<dyn Broker>,
-        receipts: Receipts,
-        node: String,
-    ) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, engine: &Engine, receipts: Receipts, node: String) -> Self {
         Cluster {
             hub,
-            registry,
-            broker,
+            registry: engine.registry.clone(),
+            broker: engine.broker.clone(),
+            alone: !engine.distributed,
             receipts,
             node,
             located: Mutex::new(HashMap::new()),
@@ -162,6 +160,9 @@ impl Cluster {
     }
 
     async fn moved(&self) {
+        if self.alone {
+            return;
+        }
         self.forget_locations();
         let header = Header {
             moved: true,
@@ -221,6 +222,14 @@ impl Cluster {
         receipt: Option<Delivered>,
     ) -> usize {
         let local = self.hub.send_to_users(users, out, except);
+        if local > 0
+            && let Some(d) = &receipt
+        {
+            self.receipts.delivered(d.clone());
+        }
+        if self.alone {
+            return local;
+        }
         let (text, message, close) = match out {
             Out::Frame(t) => (t.as_str(), None, None),
             Out::Message(id, t) => (t.as_str(), Some(*id), None),
@@ -251,17 +260,15 @@ impl Cluster {
             });
         }
         futures_util::future::join_all(publishes).await;
-        if local > 0
-            && let Some(d) = header.receipt
-        {
-            self.receipts.delivered(d);
-        }
         local
     }
 
     /// Tell every presence watcher, on every node.
     pub(crate) async fn presence_event(&self, text: Utf8Bytes) {
         self.hub.presence_event(text.clone());
+        if self.alone {
+            return;
+        }
         let header = Header::from(&self.node);
         if let Err(e) = self.broker.publish(PRESENCE, encode(&header, &text)).await {
             tracing::error!(error = %e, "cannot announce presence to the other nodes");

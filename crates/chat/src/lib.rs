@@ -103,8 +103,7 @@ impl Chat {
         let (receipts, pending) = receipts::Receipts::new();
         let cluster = Arc::new(Cluster::new(
             hub.clone(),
-            engine.registry.clone(),
-            engine.broker.clone(),
+            engine,
             receipts,
             config.node.clone(),
         ));
