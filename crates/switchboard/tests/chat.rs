@@ -1171,8 +1171,12 @@ async fn two_nodes_on_redis_share_presence_and_a_killed_nodes_users_go_offline()
 
 /// `count` nodes on one Redis and one PostgreSQL, presence TTL 1 s.
 fn cluster(pg: &str, redis_url: &str, count: usize) -> Vec<Server> {
+    cluster_with(pg, redis_url, count, &[])
+}
+
+fn cluster_with(pg: &str, redis_url: &str, count: usize, extra: &[&str]) -> Vec<Server> {
     let secret = "ab".repeat(32);
-    let args = [
+    let mut args = vec![
         "--redis-url",
         redis_url,
         "--secret",
@@ -1180,6 +1184,7 @@ fn cluster(pg: &str, redis_url: &str, count: usize) -> Vec<Server> {
         "--redis-presence-ttl-ms",
         "1000",
     ];
+    args.extend_from_slice(extra);
     (0..count).map(|_| Server::start_on(pg, &args)).collect()
 }
 
@@ -1435,4 +1440,20 @@ async fn chat_across_nodes_survives_a_redis_restart_with_aof() {
         .await;
     bob_b.expect_past("message_sent", &[]).await;
     assert_eq!(alice_a.expect("new_message").await["content"], "and back");
+}
+
+#[tokio::test]
+async fn single_session_replaces_a_connection_on_another_node() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let redis = redis_server::RedisServer::start();
+    let nodes = cluster_with(&pg.url(), &redis.url(), 2, &["--single-session"]);
+    let (_, token) = nodes[0].user("alice").await;
+    let mut old = nodes[0].connect(&token).await;
+    let mut new = nodes[1].connect(&token).await;
+    assert_eq!(
+        old.expect_close().await,
+        4005,
+        "replaced from the other node"
+    );
+    new.expect_silence(300).await;
 }
