@@ -20,10 +20,11 @@
 //! connection is on this node, so nothing is looked up or published: chat runs exactly
 //! as on one node.
 //!
-//! Delivery between nodes is at most once, like pub/sub. A direct message is already
-//! stored before it is routed, so one that a node misses (its subscriber connection was
-//! down) stays `sent` and reaches the recipient from the offline backlog at their next
-//! connect; the remote node that hands it to a connection marks it delivered (the shared
+//! Delivery between nodes is at most once, like pub/sub. When a node's subscription is
+//! cut off (its Redis connection dropped, or it fell too far behind) it may have missed
+//! frames, so it closes its connections (1012) rather than leave a silent gap; a direct
+//! message is stored before it is routed, so one missed that way is still `sent` and
+//! arrives as offline backlog when the client reconnects. The remote node that hands it to a connection marks it delivered (the shared
 //! store tells which node was first) and the sender hears `message_delivered` wherever
 //! they are connected.
 
@@ -47,6 +48,9 @@ use crate::protocol::frame;
 use crate::receipts::{Delivered, Receipts};
 
 const PRESENCE: &str = "chat:presence";
+
+/// Why a node closes its connections after its subscription was cut off.
+const MISSED: &str = "Missed messages from other nodes; reconnect";
 
 /// Close reasons a node can be asked to use (a close frame's reason is static text).
 const CLOSE_REASONS: &[&str] = &["Replaced by a newer connection"];
@@ -407,9 +411,11 @@ async fn listen(
                 other => break other,
             }
         };
-        // Frames published meanwhile are gone: stored direct messages still arrive from the
-        // backlog at the recipients' next connect.
-        tracing::warn!(reason = ?ended, "chat channels cut off; subscribing again");
+        // Frames published meanwhile are gone. Never a silent gap: every connection here is
+        // closed, and reconnecting brings the direct messages it missed (stored, still
+        // `sent`) as offline backlog.
+        tracing::warn!(reason = ?ended, "chat channels cut off; closing this node's connections and subscribing again");
+        cluster.hub.close_all(1012, MISSED);
     }
 }
 

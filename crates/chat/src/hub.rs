@@ -135,6 +135,16 @@ impl Hub {
             .sum()
     }
 
+    /// Close every connection of this node (they missed frames; see `cluster`).
+    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
+        let out = Out::Close(code, reason);
+        for user in lock(&self.users).values() {
+            for (_, outbox) in &user.conns {
+                outbox.push(out.clone());
+            }
+        }
+    }
+
     pub(crate) fn watch_presence(&self, conn: u64, outbox: Arc<Outbox>) {
         lock(&self.watchers).insert(conn, outbox);
     }

@@ -4,7 +4,8 @@
 //!
 //! Close codes: 4001 no token, 4002 invalid or expired token, 4003 user not found, 4004
 //! server error, 4005 replaced by a newer connection (`single_session`), 1001 server
-//! shutting down or ping timeout, 1008 too slow to read its messages, 1009 frame too big.
+//! shutting down or ping timeout, 1008 too slow to read its messages, 1009 frame too big,
+//! 1012 this node lost its link to the other nodes and may have missed messages (reconnect).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

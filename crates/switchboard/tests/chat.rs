@@ -1411,8 +1411,13 @@ async fn chat_across_nodes_survives_a_redis_restart_with_aof() {
     alice_a.expect("message_delivered").await;
 
     redis.restart(); // SIGKILL, then the same port and append-only file
-    // The nodes reconnect with backoff (at most a few hundred ms here).
+    // Both nodes may have missed frames meanwhile: they say so by closing their
+    // connections, and the clients reconnect once the nodes are back on Redis.
+    assert_eq!(alice_a.expect_close().await, 1012);
+    assert_eq!(bob_b.expect_close().await, 1012);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut alice_a = nodes[0].connect(&alice_token).await;
+    let mut bob_b = nodes[1].connect(&bob_token).await;
     let mut both = vec![alice, bob];
     both.sort_unstable();
     assert_eq!(
