@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# Cross-node room fan-out (issue 6): publisher on node 1, 500 subscribers on node 2, Redis between.
+# Cross-node room fan-out (issue 6): one publisher on node 1, a room of 500 subscribers,
+# Redis between the two nodes.
 #
 #   bench/chat-cluster.sh [runs]     (default 3 runs; medians reported)
 #
 # Clusters (each started fresh for every run, everything on 127.0.0.1, free ports):
 #   sio  two bench/peers/chat-sio.mjs processes with @socket.io/redis-adapter (REDIS_URL)
-#   sb   two `target/release/switchboard serve --redis-url …` nodes; extra flags for both in
-#        $SB_CLUSTER_ARGS (e.g. a shared --database-url). Reported as n/a, with the reason, while
-#        Switchboard has no --redis-url or no chat endpoint.
-# The load is `switchboard-bench chat fanout --url <node 1> --sub-url <node 2>`: users register on
-# their own node, the room is created on node 1 and joined on node 2, the publisher sends 10 msg/s
-# open loop (5k deliveries/s). Reported: p50/p99 delivery latency, delivered %, and the CPU time
-# redis-server spent per delivered message (from /proc/<pid>/stat over the whole run).
+#   sb   two `target/release/switchboard serve --redis-url …` nodes sharing one PostgreSQL
+#        (started here; a fresh database per run); extra flags for both in $SB_CLUSTER_ARGS.
+# $CLUSTERS (default "sio sb") picks the clusters. Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
+# publisher's); the others use node 2. The load is `switchboard-bench chat fanout --url <node 1>
+# --sub-url <node 2> --subscribers-on-publisher-node N`: users register on their own node, the
+# room is created on node 1 and joined on each subscriber's node, the publisher sends 10 msg/s
+# open loop (5k deliveries/s). Reported: p50/p99 delivery latency, delivered %, and the CPU
+# time redis-server spent per delivered message (/proc/<pid>/stat over the whole run).
 # Only PIDs started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${1:-3}
+SPLITS=${SPLITS:-0 250}
+CLUSTERS=${CLUSTERS:-sio sb}
+NODE_SECRET=$(openssl rand -hex 32) # the nodes of one cluster share it
 B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-cluster-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+PG_BIN=""
+PG_DATA=""
+
+# PostgreSQL refuses to run as root: it runs as the package's service user then.
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then
+    setpriv --reuid=postgres --regid="$(id -g postgres)" --clear-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$PG_DATA" ]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$(dirname "$PG_DATA")"
+  fi
+}
 trap cleanup EXIT
 
 command -v redis-server >/dev/null || { echo "redis-server is missing (apt-get install redis-server)" >&2; exit 1; }
@@ -31,6 +53,27 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
+
+start_postgres() { # one server for every sb run (throwaway: no fsync); sets PG_PORT
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries missing (apt-get install postgresql)" >&2; exit 1; }
+  local d; d=$(mktemp -d "$OUT/pg.XXXXXX")
+  chmod 755 "$OUT"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$d"; fi
+  PG_PORT=$(free_port)
+  as_postgres "$PG_BIN/initdb" -D "$d/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync \
+    >"$d/initdb.log" 2>&1 || { echo "initdb failed: $(tail -3 "$d/initdb.log")" >&2; exit 1; }
+  PG_DATA="$d/data"
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$d/postgres.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $d -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null
+}
+PG_RUN=0
+fresh_database() { # a new database per run, so no run sees another's users; sets DB_URL
+  PG_RUN=$((PG_RUN + 1))
+  "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "bench$PG_RUN"
+  DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench$PG_RUN"
+}
 
 start_redis() {
   REDIS_PORT=$(free_port)
@@ -49,8 +92,10 @@ start_nodes() { # start_nodes sio|sb: sets P1 P2 NODE_PIDS; fails if a node does
       local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
       # shellcheck disable=SC2086
       (cd "$dir" && exec "$ROOT/target/release/switchboard" serve --port "$port" \
-        --redis-url "redis://127.0.0.1:$REDIS_PORT" --rate-limit-max 100000000 \
-        --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) >>"$OUT/sb-$port.log" 2>&1 &
+        --redis-url "redis://127.0.0.1:$REDIS_PORT" --database-url "$DB_URL" \
+        --secret "$NODE_SECRET" --jwt-secret "$NODE_SECRET" \
+        --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) \
+        >>"$OUT/sb-$port.log" 2>&1 &
     fi
     NODE_PIDS+=($!); PIDS+=($!)
   done
@@ -62,49 +107,63 @@ stop_all() {
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v, 2) if isinstance(v,float) else v)"; }
-
-declare -A MISSING
-for cluster in sio sb; do
-  for i in $(seq "$RUNS"); do
-    start_redis
-    if ! start_nodes "$cluster"; then
-      MISSING[$cluster]="a node did not start: $(cat "$OUT/$cluster"-*.log 2>/dev/null | grep -i -m1 error || echo "see $OUT")"
-      stop_all; break
-    fi
-    echo "== $cluster cluster run $i (redis :$REDIS_PORT, nodes :$P1 :$P2)" >&2
-    before=$(cpu_ticks "$REDIS_PID")
-    out="$OUT/$cluster-$i.json"
-    if "$B" --json chat fanout --proto "$([ "$cluster" = sio ] && echo sio || echo ws)" \
-        --url "http://127.0.0.1:$P1" --sub-url "http://127.0.0.1:$P2" \
-        --subscribers 500 --rate 10 --duration-secs 10 --warmup-secs 2 >"$out" 2>"$out.err"; then
-      after=$(cpu_ticks "$REDIS_PID")
-      python3 - "$out" "$before" "$after" "$TICK" <<'EOF'
+add_redis_cpu() { # add_redis_cpu report.json ticks_before ticks_after
+  python3 - "$@" "$TICK" <<'PY'
 import json, sys
 path, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 report = json.load(open(path))
 cpu_us = (after - before) * 1e6 / tick
 report["redis_cpu_us_per_delivery"] = cpu_us / report["delivered"] if report["delivered"] else None
 json.dump(report, open(path, "w"))
-EOF
-    else
-      MISSING[$cluster]=$(grep -m1 -E 'Error|error' "$out.err" || tail -n 1 "$out.err")
-      rm -f "$out"
-      stop_all; break
-    fi
-    stop_all
+print(f"   p50 {report['p50_us']} p99 {report['p99_us']} delivered {report['delivered_pct']} %"
+      f" redis {report['redis_cpu_us_per_delivery'] or 0:.2f} us/msg", file=sys.stderr)
+PY
+}
+
+start_postgres
+declare -A MISSING
+for split in $SPLITS; do
+  for cluster in $CLUSTERS; do
+    key="$cluster-$split"
+    for i in $(seq "$RUNS"); do
+      if [ "$cluster" = sb ]; then fresh_database; fi
+      start_redis
+      if ! start_nodes "$cluster"; then
+        MISSING[$key]="a node did not start: $(cat "$OUT/$cluster"-*.log 2>/dev/null | grep -i -m1 error || echo "see $OUT")"
+        stop_all; break
+      fi
+      echo "== $cluster, $split subscribers on node 1, run $i (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+      before=$(cpu_ticks "$REDIS_PID")
+      out="$OUT/$key-$i.json"
+      if "$B" --json chat fanout --proto "$([ "$cluster" = sio ] && echo sio || echo ws)" \
+          --url "http://127.0.0.1:$P1" --sub-url "http://127.0.0.1:$P2" \
+          --subscribers 500 --subscribers-on-publisher-node "$split" \
+          --rate 10 --duration-secs 10 --warmup-secs 2 >"$out" 2>"$out.err"; then
+        add_redis_cpu "$out" "$before" "$(cpu_ticks "$REDIS_PID")"
+      else
+        MISSING[$key]=$(grep -m1 -E 'Error|error' "$out.err" || tail -n 1 "$out.err")
+        rm -f "$out"
+        stop_all; break
+      fi
+      stop_all
+    done
   done
 done
 
 med() { for f in "$OUT/$1-"*.json; do [ -s "$f" ] && field "$2" <"$f"; done | median; }
-cell() { if [ -n "${MISSING[$1]:-}" ]; then echo "n/a"; else echo "$(med "$1" "$2")"; fi; }
-cat <<EOF2
-| cross-node fan-out 1→500 at 10 msg/s (median of $RUNS) | Switchboard (2 nodes + Redis) | node socket.io + redis-adapter (2 nodes) |
+cell() { if [ -n "${MISSING[$1]:-}" ]; then echo "n/a"; else med "$1" "$2"; fi; }
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+for split in $SPLITS; do
+  cat <<EOF2
+
+| fan-out 1→500 at 10 msg/s, $split of 500 subscribers on the publisher's node (median of $RUNS) | Switchboard (2 nodes, Redis, PostgreSQL) | node socket.io + redis-adapter (2 nodes) |
 |---|---|---|
-| p50 µs | $(cell sb p50_us) | $(cell sio p50_us) |
-| p99 µs | $(cell sb p99_us) | $(cell sio p99_us) |
-| p99.9 µs | $(cell sb p999_us) | $(cell sio p999_us) |
-| delivered % | $(cell sb delivered_pct) | $(cell sio delivered_pct) |
-| redis-server CPU µs per delivered message | $(cell sb redis_cpu_us_per_delivery) | $(cell sio redis_cpu_us_per_delivery) |
+| p50 µs | $(cell "sb-$split" p50_us) | $(cell "sio-$split" p50_us) |
+| p99 µs | $(cell "sb-$split" p99_us) | $(cell "sio-$split" p99_us) |
+| p99.9 µs | $(cell "sb-$split" p999_us) | $(cell "sio-$split" p999_us) |
+| delivered % | $(cell "sb-$split" delivered_pct) | $(cell "sio-$split" delivered_pct) |
+| redis-server CPU µs per delivered message | $(cell "sb-$split" redis_cpu_us_per_delivery) | $(cell "sio-$split" redis_cpu_us_per_delivery) |
 EOF2
-for c in sb sio; do [ -n "${MISSING[$c]:-}" ] && echo && echo "$c: ${MISSING[$c]}"; done
+done
+for k in "${!MISSING[@]}"; do echo; echo "$k: ${MISSING[$k]}"; done
 echo "raw results: $OUT" >&2

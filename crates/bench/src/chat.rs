@@ -53,8 +53,13 @@ pub enum Scenario {
     Throughput { pairs: usize, window: u64 },
     /// `connections` users (in pairs), each sending `rate` messages/s.
     Rate { connections: usize, rate: f64 },
-    /// One publisher sending `rate` messages/s to a room of `subscribers`.
-    Fanout { subscribers: usize, rate: f64 },
+    /// One publisher sending `rate` messages/s to a room of `subscribers`, of which
+    /// `on_publisher_node` use the publisher's server and the rest the subscribers' one.
+    Fanout {
+        subscribers: usize,
+        on_publisher_node: usize,
+        rate: f64,
+    },
 }
 
 impl Scenario {
@@ -256,18 +261,30 @@ async fn plan(scenario: Scenario, params: &ChatParams, setup: &Setup) -> Result<
             let users = setup.register_users(base, "u", even(connections)).await?;
             pair_plans(&params.endpoint, &users)
         }
-        Scenario::Fanout { subscribers, .. } => {
+        Scenario::Fanout {
+            subscribers,
+            on_publisher_node,
+            ..
+        } => {
             let sub_endpoint = params.sub_endpoint.as_ref().unwrap_or(&params.endpoint);
             let publisher = setup.register_users(base, "pub", 1).await?.remove(0);
-            let subs = setup
-                .register_users(&sub_endpoint.base, "sub", subscribers)
+            let local = setup
+                .register_users(base, "lsub", on_publisher_node)
+                .await?;
+            let remote = setup
+                .register_users(&sub_endpoint.base, "sub", subscribers - on_publisher_node)
                 .await?;
             let room = setup
                 .create_room(&params.rooms, base, &publisher, "fanout")
                 .await?;
+            setup.join_room(&params.rooms, base, &room, &local).await?;
             setup
-                .join_room(&params.rooms, &sub_endpoint.base, &room, &subs)
+                .join_room(&params.rooms, &sub_endpoint.base, &room, &remote)
                 .await?;
+            let subs = local
+                .into_iter()
+                .map(|user| (params.endpoint.clone(), user))
+                .chain(remote.into_iter().map(|user| (sub_endpoint.clone(), user)));
             let mut plans = vec![Plan {
                 endpoint: params.endpoint.clone(),
                 user: publisher,
@@ -277,8 +294,8 @@ async fn plan(scenario: Scenario, params: &ChatParams, setup: &Setup) -> Result<
                     fanout: subscribers as u64,
                 }),
             }];
-            plans.extend(subs.into_iter().map(|user| Plan {
-                endpoint: sub_endpoint.clone(),
+            plans.extend(subs.map(|(endpoint, user)| Plan {
+                endpoint,
                 user,
                 to: None,
             }));
@@ -410,7 +427,9 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let offered = match scenario {
         Scenario::Throughput { .. } => None,
         Scenario::Rate { connections, rate } => Some(rate * even(connections) as f64),
-        Scenario::Fanout { subscribers, rate } => Some(rate * subscribers as f64),
+        Scenario::Fanout {
+            subscribers, rate, ..
+        } => Some(rate * subscribers as f64),
     };
     Ok(ChatReport {
         mode: "chat",

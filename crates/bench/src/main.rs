@@ -144,6 +144,10 @@ enum ChatCommand {
         load: LoadArgs,
         #[arg(long, default_value_t = 500)]
         subscribers: usize,
+        /// With `--sub-url`: how many of the subscribers use the publisher's node (the
+        /// rest use the `--sub-url` node).
+        #[arg(long, default_value_t = 0)]
+        subscribers_on_publisher_node: usize,
         /// Messages per second from the publisher.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
@@ -342,8 +346,17 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                     server,
                     load,
                     subscribers,
+                    subscribers_on_publisher_node,
                     rate,
-                } => (server, load, Scenario::Fanout { subscribers, rate }),
+                } => (
+                    server,
+                    load,
+                    Scenario::Fanout {
+                        subscribers,
+                        on_publisher_node: subscribers_on_publisher_node.min(subscribers),
+                        rate,
+                    },
+                ),
                 ChatCommand::Idle {
                     server,
                     connections,

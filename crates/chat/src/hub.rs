@@ -135,9 +135,14 @@ impl Hub {
             .sum()
     }
 
-    /// Close every connection of `user` but `keep` (single-session mode).
-    pub(crate) fn close_others(&self, user: i64, keep: u64, code: u16, reason: &'static str) {
-        self.send_to_user(user, &Out::Close(code, reason), Some(keep));
+    /// Close every connection of this node (they missed frames; see `cluster`).
+    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
+        let out = Out::Close(code, reason);
+        for user in lock(&self.users).values() {
+            for (_, outbox) in &user.conns {
+                outbox.push(out.clone());
+            }
+        }
     }
 
     pub(crate) fn watch_presence(&self, conn: u64, outbox: Arc<Outbox>) {

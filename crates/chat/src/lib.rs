@@ -6,9 +6,11 @@
 //! node's [`hub`]. Direct messages move sent → delivered → read, each step persisted and
 //! reported to the sender; a message to a user with no connection waits in the store and
 //! is delivered, in order, when they connect. Presence (which users are connected, on
-//! which node) lives in the engine's [`Registry`].
+//! which node) lives in the engine's [`Registry`]; frames for users on other nodes travel
+//! on the engine's [`Broker`](switchboard_engine::Broker) ([`cluster`]).
 
 mod auth;
+mod cluster;
 mod config;
 mod error;
 mod hub;
@@ -22,7 +24,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::Router;
-use switchboard_engine::Registry;
+use switchboard_engine::{Engine, Registry};
 use switchboard_store::MessageStore;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,7 @@ pub use config::{ChatConfig, JwtKeys};
 pub use error::ChatError;
 
 use auth::Auth;
+use cluster::Cluster;
 use hub::Hub;
 
 /// The chat service. Cheap to clone (one `Arc`).
@@ -44,7 +47,7 @@ struct Inner {
     registry: Arc<dyn Registry>,
     auth: Auth,
     hub: Arc<Hub>,
-    receipts: receipts::Receipts,
+    cluster: Arc<Cluster>,
     config: ChatConfig,
     shutdown: CancellationToken,
 }
@@ -56,34 +59,67 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("cannot open the message store: {0}")]
     Store(#[from] switchboard_store::StoreError),
+    #[error("cannot subscribe to this node's chat channels on the engine's broker")]
+    Broker,
 }
+
+/// How long [`Chat::open`] waits for the node's chat channels to be subscribed.
+const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Chat {
     /// Open the store named by `config.database_url` (PostgreSQL for `postgres://` and
     /// `postgresql://`, SQLite otherwise) and start the service.
-    pub async fn open(config: ChatConfig, registry: Arc<dyn Registry>) -> Result<Chat, StartError> {
+    /// `engine` carries presence (its registry) and the frames for other nodes (its
+    /// broker); returns once this node's chat channels are subscribed.
+    pub async fn open(config: ChatConfig, engine: &Engine) -> Result<Chat, StartError> {
         let store = switchboard_store::open(&config.database_url).await?;
-        Chat::new(config, store, registry)
+        let (chat, subscribed) = Chat::start(config, store, engine)?;
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribed).await {
+            Ok(Ok(())) => Ok(chat),
+            _ => {
+                chat.shutdown();
+                Err(StartError::Broker)
+            }
+        }
     }
 
-    /// Start the service on the given store and registry. Needs a Tokio runtime.
+    /// Start the service on the given store and engine. Needs a Tokio runtime. Frames
+    /// from other nodes arrive once the node's channels are subscribed, moments later.
     pub fn new(
         config: ChatConfig,
         store: Arc<dyn MessageStore>,
-        registry: Arc<dyn Registry>,
+        engine: &Engine,
     ) -> Result<Chat, StartError> {
+        Ok(Chat::start(config, store, engine)?.0)
+    }
+
+    fn start(
+        config: ChatConfig,
+        store: Arc<dyn MessageStore>,
+        engine: &Engine,
+    ) -> Result<(Chat, tokio::sync::oneshot::Receiver<()>), StartError> {
         let auth = Auth::new(&config.jwt, config.token_ttl)?;
         let hub = Arc::new(Hub::default());
+        let (receipts, pending) = receipts::Receipts::new();
+        let cluster = Arc::new(Cluster::new(
+            hub.clone(),
+            engine,
+            receipts,
+            config.node.clone(),
+        ));
+        pending.start(store.clone(), cluster.clone());
+        let shutdown = CancellationToken::new();
+        let subscribed = cluster.listen(store.clone(), shutdown.clone());
         let inner = Arc::new(Inner {
-            receipts: receipts::Receipts::start(store.clone(), hub.clone()),
             store,
-            registry,
+            registry: engine.registry.clone(),
             auth,
             hub,
+            cluster,
             config,
-            shutdown: CancellationToken::new(),
+            shutdown,
         });
-        Ok(Chat { inner })
+        Ok((Chat { inner }, subscribed))
     }
 
     /// `/api/…` and `/ws`, ready to merge into the server's router.

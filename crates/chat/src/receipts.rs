@@ -4,16 +4,19 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_store::{MessageStore, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::hub::{Hub, Out};
+use crate::cluster::Cluster;
+use crate::hub::Out;
 use crate::protocol::frame;
 
 /// Most messages marked in one statement.
 const BATCH: usize = 512;
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Delivered {
     pub id: i64,
     pub sender: i64,
@@ -21,15 +24,20 @@ pub(crate) struct Delivered {
     pub client_msg_id: Option<String>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Receipts {
     tx: mpsc::UnboundedSender<Delivered>,
 }
 
+/// The receiving end of [`Receipts`], until [`Pending::start`] gives it its task.
+pub(crate) struct Pending(mpsc::UnboundedReceiver<Delivered>);
+
 impl Receipts {
-    pub(crate) fn start(store: Arc<dyn MessageStore>, hub: Arc<Hub>) -> Self {
+    /// The queue, and its receiving end to start once the [`Cluster`] (which both feeds
+    /// the queue and carries the reports) exists.
+    pub(crate) fn new() -> (Self, Pending) {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, store, hub));
-        Receipts { tx }
+        (Receipts { tx }, Pending(rx))
     }
 
     pub(crate) fn delivered(&self, d: Delivered) {
@@ -38,10 +46,16 @@ impl Receipts {
     }
 }
 
+impl Pending {
+    pub(crate) fn start(self, store: Arc<dyn MessageStore>, cluster: Arc<Cluster>) {
+        tokio::spawn(run(self.0, store, cluster));
+    }
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Delivered>,
     store: Arc<dyn MessageStore>,
-    hub: Arc<Hub>,
+    cluster: Arc<Cluster>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -51,7 +65,7 @@ async fn run(
             Ok(changed) => {
                 for d in batch.drain(..) {
                     if changed.binary_search(&d.id).is_ok() {
-                        report(&hub, &d, at);
+                        report(&cluster, &d, at).await;
                     }
                 }
             }
@@ -64,8 +78,8 @@ async fn run(
     }
 }
 
-/// Tell the sender's connections that `d` reached a device of its recipient.
-pub(crate) fn report(hub: &Hub, d: &Delivered, at: Timestamp) {
+/// Tell the sender's connections, on any node, that `d` reached a device of its recipient.
+pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
     let data = json!({
         "messageId": d.id,
         "receiverId": d.receiver,
@@ -73,9 +87,12 @@ pub(crate) fn report(hub: &Hub, d: &Delivered, at: Timestamp) {
         "status": "delivered",
         "deliveredAt": at,
     });
-    hub.send_to_user(
-        d.sender,
-        &Out::Frame(frame("message_delivered", data)),
-        None,
-    );
+    cluster
+        .send(
+            &[d.sender],
+            &Out::Frame(frame("message_delivered", data)),
+            None,
+            None,
+        )
+        .await;
 }

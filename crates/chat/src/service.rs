@@ -154,7 +154,7 @@ impl Chat {
     /// devices for rooms); `origin` is the sending connection, which gets `message_sent`
     /// instead.
     pub(crate) async fn deliver(&self, me: &Me, message: &Message, origin: Option<u64>) {
-        let hub = &self.inner.hub;
+        let cluster = &self.inner.cluster;
         let out = Out::Message(
             message.id,
             frame(
@@ -167,18 +167,17 @@ impl Chat {
         );
         match message.target() {
             Target::User(to) => {
-                if hub.send_to_user(to, &out, None) > 0 {
-                    self.inner.receipts.delivered(Delivered {
-                        id: message.id,
-                        sender: me.id,
-                        receiver: to,
-                        client_msg_id: message.client_msg_id.clone(),
-                    });
-                }
+                let receipt = Delivered {
+                    id: message.id,
+                    sender: me.id,
+                    receiver: to,
+                    client_msg_id: message.client_msg_id.clone(),
+                };
+                cluster.send(&[to], &out, None, Some(receipt)).await;
             }
             Target::Room(room) => match self.inner.store.room_members(room).await {
                 Ok(members) => {
-                    hub.send_to_users(&members, &out, origin);
+                    cluster.send(&members, &out, origin, None).await;
                 }
                 Err(e) => tracing::error!(error = %e, room, "cannot list room members"),
             },
@@ -230,7 +229,7 @@ impl Chat {
             .filter(|(m, _)| changed.binary_search(&m.id).is_ok())
         {
             crate::receipts::report(
-                &self.inner.hub,
+                &self.inner.cluster,
                 &Delivered {
                     id: m.id,
                     sender: m.sender_id,
@@ -238,7 +237,8 @@ impl Chat {
                     client_msg_id: m.client_msg_id.clone(),
                 },
                 at,
-            );
+            )
+            .await;
         }
         Ok(())
     }
@@ -254,9 +254,8 @@ impl Chat {
         let ids = self.inner.store.mark_read(me.id, sender, at).await?;
         if !ids.is_empty() {
             let data = json!({ "readerId": me.id, "messageIds": ids, "readAt": at });
-            self.inner
-                .hub
-                .send_to_user(sender, &Out::Frame(frame("messages_read", data)), None);
+            let out = Out::Frame(frame("messages_read", data));
+            self.inner.cluster.send(&[sender], &out, None, None).await;
         }
         Ok(json!({ "senderId": sender, "messageIds": ids, "count": ids.len(), "readAt": at }))
     }
@@ -277,9 +276,8 @@ impl Chat {
         let data = json!({ "roomId": room, "readerId": me.id, "lastReadId": last, "readAt": at });
         let members = store.room_members(room).await?;
         let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
-        self.inner
-            .hub
-            .send_to_users(&others, &Out::Frame(frame("messages_read", data)), origin);
+        let out = Out::Frame(frame("messages_read", data));
+        self.inner.cluster.send(&others, &out, origin, None).await;
         Ok(json!({ "roomId": room, "lastReadId": last, "readAt": at }))
     }
 
@@ -290,14 +288,15 @@ impl Chat {
         target: Target,
         typing: bool,
     ) -> Result<(), ChatError> {
-        let hub = &self.inner.hub;
+        let cluster = &self.inner.cluster;
         match target {
             Target::User(to) => {
                 if to == me.id {
                     return Err(ChatError::bad_request(TO_YOURSELF));
                 }
                 let data = json!({ "userId": me.id, "username": me.username, "receiverId": to, "isTyping": typing });
-                hub.send_to_user(to, &Out::Frame(frame("typing_indicator", data)), None);
+                let out = Out::Frame(frame("typing_indicator", data));
+                cluster.send(&[to], &out, None, None).await;
             }
             Target::Room(room) => {
                 let store = &self.inner.store;
@@ -307,7 +306,8 @@ impl Chat {
                 }
                 let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
                 let data = json!({ "userId": me.id, "username": me.username, "roomId": room, "isTyping": typing });
-                hub.send_to_users(&others, &Out::Frame(frame("typing_indicator", data)), None);
+                let out = Out::Frame(frame("typing_indicator", data));
+                cluster.send(&others, &out, None, None).await;
             }
         }
         Ok(())

@@ -4,7 +4,8 @@
 //!
 //! Close codes: 4001 no token, 4002 invalid or expired token, 4003 user not found, 4004
 //! server error, 4005 replaced by a newer connection (`single_session`), 1001 server
-//! shutting down or ping timeout, 1008 too slow to read its messages, 1009 frame too big.
+//! shutting down or ping timeout, 1008 too slow to read its messages, 1009 frame too big,
+//! 1012 this node lost its link to the other nodes and may have missed messages (reconnect).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -197,21 +198,20 @@ impl Session {
         let outbox = Arc::new(Outbox::new(inner.config.max_queued_frames));
         let conn = inner.hub.register(me.id, &me.username, outbox.clone());
         let conn_name = format!("{}/{conn}", inner.config.node);
-        let user_key = me.id.to_string();
         if inner.config.single_session {
             inner
-                .hub
-                .close_others(me.id, conn, 4005, "Replaced by a newer connection");
+                .cluster
+                .close_others(me.id, conn, 4005, "Replaced by a newer connection")
+                .await;
         }
-        match inner
-            .registry
-            .connect(&user_key, &conn_name, &inner.config.node)
-            .await
-        {
-            Ok(true) => inner.hub.presence_event(frame(
-                "user_online",
-                json!({ "userId": me.id, "username": me.username }),
-            )),
+        match inner.cluster.connect(me.id, &conn_name).await {
+            Ok(true) => {
+                let online = json!({ "userId": me.id, "username": me.username });
+                inner
+                    .cluster
+                    .presence_event(frame("user_online", online))
+                    .await
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "registry unavailable"),
         }
@@ -251,16 +251,17 @@ impl Session {
 
         let inner = &chat.inner;
         inner.hub.unregister(session.me.id, conn);
-        match inner.registry.disconnect(&user_key, &conn_name).await {
+        match inner.cluster.disconnect(session.me.id, &conn_name).await {
             Ok(true) => {
                 let at = Timestamp::now();
                 if let Err(e) = inner.store.set_last_seen(session.me.id, at).await {
                     tracing::error!(error = %e, "cannot record last seen");
                 }
-                inner.hub.presence_event(frame(
-                    "user_offline",
-                    json!({ "userId": session.me.id, "username": session.me.username, "lastSeen": at }),
-                ));
+                let offline = json!({ "userId": session.me.id, "username": session.me.username, "lastSeen": at });
+                inner
+                    .cluster
+                    .presence_event(frame("user_offline", offline))
+                    .await;
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "registry unavailable"),

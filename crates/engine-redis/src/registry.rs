@@ -15,7 +15,9 @@
 //! | `{prefix}{registry}:seq` | counter | |
 //!
 //! Every script first *sweeps*: a node in `nodes` whose liveness key has expired loses its
-//! connections (and users left with none go offline). So reads are exact the moment a dead
+//! connections (and users left with none go offline, each announced on
+//! [`EXPIRED_CHANNEL`](switchboard_engine::registry::EXPIRED_CHANNEL) so every node can
+//! tell its clients). So reads are exact the moment a dead
 //! node's TTL runs out, and the cost is one `EXISTS` per known node while all are alive.
 //!
 //! Each instance remembers its own connections and refreshes its nodes' liveness every
@@ -25,7 +27,7 @@
 //! instead of losing live users or keeping departed ones. (It assumes, as chat does, that
 //! a connection is disconnected through the instance that connected it.)
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -60,6 +62,7 @@ local function sweep()
           redis.call('HDEL', ukey, conn)
           if redis.call('HLEN', ukey) == 0 then
             redis.call('SREM', base .. 'online', user)
+            redis.call('PUBLISH', base .. 'expired', user)
           end
         end
       end
@@ -108,6 +111,23 @@ const CONNECTIONS: &str = r"
 return redis.call('HGETALL', base .. 'user:' .. ARGV[2])
 ";
 
+/// ARGV: base, user… A flat node, user list: each node holding a connection of each user.
+const LOCATE: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  local seen = {}
+  for _, v in ipairs(redis.call('HVALS', base .. 'user:' .. ARGV[i])) do
+    local n = node_of(v)
+    if not seen[n] then
+      seen[n] = true
+      table.insert(out, n)
+      table.insert(out, ARGV[i])
+    end
+  end
+end
+return out
+";
+
 /// ARGV: base.
 const ONLINE: &str = r"
 return redis.call('SMEMBERS', KEYS[1])
@@ -139,6 +159,7 @@ struct Shared {
     connect: Script,
     disconnect: Script,
     connections: Script,
+    locate: Script,
     online: Script,
     heartbeat: Script,
 }
@@ -162,6 +183,7 @@ impl RedisRegistry {
             connect: script(CONNECT),
             disconnect: script(DISCONNECT),
             connections: script(CONNECTIONS),
+            locate: script(LOCATE),
             online: script(ONLINE),
             heartbeat: script(HEARTBEAT),
         });
@@ -335,6 +357,26 @@ impl Registry for RedisRegistry {
             .collect();
         conns.sort_unstable();
         Ok(conns.into_iter().map(|(_, c, n)| (c, n)).collect())
+    }
+
+    async fn locate(&self, users: &[String]) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+        let s = &self.shared;
+        let flat: Vec<String> = s
+            .locate
+            .key(s.online_key())
+            .arg(&s.base)
+            .arg(users)
+            .invoke_async(&mut s.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pair in flat.chunks_exact(2) {
+            nodes
+                .entry(pair[0].clone())
+                .or_default()
+                .push(pair[1].clone());
+        }
+        Ok(nodes)
     }
 
     async fn online_users(&self) -> Result<Vec<String>, EngineError> {

@@ -6,6 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use switchboard_engine::broker::Recv;
+use switchboard_engine::registry::EXPIRED_CHANNEL;
 use switchboard_engine::{EngineError, Registry};
 use switchboard_engine_redis::{RedisOptions, RedisRegistry};
 
@@ -118,6 +120,14 @@ async fn a_dead_nodes_connections_vanish_after_the_ttl_and_the_live_nodes_remain
     doomed.connect("alice", "d/1", "D").await.unwrap();
     doomed.connect("carol", "d/2", "D").await.unwrap();
     assert_eq!(live.online_users().await.unwrap().len(), 2);
+    let engine = switchboard_engine_redis::connect(options.clone())
+        .await
+        .expect("connect engine");
+    let mut expired = engine
+        .broker
+        .subscribe(EXPIRED_CHANNEL)
+        .await
+        .expect("subscribe");
 
     // The node dies: no disconnect, its heartbeat just stops.
     drop(doomed);
@@ -135,6 +145,11 @@ async fn a_dead_nodes_connections_vanish_after_the_ttl_and_the_live_nodes_remain
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(live.online_users().await.unwrap(), ["alice"]);
+    assert_eq!(
+        expired.recv().await,
+        Recv::Message("carol".into()),
+        "the user taken offline is announced (alice is still on L)"
+    );
     assert_eq!(
         live.connections("alice").await.unwrap(),
         conns(&[("l/1", "L")]),

@@ -5,9 +5,16 @@
 //! Users, connections and nodes are opaque strings to the registry. A distributed backend
 //! keeps this in shared storage with heartbeats so a dead node's connections expire.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use crate::EngineError;
+
+/// Broker channel on which a distributed registry publishes the id of every user it takes
+/// offline because their node stopped showing it was alive (the user's other nodes never
+/// saw them leave, so nobody else could announce it).
+pub const EXPIRED_CHANNEL: &str = "{registry}:expired";
 
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
@@ -24,6 +31,22 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Every user with at least one connection.
     async fn online_users(&self) -> Result<Vec<String>, EngineError>;
+
+    /// The nodes holding a connection of any of `users`, each with those of `users` it
+    /// holds (a room's members → where to route the room's message), in one round trip
+    /// on a networked backend.
+    async fn locate(&self, users: &[String]) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+        let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for user in users {
+            for (_, node) in self.connections(user).await? {
+                let held = nodes.entry(node).or_default();
+                if held.last() != Some(user) {
+                    held.push(user.clone());
+                }
+            }
+        }
+        Ok(nodes)
+    }
 
     /// Whether `user` has at least one connection.
     async fn is_online(&self, user: &str) -> Result<bool, EngineError> {

@@ -271,6 +271,20 @@ pub async fn registry(r: &dyn Registry) {
     );
     assert!(r.is_online(&alice).await.unwrap());
     assert!(!r.is_online(&bob).await.unwrap());
+    r.connect(&bob, "c3", "n2").await.unwrap();
+    let located = r
+        .locate(&[alice.clone(), bob.clone(), unique("nobody")])
+        .await
+        .unwrap();
+    assert_eq!(
+        located.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("n1".to_owned(), vec![alice.clone()]),
+            ("n2".to_owned(), vec![alice.clone(), bob.clone()]),
+        ],
+        "each node with the users it holds; users without connections nowhere"
+    );
+    assert!(r.disconnect(&bob, "c3").await.unwrap());
     let online = r.online_users().await.unwrap();
     assert!(online.contains(&alice) && !online.contains(&bob));
 

@@ -66,14 +66,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         // death) are told apart from the others'.
         chat_config.node = format!("node-{}", switchboard_engine::seal::random_id::<6>());
     }
-    let chat = Chat::open(chat_config, engine.registry.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start chat on {}",
-                switchboard_store::redacted_url(&settings.database_url)
-            )
-        })?;
+    let chat = Chat::open(chat_config, &engine).await.with_context(|| {
+        format!(
+            "cannot start chat on {}",
+            switchboard_store::redacted_url(&settings.database_url)
+        )
+    })?;
     let gateway = gateway(&settings, engine)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await

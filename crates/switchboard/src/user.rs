@@ -1,11 +1,10 @@
 //! `switchboard user add NAME`: create a chat account from the command line.
 
 use std::io::BufRead;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use switchboard_chat::Chat;
-use switchboard_engine::memory::MemoryRegistry;
+use switchboard_engine::Engine;
 
 use crate::config::Settings;
 
@@ -26,7 +25,7 @@ pub async fn add(settings: Settings, name: &str, email: Option<&str>) -> Result<
     if password.is_empty() {
         bail!("no password: set SWITCHBOARD_USER_PASSWORD or write it on stdin");
     }
-    let chat = Chat::open(settings.chat()?, Arc::new(MemoryRegistry::new()))
+    let chat = Chat::open(settings.chat()?, &Engine::embedded())
         .await
         .with_context(|| {
             format!(

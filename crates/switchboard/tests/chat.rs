@@ -1168,3 +1168,297 @@ async fn two_nodes_on_redis_share_presence_and_a_killed_nodes_users_go_offline()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(online_ids(&mut on_a).await, [alice]);
 }
+
+/// `count` nodes on one Redis and one PostgreSQL, presence TTL 1 s.
+fn cluster(pg: &str, redis_url: &str, count: usize) -> Vec<Server> {
+    cluster_with(pg, redis_url, count, &[])
+}
+
+fn cluster_with(pg: &str, redis_url: &str, count: usize, extra: &[&str]) -> Vec<Server> {
+    let secret = "ab".repeat(32);
+    let mut args = vec![
+        "--redis-url",
+        redis_url,
+        "--secret",
+        secret.as_str(),
+        "--redis-presence-ttl-ms",
+        "1000",
+    ];
+    args.extend_from_slice(extra);
+    (0..count).map(|_| Server::start_on(pg, &args)).collect()
+}
+
+/// The members' ids of a room created by `owner_token` on `nodes[0]` and joined by each
+/// of `joiners` (node, token) on their own node.
+async fn room_across(nodes: &[Server], owner_token: &str, joiners: &[(usize, &str)]) -> i64 {
+    let (status, room) = nodes[0]
+        .post(
+            "/api/rooms",
+            Some(owner_token),
+            json!({"name": "everywhere"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{room}");
+    let room_id = room["id"].as_i64().unwrap();
+    for (node, token) in joiners {
+        let (status, body) = nodes[*node]
+            .post(
+                &format!("/api/rooms/{room_id}/join"),
+                Some(token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    room_id
+}
+
+#[tokio::test]
+async fn three_nodes_route_messages_receipts_typing_and_presence_between_them() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let redis = redis_server::RedisServer::start();
+    let mut nodes = cluster(&pg.url(), &redis.url(), 3);
+    let (alice, alice_token) = nodes[0].user("alice").await;
+    let (bob, bob_token) = nodes[1].user("bob").await;
+    let (carol, carol_token) = nodes[2].user("carol").await;
+    let (dave, dave_token) = nodes[1].user("dave").await;
+
+    // alice on A watches presence; bob has a device on B and one on C; carol is on C.
+    let mut alice_a = nodes[0].connect(&alice_token).await;
+    assert_eq!(online_ids(&mut alice_a).await, [alice]);
+    let mut bob_b = nodes[1].connect(&bob_token).await;
+    let came = alice_a.expect("user_online").await;
+    assert_eq!(
+        (came["userId"].as_i64(), came["username"].as_str()),
+        (Some(bob), Some("bob")),
+        "a user coming online on B is announced on A"
+    );
+    let mut bob_c = nodes[2].connect(&bob_token).await;
+    let mut carol_c = nodes[2].connect(&carol_token).await;
+    assert_eq!(alice_a.expect("user_online").await["userId"], carol);
+    alice_a.expect_silence(300).await; // bob's second device is no new arrival
+
+    // A direct message from A reaches both of bob's devices, on B and C; alice hears
+    // `message_delivered` once.
+    alice_a
+        .send(
+            "chat_message",
+            json!({"receiverId": bob, "content": "hi bob", "clientMsgId": "m1"}),
+        )
+        .await;
+    let sent = alice_a.expect("message_sent").await;
+    for device in [&mut bob_b, &mut bob_c] {
+        let got = device.expect("new_message").await;
+        assert_eq!(
+            (
+                got["id"].clone(),
+                got["content"].as_str(),
+                got["senderUsername"].as_str()
+            ),
+            (sent["id"].clone(), Some("hi bob"), Some("alice"))
+        );
+    }
+    let delivered = alice_a.expect("message_delivered").await;
+    assert_eq!(
+        (
+            delivered["messageId"].clone(),
+            delivered["clientMsgId"].as_str()
+        ),
+        (sent["id"].clone(), Some("m1"))
+    );
+    alice_a.expect_silence(300).await;
+
+    // Typing and read receipts cross nodes too.
+    bob_c
+        .send("typing_start", json!({"receiverId": alice}))
+        .await;
+    let typing = alice_a.expect("typing_indicator").await;
+    assert_eq!(
+        (typing["userId"].as_i64(), typing["isTyping"].as_bool()),
+        (Some(bob), Some(true))
+    );
+    bob_b.send("mark_read", json!({"senderId": alice})).await;
+    assert_eq!(bob_b.expect("mark_read_success").await["count"], 1);
+    let read = alice_a.expect("messages_read").await;
+    assert_eq!(
+        (read["readerId"].as_i64(), read["messageIds"].clone()),
+        (Some(bob), json!([sent["id"]]))
+    );
+
+    // A room with members on every node: one message reaches every member's devices but
+    // the sending connection.
+    let room = room_across(&nodes, &alice_token, &[(1, &bob_token), (2, &carol_token)]).await;
+    let mut alice_b = nodes[1].connect(&alice_token).await;
+    alice_a
+        .send(
+            "chat_message",
+            json!({"roomId": room, "content": "hello room"}),
+        )
+        .await;
+    let sent = alice_a.expect("message_sent").await;
+    for member in [&mut bob_b, &mut bob_c, &mut carol_c, &mut alice_b] {
+        let got = member.expect("new_message").await;
+        assert_eq!(
+            (
+                got["id"].clone(),
+                got["roomId"].as_i64(),
+                got["content"].as_str()
+            ),
+            (sent["id"].clone(), Some(room), Some("hello room"))
+        );
+    }
+    alice_a.expect_silence(300).await;
+    // Where the members are was looked up for that message; a device that comes since, on
+    // a node that held no connection of its user, gets the next one.
+    let mut carol_b = nodes[1].connect(&carol_token).await;
+    alice_a
+        .send(
+            "chat_message",
+            json!({"roomId": room, "content": "and you"}),
+        )
+        .await;
+    alice_a.expect("message_sent").await;
+    for member in [
+        &mut carol_b,
+        &mut carol_c,
+        &mut bob_b,
+        &mut bob_c,
+        &mut alice_b,
+    ] {
+        assert_eq!(member.expect("new_message").await["content"], "and you");
+    }
+    drop(carol_b);
+    carol_c.send("typing_start", json!({"roomId": room})).await;
+    for member in [&mut alice_a, &mut alice_b, &mut bob_b, &mut bob_c] {
+        assert_eq!(member.expect("typing_indicator").await["userId"], carol);
+    }
+    carol_c.send("mark_read", json!({"roomId": room})).await;
+    carol_c.expect("mark_read_success").await;
+    for member in [&mut alice_a, &mut bob_c] {
+        let read = member.expect("messages_read").await;
+        assert_eq!(
+            (read["roomId"].as_i64(), read["readerId"].as_i64()),
+            (Some(room), Some(carol))
+        );
+    }
+    drop(alice_b);
+    // (bob_b also has the room read receipt queued; drain it before the next checks.)
+    assert_eq!(bob_b.expect("messages_read").await["readerId"], carol);
+
+    // A message to a user with no connection waits; when they connect on C, the sender
+    // on A hears it was delivered.
+    alice_a
+        .send(
+            "chat_message",
+            json!({"receiverId": dave, "content": "later"}),
+        )
+        .await;
+    let sent = alice_a.expect("message_sent").await;
+    alice_a.expect_silence(300).await;
+    let mut dave_c = nodes[2].connect(&dave_token).await;
+    assert_eq!(dave_c.expect("new_message").await["content"], "later");
+    let online = alice_a.expect("user_online").await;
+    assert_eq!(online["userId"], dave);
+    let delivered = alice_a.expect("message_delivered").await;
+    assert_eq!(delivered["messageId"], sent["id"]);
+    dave_c.ws.close(None).await.unwrap();
+    let gone = alice_a.expect("user_offline").await;
+    assert_eq!(gone["userId"], dave, "a user leaving C is announced on A");
+
+    // Node C dies without a goodbye: within the presence TTL, A announces carol offline
+    // (her only node was C) but not bob (still on B), and A and B keep working.
+    let mut c = nodes.pop().unwrap();
+    c.child.kill().expect("SIGKILL node C");
+    let _ = c.child.wait();
+    let gone = alice_a.expect("user_offline").await;
+    assert_eq!(
+        (gone["userId"].as_i64(), gone["username"].as_str()),
+        (Some(carol), Some("carol"))
+    );
+    alice_a.expect_silence(1500).await;
+    assert_eq!(online_ids(&mut alice_a).await, {
+        let mut v = vec![alice, bob];
+        v.sort_unstable();
+        v
+    });
+    alice_a
+        .send(
+            "chat_message",
+            json!({"roomId": room, "content": "still here"}),
+        )
+        .await;
+    alice_a.expect("message_sent").await;
+    assert_eq!(bob_b.expect("new_message").await["content"], "still here");
+}
+
+#[tokio::test]
+async fn chat_across_nodes_survives_a_redis_restart_with_aof() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let mut redis = redis_server::RedisServer::start_durable();
+    let nodes = cluster(&pg.url(), &redis.url(), 2);
+    let (alice, alice_token) = nodes[0].user("alice").await;
+    let (bob, bob_token) = nodes[1].user("bob").await;
+    let mut alice_a = nodes[0].connect(&alice_token).await;
+    let mut bob_b = nodes[1].connect(&bob_token).await;
+    alice_a
+        .send(
+            "chat_message",
+            json!({"receiverId": bob, "content": "before"}),
+        )
+        .await;
+    alice_a.expect("message_sent").await;
+    assert_eq!(bob_b.expect("new_message").await["content"], "before");
+    alice_a.expect("message_delivered").await;
+
+    redis.restart(); // SIGKILL, then the same port and append-only file
+    // Both nodes may have missed frames meanwhile: they say so by closing their
+    // connections, and the clients reconnect once the nodes are back on Redis.
+    assert_eq!(alice_a.expect_close().await, 1012);
+    assert_eq!(bob_b.expect_close().await, 1012);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut alice_a = nodes[0].connect(&alice_token).await;
+    let mut bob_b = nodes[1].connect(&bob_token).await;
+    let mut both = vec![alice, bob];
+    both.sort_unstable();
+    assert_eq!(
+        online_ids(&mut alice_a).await,
+        both,
+        "presence came back from the append-only file"
+    );
+    alice_a
+        .send(
+            "chat_message",
+            json!({"receiverId": bob, "content": "after"}),
+        )
+        .await;
+    let sent = alice_a.expect("message_sent").await;
+    assert_eq!(bob_b.expect("new_message").await["content"], "after");
+    assert_eq!(
+        alice_a.expect("message_delivered").await["messageId"],
+        sent["id"]
+    );
+    bob_b
+        .send(
+            "chat_message",
+            json!({"receiverId": alice, "content": "and back"}),
+        )
+        .await;
+    bob_b.expect_past("message_sent", &[]).await;
+    assert_eq!(alice_a.expect("new_message").await["content"], "and back");
+}
+
+#[tokio::test]
+async fn single_session_replaces_a_connection_on_another_node() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let redis = redis_server::RedisServer::start();
+    let nodes = cluster_with(&pg.url(), &redis.url(), 2, &["--single-session"]);
+    let (_, token) = nodes[0].user("alice").await;
+    let mut old = nodes[0].connect(&token).await;
+    let mut new = nodes[1].connect(&token).await;
+    assert_eq!(
+        old.expect_close().await,
+        4005,
+        "replaced from the other node"
+    );
+    new.expect_silence(300).await;
+}
