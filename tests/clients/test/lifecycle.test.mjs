@@ -2,7 +2,7 @@
 // that leaves no platform worker behind.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { linkSync, mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { copyFileSync, linkSync, mkdtempSync, readlinkSync, realpathSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as h from "../lib/server.mjs";
@@ -164,7 +164,7 @@ describe("worker binary", { timeout: 60000 }, () => {
     const server = await h.startServer();
     try {
       const exes = await echoAndWorkerExes(server);
-      const expected = path.join(path.dirname(h.binPath()), "switchboard-worker");
+      const expected = path.join(path.dirname(realpathSync(h.binPath())), "switchboard-worker");
       for (const exe of exes) assert.equal(exe, expected);
       assert.doesNotMatch(server.stderr(), /no switchboard-worker next to this binary/);
     } finally {
@@ -175,9 +175,13 @@ describe("worker binary", { timeout: 60000 }, () => {
   it("a lone copied binary runs its workers itself, with a warning", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "sb-lone-"));
     // A hard link is a copy as far as the process can tell (its own path, no sibling),
-    // without writing the whole binary again.
-    const lone = path.join(dir, "switchboard");
-    linkSync(h.binPath(), lone);
+    // without writing the whole binary again; a real copy across file systems.
+    const lone = path.join(realpathSync(dir), "switchboard");
+    try {
+      linkSync(h.binPath(), lone);
+    } catch {
+      copyFileSync(h.binPath(), lone);
+    }
     let server;
     try {
       server = await h.startServer([], { bin: lone });
