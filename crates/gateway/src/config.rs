@@ -14,10 +14,23 @@ pub struct WorkerCommand {
 }
 
 impl WorkerCommand {
-    /// This very executable (the `switchboard` binary runs both roles).
-    pub fn current_exe() -> std::io::Result<Self> {
+    /// The executable `name` next to this one (the lean binary that only runs workers), or
+    /// this very executable when there is none, so a lone copied binary still works.
+    pub fn sibling_or_current_exe(name: &str) -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let sibling = exe.with_file_name(name);
+        let program = if sibling.is_file() {
+            sibling
+        } else {
+            tracing::warn!(
+                missing = %sibling.display(),
+                "no {name} next to this binary; workers run as `{} platform <name>` instead (more memory per worker)",
+                exe.display()
+            );
+            exe
+        };
         Ok(WorkerCommand {
-            program: std::env::current_exe()?,
+            program,
             args: Vec::new(),
         })
     }

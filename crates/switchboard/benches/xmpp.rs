@@ -68,7 +68,7 @@ fn rss_kib(pid: u32) -> [u64; 3] {
     ]
 }
 
-/// PIDs of this process's `switchboard platform xmpp` children.
+/// PIDs of this process's `switchboard-worker platform xmpp` children.
 fn xmpp_workers() -> Vec<u32> {
     let me = std::process::id();
     let mut out = vec![];
@@ -185,7 +185,7 @@ async fn main() {
     let server = peer::Prosody::start(&refs);
 
     let mut config = GatewayConfig::new(WorkerCommand {
-        program: env!("CARGO_BIN_EXE_switchboard").into(),
+        program: env!("CARGO_BIN_EXE_switchboard-worker").into(),
         args: vec![],
     });
     config.worker_settings = json!({"accept_invalid_certs": true});

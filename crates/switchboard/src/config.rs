@@ -225,7 +225,8 @@ impl Settings {
     }
 
     pub fn gateway(&self) -> Result<GatewayConfig> {
-        let mut g = GatewayConfig::new(WorkerCommand::current_exe()?);
+        let mut g =
+            GatewayConfig::new(WorkerCommand::sibling_or_current_exe("switchboard-worker")?);
         g.max_payload = self.max_payload;
         g.request_timeout = Duration::from_millis(self.request_timeout_ms);
         g.rate_window = Duration::from_millis(self.rate_limit_window_ms);

@@ -1,13 +1,14 @@
 //! The `switchboard` binary: `serve` runs the server, `platform <name>` runs one platform
-//! worker (the server starts these itself), `config check` validates a configuration.
+//! worker (the server starts the leaner `switchboard-worker` for these when it is
+//! installed next to this binary), `config check` validates a configuration.
 
 mod config;
-mod platforms;
 mod serve;
 mod user;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use switchboard::init_logging;
 
 /// mimalloc instead of the system allocator: a request's many small JSON allocations cost
 /// about a third of the server's CPU under glibc malloc, and mimalloc returns memory of idle
@@ -70,16 +71,6 @@ enum ConfigCommand {
     Check(config::ServeArgs),
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Logs go to stderr: a worker's stdout is its pipe to the server.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// The server's runtime. One thread keeps every hand-off between tasks a queue push
 /// instead of a cross-thread wake-up (the dominant cost of a request on a small machine);
 /// more threads add parallelism for many busy connections.
@@ -114,14 +105,7 @@ fn main() -> Result<()> {
                 .build()?
                 .block_on(serve::run_remote_worker(settings, &name))
         }
-        Command::Platform { name, .. } => {
-            init_logging("warn");
-            // One thread is plenty for a worker and keeps its memory small.
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(platforms::run_worker(&name))
-        }
+        Command::Platform { name, .. } => switchboard::run_worker(&name),
         Command::User {
             command: UserCommand::Add { name, email, args },
         } => {

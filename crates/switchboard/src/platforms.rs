@@ -1,5 +1,6 @@
-//! The platforms compiled into this binary. Adding a platform: depend on its crate and add
-//! a line to both functions below.
+//! The platforms compiled into both binaries (the server's manifests and the worker's
+//! dispatch come from this one list). Adding a platform: depend on its crate and add a line
+//! to `manifests` and `run_worker`.
 
 use anyhow::{Result, bail};
 use switchboard_platform::{Platform, worker};
@@ -31,11 +32,12 @@ pub async fn run_worker(name: &str) -> Result<()> {
         "xmpp" => Ok(worker::run::<Xmpp>().await?),
         other => bail!(
             "unknown platform {other:?} (available: {})",
-            manifests()
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            names().join(", ")
         ),
     }
+}
+
+/// Names of every available platform, in registry order.
+pub fn names() -> Vec<&'static str> {
+    manifests().iter().map(|m| m.name).collect()
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use switchboard::platforms;
 use switchboard_chat::Chat;
 use switchboard_engine::Engine;
 use switchboard_engine_redis::RedisOptions;
@@ -12,7 +13,6 @@ use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::platforms;
 
 /// The engine the settings choose: Redis with `redis_url`, embedded otherwise.
 async fn engine(settings: &Settings) -> Result<Engine> {

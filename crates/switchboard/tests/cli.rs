@@ -87,6 +87,33 @@ fn an_unknown_platform_worker_fails_cleanly() {
 }
 
 #[test]
+fn the_worker_binary_refuses_bad_arguments_and_unknown_platforms() {
+    let worker = || Command::new(env!("CARGO_BIN_EXE_switchboard-worker"));
+    let out = worker().args(["platform", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown platform \"nope\" (available: dummy, "),
+        "{err}"
+    );
+
+    for args in [
+        &[][..],
+        &["dummy"],
+        &["serve"],
+        &["platform", "dummy", "extra"],
+    ] {
+        let out = worker().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("usage: switchboard-worker platform <name>") && err.contains("irc, xmpp"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn serve_on_an_unreachable_redis_or_without_a_secret_refuses_to_start() {
     // A loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

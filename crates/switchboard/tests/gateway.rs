@@ -1,5 +1,5 @@
 //! The gateway driven through its session API with real worker processes (this crate's
-//! `switchboard platform dummy`): credential isolation, instance sharing and scoping,
+//! `switchboard-worker platform dummy`, as the server starts them): credential isolation, instance sharing and scoping,
 //! heartbeats, reaping, caps, shutdown. The wire-level behaviour is covered by the npm
 //! client suite in `tests/clients`.
 
@@ -23,7 +23,7 @@ static CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn config() -> GatewayConfig {
     let mut c = GatewayConfig::new(WorkerCommand {
-        program: env!("CARGO_BIN_EXE_switchboard").into(),
+        program: env!("CARGO_BIN_EXE_switchboard-worker").into(),
         args: vec![],
     });
     c.request_timeout = Duration::from_secs(10);
@@ -90,7 +90,7 @@ async fn next_push(rx: &mut mpsc::UnboundedReceiver<Push>) -> Push {
         .expect("push stream open")
 }
 
-/// PIDs of `switchboard platform` processes whose parent is this test process.
+/// PIDs of worker (`… platform <name>`) processes whose parent is this test process.
 fn worker_pids() -> Vec<u32> {
     let me = std::process::id();
     let mut pids = Vec::new();

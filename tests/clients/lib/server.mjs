@@ -74,11 +74,10 @@ process.on("exit", () => {
 });
 
 /**
- * Start `switchboard serve --port 0 <args>` and wait for its banner.
+ * Start `switchboard serve --port 0 <args>` (the binary at `bin`) and wait for its banner.
  * Returns {url, port, pid, proc, banner, stderr(), stop(), exited}.
  */
-export async function startServer(args = [], { env = {}, port = 0, startTimeoutMs = 30000 } = {}) {
-  const bin = binPath();
+export async function startServer(args = [], { env = {}, port = 0, startTimeoutMs = 30000, bin = binPath() } = {}) {
   // Each server gets its own chat database (in a temp dir removed when it exits) unless the
   // test names one.
   let dataDir = null;

@@ -2,6 +2,9 @@
 // that leaves no platform worker behind.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { copyFileSync, linkSync, mkdtempSync, readlinkSync, realpathSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import * as h from "../lib/server.mjs";
 
 function platformChildren(pid) {
@@ -134,6 +137,60 @@ describe("SIGTERM shutdown", { timeout: 60000 }, () => {
       for (const w of workers) {
         if (h.isAlive(w)) try { process.kill(w, "SIGKILL"); } catch { /* gone */ }
       }
+    }
+  });
+});
+
+// The server starts workers from the lean `switchboard-worker` next to its own binary, and
+// runs them as `<itself> platform <name>` when a lone binary was copied without it.
+describe("worker binary", { timeout: 60000 }, () => {
+  /** Echo through `server`; returns its worker children's executables after the answer. */
+  async function echoAndWorkerExes(server) {
+    const sock = await h.connect(server);
+    try {
+      const res = await h.ack(sock, "message", h.echo("which binary?"));
+      assert.equal(res.error, undefined, JSON.stringify(res));
+      assert.equal(res.object.content, "which binary?");
+      const workers = platformChildren(server.pid);
+      assert.ok(workers.length >= 1, `expected a platform worker child of ${server.pid}\n${h.tail(server)}`);
+      for (const w of workers) assert.deepEqual(h.cmdline(w).slice(1), ["platform", "dummy"]);
+      return workers.map((w) => readlinkSync(`/proc/${w}/exe`));
+    } finally {
+      h.closeAll(sock);
+    }
+  }
+
+  it("workers run switchboard-worker from the server binary's directory", async () => {
+    const server = await h.startServer();
+    try {
+      const exes = await echoAndWorkerExes(server);
+      const expected = path.join(path.dirname(realpathSync(h.binPath())), "switchboard-worker");
+      for (const exe of exes) assert.equal(exe, expected);
+      assert.doesNotMatch(server.stderr(), /no switchboard-worker next to this binary/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("a lone copied binary runs its workers itself, with a warning", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "sb-lone-"));
+    // A hard link is a copy as far as the process can tell (its own path, no sibling),
+    // without writing the whole binary again; a real copy across file systems.
+    const lone = path.join(realpathSync(dir), "switchboard");
+    try {
+      linkSync(h.binPath(), lone);
+    } catch {
+      copyFileSync(h.binPath(), lone);
+    }
+    let server;
+    try {
+      server = await h.startServer([], { bin: lone });
+      const exes = await echoAndWorkerExes(server);
+      for (const exe of exes) assert.equal(exe, lone);
+      assert.match(server.stderr(), /no switchboard-worker next to this binary/);
+    } finally {
+      await server?.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -238,7 +238,7 @@ pub async fn serve() -> (SocketAddr, Arc<Hits>) {
 
 pub fn config(worker_settings: Value) -> GatewayConfig {
     let mut c = GatewayConfig::new(WorkerCommand {
-        program: env!("CARGO_BIN_EXE_switchboard").into(),
+        program: env!("CARGO_BIN_EXE_switchboard-worker").into(),
         args: vec![],
     });
     c.request_timeout = Duration::from_secs(20);
