@@ -46,7 +46,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrator(migrations::SQLITE).run(&pool).await?;
-        let writer = Writer::start(&options).await?;
+        let writer = Writer::start(options.get_filename())?;
         Ok(SqliteStore { pool, writer })
     }
 
