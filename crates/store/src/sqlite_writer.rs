@@ -18,8 +18,17 @@
 //! writer, the writer runs the whole batch on its own thread, and sends every answer back
 //! in one message to a small task on the runtime that completes the callers (waking
 //! tasks from inside the runtime is cheap; waking each from another thread is a syscall).
+//!
+//! Why checkpoints on a thread of their own: by default the connection that commits runs
+//! the WAL checkpoint once the log passes 1000 pages, copying pages into the database
+//! file and fsyncing it, which stalled the writer for milliseconds every few batches and
+//! was the largest single cost of a message. The writer turns automatic checkpoints off and
+//! nudges a checkpointer thread after each commit; it runs passive checkpoints (which never
+//! block the writer) at most every [`CHECKPOINT_EVERY`], so a page written by many batches
+//! is copied once.
 
 use std::path::Path;
+use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -30,6 +39,10 @@ use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp
 
 /// Most operations in one transaction: bounds the time a batch holds the write lock.
 const BATCH: usize = 256;
+
+/// Least time between two checkpoints: bounds their cost (and the log's growth: about
+/// this long's worth of commits).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// A message to insert, owned so it can cross to the writer thread.
 struct Pending {
@@ -64,33 +77,63 @@ fn db_error(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
+/// A connection to the database file at `path` (whose schema is already migrated), with
+/// the pool's settings (see `SqliteStore::open`; WAL is a property of the file).
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // sqlx names a `sqlite::memory:` database `file:sqlx-in-memory-<n>` and shares its
+    // cache between connections; join that same in-memory database.
+    if path.to_string_lossy().starts_with("file:sqlx-in-memory-") {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .and_then(|_| conn.pragma_update(None, "foreign_keys", true))
+        .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+        .map_err(db_error)?;
+    Ok(conn)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Database(format!("cannot start the {name} thread: {e}")))
+}
+
+/// The checkpointer thread: a passive checkpoint per nudge, at most every
+/// [`CHECKPOINT_EVERY`]; ends when the writer does.
+fn checkpoints(conn: Connection, nudged: std_mpsc::Receiver<()>) {
+    while nudged.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        thread::sleep(CHECKPOINT_EVERY);
+    }
+}
+
 impl Writer {
     /// Open the writer's own connection to the database file at `path` (whose schema is
     /// already migrated) and start its thread. Needs a Tokio runtime.
     pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        // sqlx names a `sqlite::memory:` database `file:sqlx-in-memory-<n>` and shares its
-        // cache between connections; join that same in-memory database.
-        if path.to_string_lossy().starts_with("file:sqlx-in-memory-") {
-            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
-        }
-        let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
-        // The pool's settings (see `SqliteStore::open`); WAL is a property of the file.
-        conn.busy_timeout(Duration::from_secs(5))
-            .and_then(|_| conn.pragma_update(None, "foreign_keys", true))
-            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+        let conn = open(path)?;
+        // Checkpoints are the checkpointer's (see the module doc).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(db_error)?;
+        let checkpointer = open(path)?;
+        let (nudge, nudged) = std_mpsc::sync_channel(1);
+        spawn("sqlite-checkpoint", move || {
+            checkpoints(checkpointer, nudged)
+        })?;
         // Unbounded is fine: every sender awaits its reply, so the queue holds at most one
         // job per waiting caller.
         let (jobs, rx) = mpsc::unbounded_channel();
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(answer(answers_rx));
-        thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || run(conn, rx, answers))
-            .map_err(|e| StoreError::Database(format!("cannot start the message writer: {e}")))?;
+        spawn("sqlite-writer", move || run(conn, rx, answers, nudge))?;
         Ok(Writer { jobs })
     }
 
@@ -135,6 +178,7 @@ fn run(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
     answers: mpsc::UnboundedSender<Vec<Done>>,
+    checkpoint: std_mpsc::SyncSender<()>,
 ) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut closing = None;
@@ -158,6 +202,8 @@ fn run(
         }
         if !jobs.is_empty() {
             let done = commit(&mut conn, &mut jobs);
+            // Full: a checkpoint is already due.
+            let _ = checkpoint.try_send(());
             if let Err(mpsc::error::SendError(done)) = answers.send(done) {
                 // The runtime is gone; answer from here rather than drop the callers.
                 done.into_iter().for_each(Done::send);
@@ -165,6 +211,7 @@ fn run(
         }
     }
     rx.close();
+    drop(checkpoint);
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the message writer's connection failed");
     }
