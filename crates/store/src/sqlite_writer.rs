@@ -19,13 +19,17 @@
 //! in one message to a small task on the runtime that completes the callers (waking
 //! tasks from inside the runtime is cheap; waking each from another thread is a syscall).
 //!
-//! Why checkpoints on a thread of their own: by default the connection that commits runs
-//! the WAL checkpoint once the log passes 1000 pages, copying pages into the database
-//! file and fsyncing it, which stalled the writer for milliseconds every few batches and
-//! was the largest single cost of a message. The writer turns automatic checkpoints off and
-//! nudges a checkpointer thread after each commit; it runs passive checkpoints (which never
-//! block the writer) at most every [`CHECKPOINT_EVERY`], so a page written by many batches
-//! is copied once.
+//! Why checkpoints mostly on a thread of their own: by default the connection that commits
+//! runs the WAL checkpoint once the log passes 1000 pages, copying pages into the database
+//! file and fsyncing it, which stalled the writer every few batches and was the largest
+//! single cost of a message. Here a checkpointer thread runs passive checkpoints (which
+//! never block the writer) after commits, at most every [`CHECKPOINT_EVERY`], so a hot
+//! page written by many batches is copied once. The writer still checkpoints itself when
+//! the log passes [`WRITER_CHECKPOINT_PAGES`]: SQLite only rewinds the log from its start
+//! when a write begins with every frame copied, which a checkpoint running alongside a
+//! busy writer never achieves, and a log that only grows makes every append allocate new
+//! file pages. By then the checkpointer has copied nearly everything, so the writer's own
+//! pass is short.
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
@@ -43,6 +47,9 @@ const BATCH: usize = 256;
 /// Least time between two checkpoints: bounds their cost (and the log's growth: about
 /// this long's worth of commits).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Log size (pages) at which the writer checkpoints itself, so that the log restarts.
+const WRITER_CHECKPOINT_PAGES: u32 = 8192;
 
 /// A message to insert, owned so it can cross to the writer thread.
 struct Pending {
@@ -120,8 +127,8 @@ impl Writer {
     /// already migrated) and start its thread. Needs a Tokio runtime.
     pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
         let conn = open(path)?;
-        // Checkpoints are the checkpointer's (see the module doc).
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
+        // Checkpoints are mostly the checkpointer's (see the module doc).
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
             .map_err(db_error)?;
         let checkpointer = open(path)?;
         let (nudge, nudged) = std_mpsc::sync_channel(1);
