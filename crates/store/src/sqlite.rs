@@ -39,6 +39,11 @@ impl SqliteStore {
             // WAL + NORMAL: a commit survives a process crash; only a power loss can lose
             // the last transactions, and never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
+            // For a new file only (an existing one keeps its page size). Each message
+            // dirties a page in each of three per-user indexes, and every commit appends
+            // whole dirty pages to the WAL: 1 KiB pages halve the bytes written per message
+            // against the 4 KiB default (measured with the chat throughput benchmark's mix).
+            .page_size(1024)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
