@@ -1,5 +1,5 @@
 //! "Delivered" receipts, batched: a message handed to a recipient's connection is queued
-//! here; one task marks queued messages delivered in the store in one statement per batch
+//! here; one task marks queued messages delivered in the store, one job per batch,
 //! and then tells each sender (`message_delivered`). The send path never waits for it.
 
 use std::sync::Arc;

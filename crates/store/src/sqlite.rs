@@ -24,7 +24,7 @@ use crate::{
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Message inserts and delivered-marks: group-committed by one task (see
+    /// Message inserts and delivered-marks: group-committed by one thread (see
     /// [`sqlite_writer`](crate::sqlite_writer)); everything else uses the pool.
     writer: Writer,
 }
@@ -39,6 +39,11 @@ impl SqliteStore {
             // WAL + NORMAL: a commit survives a process crash; only a power loss can lose
             // the last transactions, and never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
+            // For a new file only (an existing one keeps its page size). Each message
+            // dirties a page in each of three per-user indexes, and every commit appends
+            // whole dirty pages to the WAL: 1 KiB pages about halve the bytes written per
+            // message against the 4 KiB default (100 conversations, batches of 20 to 100).
+            .page_size(1024)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
@@ -46,7 +51,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrator(migrations::SQLITE).run(&pool).await?;
-        let writer = Writer::start(&options).await?;
+        let writer = Writer::start(options.get_filename())?;
         Ok(SqliteStore { pool, writer })
     }
 
@@ -425,5 +430,75 @@ mod tests {
             "{refused:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The writer checkpoints often enough for the WAL to rewind: it stays near the
+    /// writer's threshold (8192 pages of 1 KiB) instead of growing with every message
+    /// (20,000 messages write about 30 MB of log).
+    #[tokio::test]
+    async fn the_log_stays_bounded_under_a_stream_of_messages() {
+        let dir = std::env::temp_dir().join(format!("sb-store-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("wal.db");
+        let store = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
+            .await
+            .unwrap();
+        let now = Timestamp::now();
+        let mut users = Vec::new();
+        for i in 0..20 {
+            users.push(
+                store
+                    .create_user(&format!("wal-{i}"), None, "h", now)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let wal = dir.join("wal.db-wal");
+        let mut largest = 0;
+        for round in 0..100 {
+            let contents: Vec<String> = (0..200)
+                .map(|i| format!("round {round} message {i}"))
+                .collect();
+            let sent = futures_util::future::join_all(contents.iter().enumerate().map(|(i, c)| {
+                store.insert_message(NewMessage {
+                    sender: users[i % 20],
+                    target: Target::User(users[(i + 1) % 20]),
+                    content: c,
+                    message_type: "text",
+                    client_msg_id: Some(c),
+                    at: now,
+                })
+            }))
+            .await;
+            assert!(sent.iter().all(Result::is_ok));
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `sqlite::memory:` still works: the writer joins the pool's shared in-memory database.
+    #[tokio::test]
+    async fn an_in_memory_store_takes_messages() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let now = Timestamp::now();
+        let a = store.create_user("mem-a", None, "h", now).await.unwrap();
+        let b = store.create_user("mem-b", None, "h", now).await.unwrap();
+        let sent = store
+            .insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: "hello",
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+            .await
+            .unwrap();
+        let stored = store.message(sent.message.id).await.unwrap().unwrap();
+        assert_eq!(stored.content, "hello");
+        store.close().await;
     }
 }

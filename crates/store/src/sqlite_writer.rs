@@ -1,28 +1,57 @@
-//! The SQLite hot write path: one task owns one connection and commits every message
+//! The SQLite hot write path: one thread owns one connection and commits every message
 //! insert and delivered-mark that queued up while the previous commit ran, in one
 //! transaction (group commit).
 //!
-//! Why: SQLite has one writer at a time. Autocommit inserts from several pooled
-//! connections serialise on the write lock (the losers sleep in SQLite's busy handler,
-//! milliseconds at a time) and every commit appends the touched pages to the WAL again.
-//! One writer taking whatever is queued turns N commits into one, never waits for the lock
-//! against itself, and keeps arrival order (ids are handed out in queue order, so messages
-//! of one conversation stay in order). Each caller gets its answer only after the commit
-//! that made its row durable, so "persisted before `message_sent`" still holds.
+//! Why group commit: SQLite has one writer at a time. Autocommit inserts from several
+//! pooled connections serialise on the write lock (the losers sleep in SQLite's busy
+//! handler, milliseconds at a time) and every commit appends the touched pages to the WAL
+//! again. One writer taking whatever is queued turns N commits into one, never waits for
+//! the lock against itself, and keeps arrival order (ids are handed out in queue order, so
+//! messages of one conversation stay in order). Each caller gets its answer only after the
+//! commit that made its row durable, so "persisted before `message_sent`" still holds.
+//!
+//! Why a thread of its own (rusqlite) rather than an sqlx connection: sqlx runs each
+//! SQLite connection on a worker thread and every statement is a round trip to it (a
+//! channel send, a wake-up, a reply and a wake-up back), which profiled at about a third
+//! of the server's CPU under chat load, three times SQLite's own share. Here a batch costs
+//! one hand-off each way: the runtime queues jobs without waking anything but a sleeping
+//! writer, the writer runs the whole batch on its own thread, and sends every answer back
+//! in one message to a small task on the runtime that completes the callers (waking
+//! tasks from inside the runtime is cheap; waking each from another thread is a syscall).
+//!
+//! Why checkpoints mostly on a thread of their own: by default the connection that commits
+//! runs the WAL checkpoint once the log passes 1000 pages, copying pages into the database
+//! file and fsyncing it, which stalled the writer every few batches and was the largest
+//! single cost of a message. Here a checkpointer thread runs passive checkpoints (which
+//! never block the writer) after commits, at most every [`CHECKPOINT_EVERY`], so a hot
+//! page written by many batches is copied once. The writer still checkpoints itself when
+//! the log passes [`WRITER_CHECKPOINT_PAGES`]: SQLite only rewinds the log from its start
+//! when a write begins with every frame copied, which a checkpoint running alongside a
+//! busy writer never achieves, and a log that only grows makes every append allocate new
+//! file pages. By then the checkpointer has copied nearly everything, so the writer's own
+//! pass is short.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{Connection, QueryBuilder, Sqlite};
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{
-    is_foreign_key_violation, is_unique_violation, message_columns, message_from, sorted_ids,
-};
-use crate::{Inserted, NewMessage, StoreError, Target, Timestamp};
+use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
 /// Most operations in one transaction: bounds the time a batch holds the write lock.
 const BATCH: usize = 256;
 
-/// A message to insert, owned so it can cross to the writer task.
+/// Least time between two checkpoints: bounds their cost (and the log's growth: about
+/// this long's worth of commits).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Log size (pages) at which the writer checkpoints itself, so that the log restarts.
+const WRITER_CHECKPOINT_PAGES: u32 = 8192;
+
+/// A message to insert, owned so it can cross to the writer thread.
 struct Pending {
     sender: i64,
     target: Target,
@@ -41,7 +70,7 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// Handle to the writer task. Cheap to clone.
+/// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
@@ -51,14 +80,67 @@ fn stopped() -> StoreError {
     StoreError::Database("the message writer has stopped".into())
 }
 
+fn db_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// A connection to the database file at `path` (whose schema is already migrated), with
+/// the pool's settings (see `SqliteStore::open`; WAL is a property of the file).
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // sqlx names a `sqlite::memory:` database `file:sqlx-in-memory-<n>` and shares its
+    // cache between connections; join that same in-memory database.
+    if path.to_string_lossy().starts_with("file:sqlx-in-memory-") {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .and_then(|_| conn.pragma_update(None, "foreign_keys", true))
+        .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+        .map_err(db_error)?;
+    Ok(conn)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Database(format!("cannot start the {name} thread: {e}")))
+}
+
+/// The checkpointer thread: a passive checkpoint per nudge, at most every
+/// [`CHECKPOINT_EVERY`]; ends when the writer does.
+fn checkpoints(conn: Connection, nudged: std_mpsc::Receiver<()>) {
+    while nudged.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        thread::sleep(CHECKPOINT_EVERY);
+    }
+}
+
 impl Writer {
-    /// Open the writer's own connection and start its task.
-    pub(crate) async fn start(options: &SqliteConnectOptions) -> Result<Self, StoreError> {
-        let conn = SqliteConnection::connect_with(options).await?;
+    /// Open the writer's own connection to the database file at `path` (whose schema is
+    /// already migrated) and start its thread. Needs a Tokio runtime.
+    pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = open(path)?;
+        // Checkpoints are mostly the checkpointer's (see the module doc).
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(db_error)?;
+        let checkpointer = open(path)?;
+        let (nudge, nudged) = std_mpsc::sync_channel(1);
+        spawn("sqlite-checkpoint", move || {
+            checkpoints(checkpointer, nudged)
+        })?;
         // Unbounded is fine: every sender awaits its reply, so the queue holds at most one
         // job per waiting caller.
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx));
+        let (answers, answers_rx) = mpsc::unbounded_channel();
+        tokio::spawn(answer(answers_rx));
+        spawn("sqlite-writer", move || run(conn, rx, answers, nudge))?;
         Ok(Writer { jobs })
     }
 
@@ -97,10 +179,27 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// The writer thread: take whatever is queued (up to [`BATCH`]), commit it, hand the
+/// answers back in one message; until closed or every handle is gone.
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    answers: mpsc::UnboundedSender<Vec<Done>>,
+    checkpoint: std_mpsc::SyncSender<()>,
+) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut closing = None;
-    while closing.is_none() && rx.recv_many(&mut jobs, BATCH).await > 0 {
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        jobs.push(first);
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
         if let Some(at) = jobs.iter().position(|j| matches!(j, Job::Close(_))) {
             // Jobs queued after the close are dropped: their callers see `stopped()`.
             if let Job::Close(done) = jobs.swap_remove(at) {
@@ -108,14 +207,30 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
             jobs.truncate(at);
         }
-        commit(&mut conn, &mut jobs).await;
+        if !jobs.is_empty() {
+            let done = commit(&mut conn, &mut jobs);
+            // Full: a checkpoint is already due.
+            let _ = checkpoint.try_send(());
+            if let Err(mpsc::error::SendError(done)) = answers.send(done) {
+                // The runtime is gone; answer from here rather than drop the callers.
+                done.into_iter().for_each(Done::send);
+            }
+        }
     }
     rx.close();
-    if let Err(e) = conn.close().await {
+    drop(checkpoint);
+    if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the message writer's connection failed");
     }
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+/// Runs on the runtime: completes the callers of each committed batch.
+async fn answer(mut batches: mpsc::UnboundedReceiver<Vec<Done>>) {
+    while let Some(batch) = batches.recv().await {
+        batch.into_iter().for_each(Done::send);
     }
 }
 
@@ -126,62 +241,63 @@ enum Done {
 }
 
 impl Done {
-    fn send(self, failed: Option<&str>) {
-        let fail = |e: &str| StoreError::Database(e.to_owned());
+    fn send(self) {
         match self {
             Done::Insert(r, reply) => {
-                let _ = reply.send(match (r, failed) {
-                    (Ok(_), Some(e)) => Err(fail(e)),
-                    (r, _) => r,
-                });
+                let _ = reply.send(r);
             }
             Done::MarkDelivered(r, reply) => {
-                let _ = reply.send(match (r, failed) {
-                    (Ok(_), Some(e)) => Err(fail(e)),
-                    (r, _) => r,
-                });
+                let _ = reply.send(r);
             }
+        }
+    }
+
+    /// The batch was not committed: a success becomes this error.
+    fn failed(self, e: &str) -> Done {
+        let fail = || StoreError::Database(e.to_owned());
+        match self {
+            Done::Insert(Ok(_), reply) => Done::Insert(Err(fail()), reply),
+            Done::MarkDelivered(Ok(_), reply) => Done::MarkDelivered(Err(fail()), reply),
+            other => other,
         }
     }
 }
 
-/// Run `jobs` in one transaction and answer each caller.
-async fn commit(conn: &mut SqliteConnection, jobs: &mut Vec<Job>) {
+/// Run `jobs` in one transaction; one outcome per job.
+fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
     let mut done = Vec::with_capacity(jobs.len());
-    // IMMEDIATE: take the write lock up front (other pooled connections may write rarely,
-    // e.g. new accounts), so no statement of the batch can hit a lock upgrade deadlock.
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+    // IMMEDIATE: take the write lock up front (pooled connections write rarely, e.g. new
+    // accounts, read marks), so no statement of the batch can hit a lock upgrade deadlock.
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let e = e.to_string();
             tracing::error!(error = %e, count = jobs.len(), "cannot begin a message batch");
-            for job in jobs.drain(..) {
-                fail(job, &e);
-            }
-            return;
+            done.extend(jobs.drain(..).filter_map(|job| fail(job, &e)));
+            return done;
         }
     };
     let mut fatal: Option<String> = None;
     for job in jobs.drain(..) {
         if let Some(e) = &fatal {
-            fail(job, e);
+            done.extend(fail(job, e));
             continue;
         }
         // A constraint failure only undoes its own statement in SQLite; anything else may
         // have ended the transaction, so the rest of the batch is failed, not run outside it.
         match job {
-            Job::Insert(p, reply) => match insert(&mut tx, &p).await {
+            Job::Insert(p, reply) => match insert(&tx, p) {
                 Ok(r) => done.push(Done::Insert(r, reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
-                    done.push(Done::Insert(Err(e.into()), reply));
+                    done.push(Done::Insert(Err(db_error(e)), reply));
                 }
             },
-            Job::MarkDelivered(ids, at, reply) => match mark_delivered(&mut tx, &ids, at).await {
+            Job::MarkDelivered(ids, at, reply) => match mark_delivered(&tx, &ids, at) {
                 Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
-                    done.push(Done::MarkDelivered(Err(e.into()), reply));
+                    done.push(Done::MarkDelivered(Err(db_error(e)), reply));
                 }
             },
             Job::Close(_) => unreachable!("close jobs are taken out of the batch"),
@@ -189,103 +305,130 @@ async fn commit(conn: &mut SqliteConnection, jobs: &mut Vec<Job>) {
     }
     let failed = match fatal {
         Some(e) => {
-            let _ = tx.rollback().await;
+            let _ = tx.rollback();
             Some(e)
         }
-        None => tx.commit().await.err().map(|e| e.to_string()),
+        None => tx.commit().err().map(|e| e.to_string()),
     };
-    if let Some(e) = &failed {
-        tracing::error!(error = %e, count = done.len(), "message batch not committed");
-    }
-    for d in done {
-        d.send(failed.as_deref());
+    match failed {
+        Some(e) => {
+            tracing::error!(error = %e, count = done.len(), "message batch not committed");
+            done.into_iter().map(|d| d.failed(&e)).collect()
+        }
+        None => done,
     }
 }
 
-fn fail(job: Job, e: &str) {
+fn fail(job: Job, e: &str) -> Option<Done> {
     let err = || StoreError::Database(e.to_owned());
     match job {
-        Job::Insert(_, reply) => {
-            let _ = reply.send(Err(err()));
-        }
-        Job::MarkDelivered(_, _, reply) => {
-            let _ = reply.send(Err(err()));
-        }
-        Job::Close(_) => {}
+        Job::Insert(_, reply) => Some(Done::Insert(Err(err()), reply)),
+        Job::MarkDelivered(_, _, reply) => Some(Done::MarkDelivered(Err(err()), reply)),
+        Job::Close(_) => None,
     }
+}
+
+fn constraint(e: &rusqlite::Error, extended: std::os::raw::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation && f.extended_code == extended)
 }
 
 /// Insert one message; a duplicate `client_msg_id` returns the stored one, an unknown
 /// receiver or room is `NotFound`. `Err` only for failures that end the batch.
-async fn insert(
-    conn: &mut SqliteConnection,
-    new: &Pending,
-) -> Result<Result<Inserted, StoreError>, sqlx::Error> {
+fn insert(
+    conn: &Connection,
+    new: Pending,
+) -> Result<Result<Inserted, StoreError>, rusqlite::Error> {
     let (receiver, room) = match new.target {
         Target::User(u) => (Some(u), None),
         Target::Room(r) => (None, Some(r)),
     };
-    let sql = concat!(
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO messages (sender_id, receiver_id, room_id, content, message_type, \
-         client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
-        message_columns!()
-    );
-    let inserted = sqlx::query(sql)
-        .bind(new.sender)
-        .bind(receiver)
-        .bind(room)
-        .bind(&new.content)
-        .bind(&new.message_type)
-        .bind(new.client_msg_id.as_deref())
-        .bind(new.at.0)
-        .fetch_one(&mut *conn)
-        .await;
+         client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    let inserted = stmt.execute(params![
+        new.sender,
+        receiver,
+        room,
+        new.content,
+        new.message_type,
+        new.client_msg_id,
+        new.at.0
+    ]);
     match inserted {
-        Ok(row) => Ok(Ok(Inserted {
-            message: message_from(&row)?,
+        // Every other column of a new row is known: no RETURNING row to decode.
+        Ok(_) => Ok(Ok(Inserted {
+            message: Message {
+                id: conn.last_insert_rowid(),
+                sender_id: new.sender,
+                receiver_id: receiver,
+                room_id: room,
+                content: new.content,
+                message_type: new.message_type,
+                client_msg_id: new.client_msg_id,
+                status: Status::Sent,
+                created_at: new.at,
+                delivered_at: None,
+                read_at: None,
+            },
             duplicate: false,
         })),
-        Err(e) if is_unique_violation(&e) => {
-            let sql = concat!(
+        Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+            let mut stmt = conn.prepare_cached(concat!(
                 "SELECT ",
-                message_columns!(),
+                crate::rows::message_columns!(),
                 " FROM messages WHERE sender_id = ? AND client_msg_id = ?"
-            );
-            let row = sqlx::query(sql)
-                .bind(new.sender)
-                .bind(new.client_msg_id.as_deref())
-                .fetch_one(&mut *conn)
-                .await?;
+            ))?;
+            let message = stmt.query_row(params![new.sender, new.client_msg_id], |row| {
+                Ok(Message {
+                    id: row.get(0)?,
+                    sender_id: row.get(1)?,
+                    receiver_id: row.get(2)?,
+                    room_id: row.get(3)?,
+                    content: row.get(4)?,
+                    message_type: row.get(5)?,
+                    client_msg_id: row.get(6)?,
+                    status: Status::parse(&row.get::<_, String>(7)?),
+                    created_at: Timestamp(row.get(8)?),
+                    delivered_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
+                    read_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
+                })
+            })?;
             Ok(Ok(Inserted {
-                message: message_from(&row)?,
+                message,
                 duplicate: true,
             }))
         }
-        Err(e) if is_foreign_key_violation(&e) => Ok(Err(StoreError::NotFound(match new.target {
-            Target::User(_) => "user",
-            Target::Room(_) => "room",
-        }))),
+        Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+            Ok(Err(StoreError::NotFound(match new.target {
+                Target::User(_) => "user",
+                Target::Room(_) => "room",
+            })))
+        }
         Err(e) => Err(e),
     }
 }
 
-async fn mark_delivered(
-    conn: &mut SqliteConnection,
+/// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
+/// One cached statement per id: on this thread a statement costs microseconds, not a
+/// hand-off.
+fn mark_delivered(
+    conn: &Connection,
     ids: &[i64],
     at: Timestamp,
-) -> Result<Vec<i64>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+) -> Result<Vec<i64>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE messages SET status = 'delivered', delivered_at = ? \
+         WHERE id = ? AND status = 'sent' AND receiver_id IS NOT NULL",
+    )?;
+    let mut changed = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if stmt.execute(params![at.0, id])? == 1 {
+            changed.push(id);
+        }
     }
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("UPDATE messages SET status = 'delivered', delivered_at = ");
-    q.push_bind(at.0);
-    q.push(" WHERE status = 'sent' AND receiver_id IS NOT NULL AND id IN (");
-    let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    q.push(") RETURNING id");
-    let rows = q.build().fetch_all(&mut *conn).await?;
-    sorted_ids(&rows)
+    changed.sort_unstable();
+    changed.dedup();
+    Ok(changed)
 }
