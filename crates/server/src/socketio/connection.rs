@@ -172,7 +172,9 @@ impl Connection {
                 step = Step::End;
             }
         }
-        self.finish(step).await;
+        // Boxed: closing runs once, and its state would otherwise be part of every idle
+        // connection's task.
+        Box::pin(self.finish(step)).await;
     }
 
     async fn wake(&mut self) -> Wake {

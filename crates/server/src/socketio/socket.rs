@@ -136,11 +136,10 @@ impl Socket {
             return Flow::Continue; // already connected: nothing to do
         }
         let sid = switchboard_engine::seal::random_id::<10>();
-        match self
-            .gateway
-            .open_session(self.peer, self.outbox.pusher())
-            .await
-        {
+        // Boxed: this future is large and runs once; inline it would enlarge every idle
+        // connection's task for its whole life.
+        let opening = Box::pin(self.gateway.open_session(self.peer, self.outbox.pusher()));
+        match opening.await {
             Ok(session) => {
                 tracing::debug!(session = %session.id(), "socket.io connected");
                 self.session = Some(session);
@@ -255,7 +254,7 @@ impl Socket {
         self.outbox.close();
         self.pending = None;
         if let Some(session) = self.session.take() {
-            session.close().await;
+            Box::pin(session.close()).await; // boxed for the same reason as opening
         }
     }
 }
