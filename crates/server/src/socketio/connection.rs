@@ -39,8 +39,9 @@ pub(crate) enum PollRequest {
     Get(oneshot::Sender<Result<String, PollError>>),
     /// Packets from the client (the body, already checked for size and UTF-8).
     Post(String, oneshot::Sender<Result<(), PollError>>),
-    /// A WebSocket opened with this session's sid, to be probed and upgraded to.
-    Upgrade(Ws),
+    /// A WebSocket opened with this session's sid, to be probed and upgraded to (boxed:
+    /// this enum is part of every connection task's state).
+    Upgrade(Box<Ws>),
     /// The client sent a body over the payload limit: the session ends.
     TooLarge,
 }
@@ -115,6 +116,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     fn new(hub: Arc<Hub>, sid: String, transport: Transport, socket: Socket) -> Self {
+        hub.opened();
         let first_ping = Instant::now() + hub.config.ping_interval;
         let outbox = socket.outbox_handle();
         Connection {
@@ -159,8 +161,9 @@ impl Connection {
         conn
     }
 
-    /// Serve the session until it ends, then release it.
-    pub(crate) async fn run(mut self) {
+    /// Serve the session until it ends, then release it. (Boxed: a by-value `self` would be
+    /// stored twice in the task, once as the argument and once moved into the body.)
+    pub(crate) async fn run(mut self: Box<Self>) {
         let mut step = Step::Continue;
         if self.flush().await.is_err() {
             step = Step::End;
@@ -202,14 +205,16 @@ impl Connection {
             Wake::Shutdown => Step::Shutdown,
             Wake::Timer => self.heartbeat(),
             Wake::Frame(Some(Ok(frame))) => self.on_frame(frame).await,
+            // Boxed below: the rare or polling-only paths, whose futures would otherwise
+            // enlarge every WebSocket connection's task for its whole life.
             Wake::Frame(Some(Err(e))) => {
-                self.on_ws_error(e).await;
+                Box::pin(self.on_ws_error(e)).await;
                 Step::End
             }
             Wake::Frame(None) => Step::End,
-            Wake::Poll(Some(request)) => self.on_poll(request).await,
+            Wake::Poll(Some(request)) => Box::pin(self.on_poll(request)).await,
             Wake::Poll(None) => Step::End,
-            Wake::Probe(frame) => self.on_probe(frame).await,
+            Wake::Probe(frame) => Box::pin(self.on_probe(frame)).await,
             Wake::Reply(reply) => {
                 self.socket.on_reply(reply, &mut self.out);
                 // Others finished too? One write for all of them.
@@ -327,7 +332,7 @@ impl Connection {
             }
             PollRequest::Upgrade(ws) => {
                 if polling.probe.is_none() {
-                    polling.probe = Some(ws);
+                    polling.probe = Some(*ws);
                 }
                 Step::Continue
             }
@@ -413,7 +418,7 @@ impl Connection {
     }
 
     /// Close the transport as `step` says, then the session.
-    async fn finish(mut self, step: Step) {
+    async fn finish(mut self: Box<Self>, step: Step) {
         match (&mut self.transport, step) {
             (Transport::WebSocket(ws), Step::Close) => {
                 let _ = ws.close(None).await;
@@ -426,13 +431,14 @@ impl Connection {
                 let _ = ws.close(Some(frame)).await;
             }
             (Transport::Polling(polling), Step::Close | Step::Shutdown) => {
-                // Deliver what is queued and the close packet on the next poll, if it comes
-                // soon.
+                // Deliver what is queued and the close packet on the waiting poll, or on the
+                // next one if it comes soon (at shutdown new requests are refused).
                 self.out.push(eio::encode(Kind::Close, ""));
                 let body = join(std::mem::take(&mut self.out));
                 let get = match polling.get.take() {
                     Some(get) => Some(get),
-                    None => next_poll(polling, Duration::from_secs(5)).await,
+                    None if step == Step::Close => next_poll(polling, Duration::from_secs(5)).await,
+                    None => None,
                 };
                 if let Some(get) = get {
                     let _ = get.send(Ok(body));
@@ -445,6 +451,14 @@ impl Connection {
         }
         self.socket.close().await;
         tracing::debug!(sid = %self.sid, ?step, "engine.io session closed");
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Counted here rather than by wrapping the task: a wrapper future would hold the
+        // connection future twice over (as its capture and as its awaitee).
+        self.hub.closed();
     }
 }
 

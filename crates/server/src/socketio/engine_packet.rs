@@ -155,7 +155,10 @@ mod tests {
             v,
             serde_json::json!({"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000})
         );
-        let ws_only = Handshake { upgrades: false, ..h };
+        let ws_only = Handshake {
+            upgrades: false,
+            ..h
+        };
         let v: serde_json::Value = serde_json::from_str(&ws_only.to_string()).unwrap();
         assert_eq!(v["upgrades"], serde_json::json!([]));
         assert_eq!(encode(Kind::Open, "x"), "0x");

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,11 +96,7 @@ fn peer(req: &Request) -> IpAddr {
 }
 
 fn text(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
 }
 
 pub(crate) async fn handle(State(hub): State<Arc<Hub>>, req: Request) -> Response {
@@ -154,7 +151,7 @@ fn open_polling(hub: Arc<Hub>, req: &Request) -> Response {
     hub.polling().insert(sid.clone(), tx);
     let socket = Socket::new(hub.gateway.clone(), peer(req));
     let conn = Connection::polling(hub.clone(), sid.clone(), socket, rx);
-    hub.spawn(conn.run());
+    tokio::spawn(Box::new(conn).run());
     text(handshake(&hub, &sid, true))
 }
 
@@ -164,20 +161,21 @@ fn open_websocket(hub: Arc<Hub>, mut req: Request) -> Response {
     };
     let peer = peer(&req);
     drop(req);
-    let task_hub = hub.clone();
-    hub.spawn(async move {
-        let hub = task_hub;
-        let Some(ws) = websocket::established(on_upgrade, hub.config.max_payload).await else {
-            return;
-        };
-        let sid = new_sid();
-        let open = handshake(&hub, &sid, false);
-        let socket = Socket::new(hub.gateway.clone(), peer);
-        Connection::websocket(hub.clone(), sid, socket, ws, open)
-            .run()
-            .await;
-    });
+    tokio::spawn(websocket_session(hub, on_upgrade, peer));
     response
+}
+
+/// A session on WebSocket from the start: its whole life, once the upgrade is done.
+pub(crate) async fn websocket_session(hub: Arc<Hub>, on_upgrade: OnUpgrade, peer: IpAddr) {
+    let Some(ws) = websocket::established(on_upgrade, hub.config.max_payload).await else {
+        return;
+    };
+    let sid = new_sid();
+    let open = handshake(&hub, &sid, false);
+    let socket = Socket::new(hub.gateway.clone(), peer);
+    Box::new(Connection::websocket(hub.clone(), sid, socket, ws, open))
+        .run()
+        .await;
 }
 
 /// A WebSocket for an existing polling session: handed to it for the probe and upgrade.
@@ -189,7 +187,7 @@ fn upgrade(hub: Arc<Hub>, session: mpsc::Sender<PollRequest>, mut req: Request) 
     let max = hub.config.max_payload;
     tokio::spawn(async move {
         if let Some(ws) = websocket::established(on_upgrade, max).await {
-            let _ = session.send(PollRequest::Upgrade(ws)).await;
+            let _ = session.send(PollRequest::Upgrade(Box::new(ws))).await;
         }
     });
     response
@@ -223,11 +221,7 @@ async fn post(hub: Arc<Hub>, session: mpsc::Sender<PollRequest>, req: Request) -
         return EngineError::SessionIdUnknown.into_response();
     }
     match rx.await {
-        Ok(Ok(())) => (
-            [(header::CONTENT_TYPE, "text/html")],
-            Body::from("ok"),
-        )
-            .into_response(),
+        Ok(Ok(())) => ([(header::CONTENT_TYPE, "text/html")], Body::from("ok")).into_response(),
         Ok(Err(_)) | Err(_) => EngineError::SessionIdUnknown.into_response(),
     }
 }

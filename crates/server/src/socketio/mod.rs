@@ -65,16 +65,15 @@ impl Hub {
         self.polling().remove(sid);
     }
 
-    /// Run a connection task, counted until it has closed its session.
-    fn spawn(self: &Arc<Self>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// A connection started (counted until it has closed its session).
+    fn opened(&self) {
         self.live.fetch_add(1, Ordering::AcqRel);
-        let hub = self.clone();
-        tokio::spawn(async move {
-            task.await;
-            if hub.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                hub.all_closed.notify_waiters();
-            }
-        });
+    }
+
+    fn closed(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_waiters();
+        }
     }
 }
 

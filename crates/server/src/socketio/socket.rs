@@ -204,7 +204,9 @@ impl Socket {
                 return;
             }
         };
-        self.pending.get_or_insert_with(FuturesUnordered::new).push(fut);
+        self.pending
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(fut);
     }
 
     /// The next finished request (pending forever when none is waiting).
@@ -226,7 +228,11 @@ impl Socket {
             (None, Some(event)) => out.push(message(&packet::event_packet(event, &reply.value))),
             (None, None) => {}
         }
-        if self.pending.as_ref().is_some_and(FuturesUnordered::is_empty) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(FuturesUnordered::is_empty)
+        {
             // Give the queue's storage back while the connection is quiet.
             self.pending = None;
         }

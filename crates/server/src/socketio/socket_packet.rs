@@ -122,7 +122,11 @@ fn check_payload(p: &Packet<'_>) -> Result<(), DecodeError> {
             v.is_object() || v.is_string()
         }
     };
-    if ok { Ok(()) } else { Err(DecodeError::Payload) }
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Payload)
+    }
 }
 
 /// An EVENT packet's name and arguments.
@@ -211,7 +215,9 @@ mod tests {
         );
         assert_eq!(decode(r#"3/admin,13["bar"]"#).unwrap().ack, Some(13));
         assert_eq!(
-            decode(r#"51-["baz",{"_placeholder":true,"num":0}]"#).unwrap().kind,
+            decode(r#"51-["baz",{"_placeholder":true,"num":0}]"#)
+                .unwrap()
+                .kind,
             Kind::BinaryEvent
         );
     }
@@ -223,12 +229,36 @@ mod tests {
         assert_eq!(decode("ü"), Err(DecodeError::UnknownType('ü')));
         assert_eq!(decode("2"), Err(DecodeError::Json), "event without data");
         assert_eq!(decode("2[\"a\""), Err(DecodeError::Json), "truncated JSON");
-        assert_eq!(decode("2[]"), Err(DecodeError::Payload), "event without a name");
-        assert_eq!(decode("2[1]"), Err(DecodeError::Payload), "numeric event name");
-        assert_eq!(decode("2{}"), Err(DecodeError::Payload), "object, not array");
-        assert_eq!(decode("0[1]"), Err(DecodeError::Payload), "connect with an array");
-        assert_eq!(decode("1{}"), Err(DecodeError::Payload), "disconnect with data");
-        assert_eq!(decode("3{}"), Err(DecodeError::Payload), "ack without array");
+        assert_eq!(
+            decode("2[]"),
+            Err(DecodeError::Payload),
+            "event without a name"
+        );
+        assert_eq!(
+            decode("2[1]"),
+            Err(DecodeError::Payload),
+            "numeric event name"
+        );
+        assert_eq!(
+            decode("2{}"),
+            Err(DecodeError::Payload),
+            "object, not array"
+        );
+        assert_eq!(
+            decode("0[1]"),
+            Err(DecodeError::Payload),
+            "connect with an array"
+        );
+        assert_eq!(
+            decode("1{}"),
+            Err(DecodeError::Payload),
+            "disconnect with data"
+        );
+        assert_eq!(
+            decode("3{}"),
+            Err(DecodeError::Payload),
+            "ack without array"
+        );
         assert_eq!(decode("5-[\"a\"]"), Err(DecodeError::Attachments));
         assert_eq!(decode("5x-[\"a\"]"), Err(DecodeError::Attachments));
         assert_eq!(decode("5[\"a\"]"), Err(DecodeError::Attachments));

@@ -44,8 +44,13 @@ async fn start(config: ServerConfig) -> Server {
         program: "/nonexistent/no-workers-in-transport-tests".into(),
         args: vec![],
     };
-    let gateway = Gateway::new(GatewayConfig::new(worker), Engine::embedded(), vec![], "test")
-        .expect("gateway");
+    let gateway = Gateway::new(
+        GatewayConfig::new(worker),
+        Engine::embedded(),
+        vec![],
+        "test",
+    )
+    .expect("gateway");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -67,7 +72,9 @@ async fn start(config: ServerConfig) -> Server {
 
 impl Server {
     fn sessions(&self) -> u64 {
-        self.gateway.health()["sessions"].as_u64().unwrap_or(u64::MAX)
+        self.gateway.health()["sessions"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
     }
 
     async fn wait_sessions(&self, n: u64) {
@@ -86,8 +93,13 @@ impl Server {
 type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn ws(server: &Server, query: &str) -> Client {
-    let url = format!("ws://{}/sockethub/?EIO=4&transport=websocket{query}", server.addr);
-    let (client, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let url = format!(
+        "ws://{}/sockethub/?EIO=4&transport=websocket{query}",
+        server.addr
+    );
+    let (client, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
     client
 }
 
@@ -112,7 +124,11 @@ async fn connected(server: &Server) -> Client {
     let open = recv(&mut c).await;
     assert!(open.starts_with("0{"), "open packet first: {open}");
     let open: Value = serde_json::from_str(&open[1..]).expect("handshake JSON");
-    assert_eq!(open["upgrades"], json!([]), "nothing to upgrade to from websocket");
+    assert_eq!(
+        open["upgrades"],
+        json!([]),
+        "nothing to upgrade to from websocket"
+    );
     send(&mut c, "40").await;
     let ack = recv(&mut c).await;
     assert!(ack.starts_with("40{\"sid\":\""), "connect reply: {ack}");
@@ -169,7 +185,10 @@ async fn http(addr: SocketAddr, method: &str, query: &str, body: &str) -> HttpRe
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -267,10 +286,15 @@ async fn malformed_packets_close_the_connection() {
 async fn binary_frames_are_refused_with_an_error_event() {
     let server = start(config()).await;
     let mut c = connected(&server).await;
-    c.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    c.send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send");
     let error = recv(&mut c).await;
     assert!(error.starts_with(r#"42["error",{"#), "{error}");
-    assert!(error.contains("binary attachments are not supported"), "{error}");
+    assert!(
+        error.contains("binary attachments are not supported"),
+        "{error}"
+    );
     assert_eq!(recv(&mut c).await, "41");
     closed(&mut c).await;
     server.wait_sessions(0).await;
@@ -296,10 +320,22 @@ async fn oversize_message_closes_with_1009_and_polling_body_with_413() {
 
     let sid = polling_handshake(&server).await;
     let body = format!("4{big}");
-    let reply = http(server.addr, "POST", &format!("transport=polling&sid={sid}"), &body).await;
+    let reply = http(
+        server.addr,
+        "POST",
+        &format!("transport=polling&sid={sid}"),
+        &body,
+    )
+    .await;
     assert_eq!(reply.status, 413);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let reply = http(server.addr, "GET", &format!("transport=polling&sid={sid}"), "").await;
+    let reply = http(
+        server.addr,
+        "GET",
+        &format!("transport=polling&sid={sid}"),
+        "",
+    )
+    .await;
     assert_eq!(reply.status, 400, "the session is gone: {}", reply.body);
 }
 
@@ -362,7 +398,10 @@ async fn polling_session_upgrades_to_websocket() {
     let mut c = ws(&server, &format!("&sid={sid}")).await;
     send(&mut c, "2probe").await;
     assert_eq!(recv(&mut c).await, "3probe");
-    let released = timeout(WAIT, pending).await.expect("poll released").expect("task");
+    let released = timeout(WAIT, pending)
+        .await
+        .expect("poll released")
+        .expect("task");
     assert_eq!((released.status, released.body.as_str()), (200, "6"));
     send(&mut c, "5").await;
     send(&mut c, r#"422["schemas"]"#).await;
