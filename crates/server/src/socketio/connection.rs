@@ -85,6 +85,9 @@ struct Polling {
     noop_due: bool,
 }
 
+// The WebSocket is what nearly every connection lives on; the polling state is boxed
+// instead, as it is short-lived.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Polling(Box<Polling>),
     WebSocket(Ws),
