@@ -9,8 +9,8 @@
 //! - [`outbox`]: gateway pushes waiting for the connection task.
 //! - [`websocket`]: the WebSocket handshake and buffer sizes.
 //!
-//! Written for memory: an idle WebSocket connection is one task and a few hundred bytes of
-//! buffers (see BENCHMARKS.md, "Gateway").
+//! Written for memory: an idle WebSocket connection is one task of about 1 KB (its
+//! connection included) and a 512-byte read buffer (see BENCHMARKS.md, "Gateway").
 
 mod connection;
 mod engine_packet;
