@@ -22,9 +22,10 @@ async fn health(State(gateway): State<Gateway>) -> Json<Value> {
 
 /// Give a request its own copies of its URI and headers.
 ///
-/// hyper parses them as slices of its connection read buffer (16 KiB), and socketioxide
-/// keeps every connection's request head for the connection's lifetime: without the copy,
-/// each idle WebSocket pins that whole buffer (measured: ~16 KB per connection).
+/// hyper parses them as slices of its connection read buffer (16 KiB): a handler that kept
+/// a request head for a connection's lifetime (socketioxide did) would pin that whole
+/// buffer per idle WebSocket (measured: ~16 KB per connection). The copy makes that
+/// impossible for any route.
 pub(crate) async fn own_request_head(mut req: Request) -> Request {
     if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
         *req.uri_mut() = uri;

@@ -1,9 +1,9 @@
 //! Switchboard's network face: one axum server carrying the Socket.IO transport at
-//! `/sockethub` (see [`sockethub`]), the HTTP endpoints (`GET /health`) and whatever other
+//! `/sockethub` (see [`socketio`]), the HTTP endpoints (`GET /health`) and whatever other
 //! routes the binary merges in (the native chat's `/api` and `/ws`).
 
 mod http;
-pub mod sockethub;
+pub mod socketio;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,11 +47,11 @@ pub async fn serve(
     routes: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (layer, io) = sockethub::layer(gateway.clone(), &config);
+    let (sockethub, io) = socketio::routes(gateway.clone(), &config);
     let app = Router::new()
         .merge(http::routes(gateway))
+        .merge(sockethub)
         .merge(routes)
-        .layer(layer)
         .layer(axum::middleware::map_request(http::own_request_head))
         .layer(CorsLayer::permissive());
     let closing = io.clone();
@@ -70,7 +70,10 @@ pub async fn serve(
         // Stop accepting at once; close the live Socket.IO connections alongside, since
         // axum waits for every connection to end.
         tracing::info!("shutting down: closing client connections");
-        tokio::spawn(async move { closing.close().await });
+        tokio::spawn(async move { closing.close(Duration::from_secs(10)).await });
     })
-    .await
+    .await?;
+    // Upgraded connections are not axum's: wait (bounded) until every session is closed.
+    io.close(Duration::from_secs(10)).await;
+    Ok(())
 }
