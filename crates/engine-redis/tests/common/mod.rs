@@ -105,3 +105,11 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Options for the engine on `cluster`, every node a seed.
+pub fn cluster_options(cluster: &switchboard_testpeers::RedisCluster) -> RedisOptions {
+    RedisOptions {
+        cluster: true,
+        ..RedisOptions::new(cluster.seeds())
+    }
+}
