@@ -29,14 +29,17 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) enum Target {
     Single(redis::Client),
-    Cluster {
-        /// Commands: every call bounded by [`RESPONSE_TIMEOUT`].
-        commands: ClusterClient,
-        /// Blocking reads: no response timeout of its own (the caller bounds the wait).
-        blocking: ClusterClient,
-        /// The seed nodes, for the subscriber's plain connection.
-        seeds: Vec<redis::Client>,
-    },
+    Cluster(Box<Cluster>),
+}
+
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    /// Commands: every call bounded by [`RESPONSE_TIMEOUT`].
+    commands: ClusterClient,
+    /// Blocking reads: no response timeout of its own (the caller bounds the wait).
+    blocking: ClusterClient,
+    /// The seed nodes, for the subscriber's plain connection.
+    seeds: Vec<redis::Client>,
 }
 
 impl Target {
@@ -75,14 +78,14 @@ impl Target {
                 // client's default of many retries.
                 .retries(3)
         };
-        Ok(Target::Cluster {
+        Ok(Target::Cluster(Box::new(Cluster {
             commands: builder()
                 .response_timeout(RESPONSE_TIMEOUT)
                 .build()
                 .map_err(bad)?,
             blocking: builder().build().map_err(bad)?,
             seeds,
-        })
+        })))
     }
 
     /// The shared command connection.
@@ -99,7 +102,8 @@ impl Target {
                     .map(Conn::Single)
                     .map_err(unavailable)
             }
-            Target::Cluster { commands, .. } => commands
+            Target::Cluster(c) => c
+                .commands
                 .get_async_connection()
                 .await
                 .map(Conn::Cluster)
@@ -120,7 +124,8 @@ impl Target {
                     .map(Conn::Plain)
                     .map_err(unavailable)
             }
-            Target::Cluster { blocking, .. } => blocking
+            Target::Cluster(c) => c
+                .blocking
                 .get_async_connection()
                 .await
                 .map(Conn::Cluster)
@@ -134,7 +139,7 @@ impl Target {
     pub(crate) async fn pubsub(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
         let client = match self {
             Target::Single(client) => client,
-            Target::Cluster { seeds, .. } => &seeds[attempt % seeds.len()],
+            Target::Cluster(c) => &c.seeds[attempt % c.seeds.len()],
         };
         client.get_async_pubsub().await
     }
