@@ -240,6 +240,57 @@ async fn a_cluster_node_down_fails_its_slots_clearly_and_the_rest_keeps_working(
     );
 }
 
+/// With replicas, a killed master's slots come back on its promoted replica: the engine
+/// follows the new topology by itself, and a job replicated before the crash is there.
+#[tokio::test]
+async fn a_killed_master_fails_over_and_the_engine_follows() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let engine = engine(common::cluster_options(&cluster)).await;
+    let key = "switchboard:queue:{failover}";
+    let owner = cluster.node_of(key);
+    engine
+        .queue
+        .push("failover", "j1", Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    // Replication is asynchronous: wait until the master's replica holds the stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(0..cluster.len()).any(|n| n != owner && cluster.keys(n).iter().any(|k| k == key)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never reached a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.kill_node(owner);
+
+    // Calls may fail while the cluster fails over (each within bounded time), then work.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(15),
+            engine.queue.reserve("failover", Duration::from_millis(500)),
+        )
+        .await
+        .expect("a reserve during the failover must not hang");
+        match attempt {
+            Ok(Some(job)) => break job,
+            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("the queue never came back after the failover: {other:?}"),
+        }
+    };
+    assert_eq!(
+        (job.job_id.as_str(), &job.payload[..]),
+        ("j1", &b"kept"[..])
+    );
+    engine.queue.ack("failover", job.tag).await.unwrap();
+    cluster.wait_ok();
+    assert_ne!(cluster.node_of(key), owner, "a replica took the slot over");
+}
+
 /// Several URLs without the cluster switch are refused with a clear message, not
 /// silently treated as one server.
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! A real Redis Cluster for tests: `masters` `redis-server --cluster-enabled yes`
-//! processes on free 127.0.0.1 ports in a temp dir, joined with
-//! `redis-cli --cluster create … --cluster-replicas 0`, ready once every node reports
+//! A real Redis Cluster for tests: `redis-server --cluster-enabled yes` processes (masters,
+//! optionally with replicas) on free 127.0.0.1 ports in a temp dir, joined with
+//! `redis-cli --cluster create … --cluster-replicas N`, ready once every node reports
 //! `cluster_state:ok`. Killed (by their own PIDs only) when the guard drops.
 //!
 //! Nodes keep serving their own slots while another node is down
@@ -27,11 +27,17 @@ impl RedisCluster {
     /// Start `masters` (at least 3, as `redis-cli --cluster create` demands) master
     /// nodes sharing the 16384 slots evenly.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with_replicas(masters, 0)
+    }
+
+    /// Start `masters` masters and `replicas` replicas of each (nodes `masters..` are
+    /// the replicas), so a killed master fails over.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
         assert!(masters >= 3, "a Redis Cluster needs at least 3 masters");
         let dir = TempDir::new("redis-cluster");
         let server = require("redis-server");
         let mut nodes = Vec::new();
-        for _ in 0..masters {
+        for _ in 0..masters * (1 + replicas) {
             let port = free_port();
             let data = dir.path().join(port.to_string());
             std::fs::create_dir_all(&data).expect("create a node's dir");
@@ -68,7 +74,9 @@ impl RedisCluster {
                     .iter()
                     .map(|n| format!("127.0.0.1:{}", n.port)),
             )
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
@@ -82,10 +90,13 @@ impl RedisCluster {
         cluster
     }
 
-    /// Wait until every live node sees the whole cluster healthy.
-    fn wait_ok(&self) {
+    /// Wait until every live node sees the whole cluster healthy (after a failover too).
+    pub fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in 0..self.nodes.len() {
+            if self.nodes[node].child.is_none() {
+                continue;
+            }
             loop {
                 let info = self.cli(node, &["CLUSTER", "INFO"]);
                 if info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") {
@@ -176,7 +187,8 @@ impl RedisCluster {
             .expect("the owner is one of ours")
     }
 
-    /// SIGKILL node `node`: its slots become unavailable (no replicas to fail over to).
+    /// SIGKILL node `node`: its slots are unavailable until a replica takes over (never,
+    /// without replicas).
     pub fn kill_node(&mut self, node: usize) {
         if let Some(mut child) = self.nodes[node].child.take() {
             kill(&mut child);
