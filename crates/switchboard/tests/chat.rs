@@ -1502,11 +1502,7 @@ async fn sockethub_echo(
 ) -> Value {
     let activity = json!({
         "type": "echo",
-        "@context": [
-            "https://www.w3.org/ns/activitystreams",
-            "https://sockethub.org/ns/context/v1.jsonld",
-            "https://sockethub.org/ns/context/platform/dummy/v1.jsonld"
-        ],
+        "@context": switchboard_protocol::context::canonical("dummy"),
         "actor": {"id": "tester", "type": "person"},
         "object": {"type": "message", "content": content}
     });
