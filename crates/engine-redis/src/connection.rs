@@ -147,7 +147,7 @@ impl Target {
 
 /// A command connection of either kind; cheap to clone (clones share the connection).
 #[derive(Clone)]
-pub enum Conn {
+pub(crate) enum Conn {
     Single(ConnectionManager),
     Plain(MultiplexedConnection),
     Cluster(ClusterConnection),

@@ -11,7 +11,7 @@
 //!
 //! Commands go over one multiplexed connection that reconnects with exponential backoff
 //! (a cluster connection routing each command to its slot's node, with
-//! [`RedisOptions::cluster`]; see [`connection`]); while Redis is down every call fails
+//! [`RedisOptions::cluster`]; see `connection.rs`); while Redis is down every call fails
 //! with [`EngineError::Unavailable`] instead of hanging or losing data silently.
 //!
 //! # Keys on a cluster
@@ -39,7 +39,6 @@ use switchboard_engine::queue::RetryPolicy;
 use switchboard_engine::{Engine, EngineError};
 
 pub use broker::RedisBroker;
-pub use connection::Conn;
 pub use credentials::RedisCredentialStore;
 pub use queue::RedisQueue;
 pub use registry::RedisRegistry;
