@@ -14,7 +14,10 @@
 //! (`SPUBLISH`) would spare the cluster bus that broadcast, but needs one subscriber
 //! connection per shard, following slot migrations; not needed at our scale yet. One
 //! difference: the count `publish` returns covers only the subscribers on the node that
-//! took the `PUBLISH`, so on a cluster it is a lower bound.
+//! took the `PUBLISH`, so on a cluster it is a lower bound. One more: a message crossing
+//! the cluster bus is lost if that bus link resets (a node stalled past half the
+//! `cluster-node-timeout`), and the subscriber's own connection never notices, so that
+//! gap goes unreported; sharded pub/sub, with no bus hop, would close it.
 //!
 //! If the subscriber connection drops, messages published meanwhile are gone (pub/sub keeps
 //! nothing), so every local subscriber is cut off with `Lagged` rather than left with a

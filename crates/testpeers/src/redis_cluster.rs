@@ -48,7 +48,10 @@ impl RedisCluster {
                 .arg("--cluster-port")
                 .arg(free_port().to_string())
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                // Short enough for a failover within seconds, long enough that a node
+                // starved of CPU on a loaded test machine is not taken for dead (a bus
+                // link reset would drop the pub/sub messages in flight on it).
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "4000"])
                 .args(["--cluster-require-full-coverage", "no"])
                 .arg("--cluster-config-file")
                 .arg(data.join("nodes.conf"))
