@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::Message;
 const SECRET: &str = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c";
 const HOST: &str = "127.0.0.1";
 const IRC_CONTEXT: &str = "https://sockethub.org/ns/context/platform/irc/v1.jsonld";
+/// Tells a client's writer task to close the WebSocket.
+const CLOSE: &str = "close";
 /// A killed node's leases expire this long after its last renewal.
 const LEASE_TTL_MS: u64 = 1500;
 
@@ -37,6 +39,10 @@ struct Node {
 
 impl Node {
     fn start(redis_url: &str) -> Node {
+        Node::start_with(redis_url, &[])
+    }
+
+    fn start_with(redis_url: &str, extra: &[&str]) -> Node {
         let db = switchboard_testpeers::TempDir::new("irc-cluster-db");
         let database_url = format!("sqlite://{}?mode=rwc", db.path().join("chat.db").display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -45,6 +51,7 @@ impl Node {
             .args(["--redis-url", redis_url, "--redis-presence-ttl-ms"])
             .arg(LEASE_TTL_MS.to_string())
             .args(["--request-timeout-ms", "10000"])
+            .args(extra)
             .env("SWITCHBOARD_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -124,6 +131,10 @@ impl Client {
         let (events, messages) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(t) = out_rx.recv().await {
+                if t == CLOSE {
+                    let _ = sink.close().await;
+                    return;
+                }
                 if sink.send(Message::text(t)).await.is_err() {
                     return;
                 }
@@ -160,6 +171,11 @@ impl Client {
             next_id: AtomicU64::new(1),
             messages,
         }
+    }
+
+    /// Close the WebSocket (the server ends the session).
+    fn close(self) {
+        let _ = self.out.send(CLOSE.into());
     }
 
     async fn emit(&self, event: &str, payload: Value) -> Value {
@@ -367,4 +383,39 @@ async fn anonymous_sessions_on_two_nodes_never_share_a_login() {
     let r = b2.login(ircd.port, json!({})).await;
     assert!(r.get("error").is_none(), "{r}");
     assert_eq!(users(&mut watcher).await, 3);
+}
+
+#[tokio::test]
+async fn a_shared_login_lives_while_a_session_on_another_node_uses_it() {
+    let redis = redis_server::RedisServer::start();
+    let ircd = Ircd::ngircd(Some("srvpw"));
+    let idle = ["--idle-timeout-ms", "500"];
+    let a_node = Node::start_with(&redis.url(), &idle);
+    let b_node = Node::start_with(&redis.url(), &idle);
+    let pw = json!({"password": "srvpw"});
+    let mut watcher = Observer::connect(ircd.port, "watcher", Some("srvpw")).await;
+
+    let a = Client::connect(&a_node, "keeper").await;
+    let b = Client::connect(&b_node, "keeper").await;
+    assert!(a.login(ircd.port, pw.clone()).await.get("error").is_none());
+    assert!(b.login(ircd.port, pw.clone()).await.get("error").is_none());
+    assert_eq!(users(&mut watcher).await, 2);
+
+    // The owner's own session leaves: node A has nobody attached, but B's session still
+    // uses the login, so it outlives several idle timeouts.
+    a.close();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(users(&mut watcher).await, 2, "not reaped while B uses it");
+    b.join("#kept").await;
+
+    // Once B's session leaves too, nobody uses it anywhere: it is reaped.
+    b.close();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while users(&mut watcher).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unused login was never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
