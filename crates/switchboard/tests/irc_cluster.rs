@@ -419,3 +419,53 @@ async fn a_shared_login_lives_while_a_session_on_another_node_uses_it() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_nick_change_from_another_node_rekeys_the_shared_login() {
+    let redis = redis_server::RedisServer::start();
+    let ircd = Ircd::ngircd(Some("srvpw"));
+    let a_node = Node::start(&redis.url());
+    let b_node = Node::start(&redis.url());
+    let pw = json!({"password": "srvpw"});
+    let mut watcher = Observer::connect(ircd.port, "watcher", Some("srvpw")).await;
+
+    let mut a = Client::connect(&a_node, "renamer").await;
+    let mut b = Client::connect(&b_node, "renamer").await;
+    assert!(a.login(ircd.port, pw.clone()).await.get("error").is_none());
+    assert!(b.login(ircd.port, pw.clone()).await.get("error").is_none());
+    a.join("#k").await;
+    watcher.send("JOIN #k").await;
+    watcher.expect(|l| l.contains(" 366 ")).await;
+
+    // B (not the node running the login) renames it.
+    let mut update = b.activity("update");
+    update["target"] =
+        json!({"id": format!("renamed@{HOST}"), "type": "person", "name": "renamed"});
+    update["object"] = json!({"type": "address"});
+    b.ok(update).await;
+    watcher
+        .expect(|l| l.starts_with(":renamer!") && l.ends_with("NICK :renamed"))
+        .await;
+    a.expect("the nick change", 10, |m| m["type"] == "update")
+        .await;
+
+    // Both sessions now reach the one login as the new actor.
+    a.nick = "renamed".into();
+    b.nick = "renamed".into();
+    b.say("#k", "b as renamed").await;
+    watcher
+        .expect(|l| l.starts_with(":renamed!") && l.ends_with("PRIVMSG #k :b as renamed"))
+        .await;
+    a.say("#k", "a as renamed").await;
+    watcher
+        .expect(|l| l.starts_with(":renamed!") && l.ends_with("PRIVMSG #k :a as renamed"))
+        .await;
+    watcher.send("PRIVMSG #k :hello renamed").await;
+    for c in [&mut a, &mut b] {
+        c.expect("a message after the rename", 10, |m| {
+            said(m, "hello renamed")
+        })
+        .await;
+    }
+    assert_eq!(users(&mut watcher).await, 2, "still one login");
+}

@@ -344,7 +344,19 @@ impl Ctx {
             }
             FromWorker::Rekey { actor, credentials } if self.inst.manifest.persist => {
                 tracing::info!("platform instance re-keyed to a new actor");
-                let sessions = self.inst.sessions();
+                // The sessions here, and the requester of the job that did it wherever it
+                // is: told directly, before its reply, so its next request as the new actor
+                // finds its credentials (a remote node's copy via the channel comes later).
+                let mut sessions = self.inst.sessions();
+                let requesters: Vec<String> = lock(&self.inst.inflight)
+                    .values()
+                    .map(|f| f.session.clone())
+                    .collect();
+                for r in requesters {
+                    if !sessions.contains(&r) {
+                        sessions.push(r);
+                    }
+                }
                 let keys = &self.shared.keys;
                 let mut new_keys: Vec<String> = sessions
                     .iter()
