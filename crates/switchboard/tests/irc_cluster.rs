@@ -326,6 +326,17 @@ async fn sessions_on_two_nodes_share_one_irc_login_that_moves_when_its_node_dies
     // Node A dies with its login. B's session hears the connection is gone once A's lease
     // runs out, and its next connect logs in again, now on node B.
     a_node.kill9();
+    // A job B sends before anyone knows is answered with the loss, not left to time out.
+    let mut void = b.activity("send");
+    void["target"] = json!({"id": format!("#s@{HOST}"), "type": "room", "name": "#s"});
+    void["object"] = json!({"type": "message", "content": "into the void"});
+    let r = b.emit("message", void).await;
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("closed unexpectedly")),
+        "{r}"
+    );
     let lost = b
         .expect("the lost login", 15, |m| m["type"] == "error")
         .await;

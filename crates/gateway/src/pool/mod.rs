@@ -15,8 +15,9 @@
 //! shown to the other sessions, fatal errors) to its sessions. While it has sessions
 //! attached it refreshes a `<key>:used` mark, so the owner never reaps an instance a session
 //! elsewhere still uses. If the owner dies its lease expires; the remote nodes notice on
-//! their next heartbeat and tell their sessions (as a crashed worker's sessions are told),
-//! and the next job for the key, from any node, starts the instance there.
+//! their next heartbeat, tell their sessions (as a crashed worker's sessions are told) and
+//! answer the jobs left in its queue, and the next job for the key, from any node, starts
+//! the instance there.
 //!
 //! Credentials cross nodes only inside jobs, which are sealed (AES-256-GCM, the cluster's
 //! shared secret): each job carries its session's credentials, so the owner's worker

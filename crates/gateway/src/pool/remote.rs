@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use switchboard_engine::broker::Recv;
 use switchboard_engine::{EngineError, Subscription};
+use switchboard_protocol::{context, error_reply};
 use tokio::task::JoinHandle;
 
 use super::instance::error_activity;
@@ -80,7 +81,9 @@ impl Remote {
     }
 
     /// The owner is gone without a word (its node died): tell the sessions, as the
-    /// sessions of a worker that crashed are told. Their next job starts it again.
+    /// sessions of a worker that crashed are told, and answer every job left in its queue
+    /// (waiting, or taken by the dead worker and never answered) with the same error, for
+    /// whichever session on whichever node sent it. Their next job starts it again.
     pub async fn lost(&self, shared: &PoolShared) {
         if self.lost.swap(true, Ordering::AcqRel) {
             return;
@@ -88,6 +91,24 @@ impl Remote {
         let error = "Error: session thread closed unexpectedly: its node stopped answering";
         let activity = error_activity(self.platform, self.actor.clone(), error);
         self.push(shared, &activity, None).await;
+        // Removal is atomic, so when several nodes notice, one of them answers each job.
+        let left = match shared.engine.queue.remove(&self.queue).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot drain a lost instance's queue");
+                return;
+            }
+        };
+        for d in left {
+            let Ok(job) = shared.keys.open_job(&d.job_id, &d.payload) else {
+                continue;
+            };
+            let mut reply = error_reply(&job.activity, error);
+            context::stamp(&mut reply, self.platform);
+            tracing::warn!(job = %job.id, session = %job.session, "job lost with its instance's node");
+            let msg = BusMsg::Result { job: job.id, reply };
+            shared.publish(&job.session, &msg).await;
+        }
     }
 
     async fn push(&self, shared: &PoolShared, activity: &serde_json::Value, except: Option<&str>) {
