@@ -28,7 +28,7 @@ const IRC_CONTEXT: &str = "https://sockethub.org/ns/context/platform/irc/v1.json
 /// Tells a client's writer task to close the WebSocket.
 const CLOSE: &str = "close";
 /// A killed node's leases expire this long after its last renewal.
-const LEASE_TTL_MS: u64 = 1500;
+const LEASE_TTL_MS: &str = "1500";
 
 /// A `switchboard serve` node on Redis; SIGKILLed (by its PID) on drop if still running.
 struct Node {
@@ -39,7 +39,7 @@ struct Node {
 
 impl Node {
     fn start(redis_url: &str) -> Node {
-        Node::start_with(redis_url, &[])
+        Node::start_with(redis_url, &["--redis-presence-ttl-ms", LEASE_TTL_MS])
     }
 
     fn start_with(redis_url: &str, extra: &[&str]) -> Node {
@@ -48,8 +48,7 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--host", HOST, "--port", "0", "--database-url"])
             .arg(&database_url)
-            .args(["--redis-url", redis_url, "--redis-presence-ttl-ms"])
-            .arg(LEASE_TTL_MS.to_string())
+            .args(["--redis-url", redis_url])
             .args(["--request-timeout-ms", "10000"])
             .args(extra)
             .env("SWITCHBOARD_SECRET", SECRET)
@@ -73,6 +72,13 @@ impl Node {
             addr,
             _db: db,
         }
+    }
+
+    /// SIGTERM, and wait for the node to finish shutting down.
+    fn terminate(&mut self) {
+        // SAFETY: signalling the PID of a child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 
     fn kill9(&mut self) {
@@ -400,7 +406,12 @@ async fn anonymous_sessions_on_two_nodes_never_share_a_login() {
 async fn a_shared_login_lives_while_a_session_on_another_node_uses_it() {
     let redis = redis_server::RedisServer::start();
     let ircd = Ircd::ngircd(Some("srvpw"));
-    let idle = ["--idle-timeout-ms", "500"];
+    let idle = [
+        "--idle-timeout-ms",
+        "500",
+        "--redis-presence-ttl-ms",
+        LEASE_TTL_MS,
+    ];
     let a_node = Node::start_with(&redis.url(), &idle);
     let b_node = Node::start_with(&redis.url(), &idle);
     let pw = json!({"password": "srvpw"});
@@ -479,4 +490,46 @@ async fn a_nick_change_from_another_node_rekeys_the_shared_login() {
         .await;
     }
     assert_eq!(users(&mut watcher).await, 2, "still one login");
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_hands_its_logins_over_at_once() {
+    let redis = redis_server::RedisServer::start();
+    let ircd = Ircd::ngircd(Some("srvpw"));
+    // Leases far longer than the request timeout: a login that had to wait for one to run
+    // out would time out instead.
+    let long = ["--redis-presence-ttl-ms", "60000"];
+    let mut a_node = Node::start_with(&redis.url(), &long);
+    let b_node = Node::start_with(&redis.url(), &long);
+    let pw = json!({"password": "srvpw"});
+    let mut watcher = Observer::connect(ircd.port, "watcher", Some("srvpw")).await;
+
+    let a = Client::connect(&a_node, "leaver").await;
+    let mut b = Client::connect(&b_node, "leaver").await;
+    assert!(a.login(ircd.port, pw.clone()).await.get("error").is_none());
+    assert!(b.login(ircd.port, pw.clone()).await.get("error").is_none());
+
+    // A stops cleanly: B's session is told the login stopped, and A's lease is released,
+    // so B's next connect logs in on B without waiting for the lease to run out.
+    a_node.terminate();
+    let stopped = b
+        .expect("the stopped login", 10, |m| m["type"] == "error")
+        .await;
+    assert_eq!(
+        stopped["error"], "irc platform instance stopped",
+        "{stopped}"
+    );
+    // ngircd frees the nick once it has read the old login's QUIT.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while users(&mut watcher).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's login never left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = b.login(ircd.port, pw).await;
+    assert!(r.get("error").is_none(), "a new login on node B: {r}");
+    assert_eq!(users(&mut watcher).await, 2);
+    drop(a);
 }

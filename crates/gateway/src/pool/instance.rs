@@ -70,6 +70,9 @@ pub(crate) struct Instance {
     shared_queue: bool,
     /// A persistent instance's lease holder string (`"<node> <queue>"`).
     lease: Option<String>,
+    /// The keys it holds the lease of (its own; more or others after a re-key), kept here
+    /// so teardown releases them even after the pool has forgotten the instance.
+    leased: Mutex<Vec<String>>,
     /// Where it shows its sessions on other nodes what it shows all its sessions (a
     /// persistent instance on a distributed engine).
     channel: Option<String>,
@@ -108,6 +111,11 @@ impl Instance {
             key: target.key.clone(),
             queue,
             shared_queue,
+            leased: Mutex::new(if lease.is_some() {
+                vec![target.key.clone()]
+            } else {
+                Vec::new()
+            }),
             lease,
             channel,
             told: AtomicBool::new(false),
@@ -142,6 +150,10 @@ impl Instance {
 
     pub fn holder(&self) -> Option<&str> {
         self.lease.as_deref()
+    }
+
+    pub fn leased_keys(&self) -> Vec<String> {
+        lock(&self.leased).clone()
     }
 
     /// Stop, telling every attached session `error`.
@@ -418,9 +430,10 @@ impl Ctx {
             }
         }
         if !held.is_empty() {
-            for old in self.shared.keys_of(&self.inst) {
-                if !held.contains(&old) {
-                    let _ = leases.release(&old, holder).await;
+            let old = std::mem::replace(&mut *lock(&self.inst.leased), held.clone());
+            for key in old {
+                if !held.contains(&key) {
+                    let _ = leases.release(&key, holder).await;
                 }
             }
         }
@@ -432,7 +445,8 @@ impl Ctx {
         let Some(holder) = self.inst.holder() else {
             return;
         };
-        for key in self.shared.keys_of(&self.inst) {
+        let keys = std::mem::take(&mut *lock(&self.inst.leased));
+        for key in keys {
             if let Err(e) = self.shared.engine.leases.release(&key, holder).await {
                 // It expires by itself; until then another node would follow a dead queue.
                 tracing::warn!(error = %e, instance = %key, "cannot release instance lease");

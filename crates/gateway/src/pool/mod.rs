@@ -103,15 +103,6 @@ impl PoolShared {
         lock(&self.instances).retain(|_, cur| !Arc::ptr_eq(cur, inst));
     }
 
-    /// The keys `inst` is registered under.
-    pub(crate) fn keys_of(&self, inst: &Arc<Instance>) -> Vec<String> {
-        lock(&self.instances)
-            .iter()
-            .filter(|(_, cur)| Arc::ptr_eq(cur, inst))
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
     /// Register `inst` under `keys` instead of its current ones: its connection now acts
     /// as another actor (see [`FromWorker::Rekey`](switchboard_platform::frame::FromWorker)).
     pub(crate) fn rekey(&self, inst: &Arc<Instance>, keys: Vec<String>) {
@@ -370,7 +361,7 @@ async fn reap(shared: std::sync::Weak<PoolShared>) {
 
 /// Whether a session on another node still uses `inst` (or the cluster cannot say).
 async fn used_elsewhere(s: &PoolShared, inst: &Arc<Instance>) -> bool {
-    for key in s.keys_of(inst) {
+    for key in inst.leased_keys() {
         match s.engine.leases.holder(&used_mark(&key)).await {
             Ok(None) => {}
             Ok(Some(_)) => return true,
