@@ -121,4 +121,25 @@ mod tests {
         assert_eq!(keys.open_job("j1", &sealed).unwrap().session, "s1");
         assert!(keys.open_job("j2", &sealed).is_err());
     }
+
+    #[test]
+    fn instance_messages_are_sealed_and_bound_to_their_channel() {
+        let keys = Keys::new([7; 32]);
+        let msg = InstanceMsg::Rekey {
+            actor: "new@irc".into(),
+            credentials: json!({"password": "hunter2"}),
+        };
+        let sealed = keys.seal_instance("instance:irc:k/1", &msg);
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert!(matches!(
+            keys.open_instance("instance:irc:k/1", &sealed),
+            Ok(InstanceMsg::Rekey { .. })
+        ));
+        assert!(keys.open_instance("instance:irc:k/2", &sealed).is_err());
+        assert!(
+            Keys::new([8; 32])
+                .open_instance("instance:irc:k/1", &sealed)
+                .is_err()
+        );
+    }
 }

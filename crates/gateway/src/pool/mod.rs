@@ -255,12 +255,18 @@ impl Pool {
                 .map_err(cluster)?;
         }
         if held == holder {
-            let mut map = lock(&s.instances);
-            if s.closing.load(Ordering::Acquire) {
+            let started = {
+                let mut map = lock(&s.instances);
+                (!s.closing.load(Ordering::Acquire)).then(|| {
+                    let inst = Instance::start(target, s.clone(), Some((queue, holder.clone())));
+                    map.insert(target.key.clone(), inst.clone());
+                    inst
+                })
+            };
+            let Some(inst) = started else {
+                let _ = leases.release(&target.key, &holder).await;
                 return Err(SubmitError::ShuttingDown);
-            }
-            let inst = Instance::start(target, s.clone(), Some((queue, holder)));
-            map.insert(target.key.clone(), inst.clone());
+            };
             inst.attach(session);
             inst.touch();
             return Ok(inst.queue_name().to_owned());
