@@ -8,6 +8,7 @@
 //! | `JobQueue` | a stream per queue with one consumer group, a retry sorted set, a dead-letter stream | [`queue`] |
 //! | `CredentialStore` | one key per sealed blob with a TTL, under `session:{id}:*` | [`credentials`] |
 //! | `Registry` | a hash per user, an online set, node liveness keys kept by heartbeats | [`registry`] |
+//! | `Leases` | one key per lease: the holder, with a PTTL | [`lease`] |
 //!
 //! Commands go over a [`ConnectionManager`] (one multiplexed connection that reconnects with
 //! exponential backoff); while Redis is down every call fails with
@@ -16,6 +17,7 @@
 
 pub mod broker;
 pub mod credentials;
+pub mod lease;
 pub mod queue;
 pub mod registry;
 
@@ -28,6 +30,7 @@ use switchboard_engine::{Engine, EngineError};
 
 pub use broker::RedisBroker;
 pub use credentials::RedisCredentialStore;
+pub use lease::RedisLeases;
 pub use queue::RedisQueue;
 pub use registry::RedisRegistry;
 
@@ -97,12 +100,14 @@ pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
     let broker = RedisBroker::start(client.clone(), conn.clone(), &options.prefix);
     let queue = RedisQueue::new(client, conn.clone(), &options);
     let credentials = RedisCredentialStore::new(conn.clone(), &options.prefix);
+    let leases = RedisLeases::new(conn.clone(), &options.prefix);
     let registry = RedisRegistry::new(conn, &options);
     Ok(Engine {
         broker: Arc::new(broker),
         queue: Arc::new(queue),
         credentials: Arc::new(credentials),
         registry: Arc::new(registry),
+        leases: Arc::new(leases),
         name: "redis",
         distributed: true,
     })
