@@ -7,8 +7,8 @@
 //! shuts the platform down and exits: a worker never outlives its server.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;

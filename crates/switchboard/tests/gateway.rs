@@ -405,6 +405,9 @@ async fn a_waiting_job_holds_up_nothing_and_fails_with_its_worker() {
         hung["error"],
         "Error: session thread closed unexpectedly: SIGKILL"
     );
-    assert_eq!(send(&a, echo("alice", "after")).await["object"]["content"], "after");
+    assert_eq!(
+        send(&a, echo("alice", "after")).await["object"]["content"],
+        "after"
+    );
     gw.shutdown().await;
 }
