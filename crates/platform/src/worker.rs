@@ -3,11 +3,11 @@
 //! Reads [`ToWorker`] frames from stdin, runs jobs on the platform (at most
 //! `manifest.concurrency` at once, in arrival order), writes results, events and heartbeats
 //! to stdout through one writer task. A job that finishes the moment it starts is answered
-//! by the reading loop itself; only one that waits gets a task of its own. When stdin closes the server is gone, so the worker
-//! shuts the platform down and exits: a worker never outlives its server.
+//! by the reading loop itself; only one that waits gets a task of its own. When stdin
+//! closes the server is gone, so the worker shuts the platform down and exits: a worker
+//! never outlives its server.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
