@@ -8,6 +8,7 @@
 //! | `JobQueue` | a stream per queue with one consumer group, a retry sorted set, a dead-letter stream | [`queue`] |
 //! | `CredentialStore` | one key per sealed blob with a TTL, under `session:{id}:*` | [`credentials`] |
 //! | `Registry` | a hash per user, an online set, node liveness keys kept by heartbeats | [`registry`] |
+//! | `Leases` | one key per lease: the holder, with a PTTL | [`lease`] |
 //!
 //! Commands go over one multiplexed connection that reconnects with exponential backoff
 //! (a cluster connection routing each command to its slot's node, with
@@ -23,12 +24,14 @@
 //! Presence is the exception: its scripts answer "first connection / last connection /
 //! who is online" atomically across users and sweep dead nodes' connections, so all of it
 //! shares the one tag `{registry}` (one slot; presence is small next to jobs and
-//! credentials). New key types must follow the same rule: pick the unit a script or
+//! credentials). Leases (`{prefix}lease:{<name>}`) touch one key per operation, so each
+//! is its own unit. New key types must follow the same rule: pick the unit a script or
 //! `MULTI` needs atomically, make it the tag, and never tag by something global.
 
 pub mod broker;
 mod connection;
 pub mod credentials;
+pub mod lease;
 pub mod queue;
 pub mod registry;
 
@@ -40,6 +43,7 @@ use switchboard_engine::{Engine, EngineError};
 
 pub use broker::RedisBroker;
 pub use credentials::RedisCredentialStore;
+pub use lease::RedisLeases;
 pub use queue::RedisQueue;
 pub use registry::RedisRegistry;
 
@@ -100,12 +104,14 @@ pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
     let broker = RedisBroker::start(target.clone(), conn.clone(), &options.prefix);
     let queue = RedisQueue::new(target, conn.clone(), &options);
     let credentials = RedisCredentialStore::new(conn.clone(), &options.prefix);
+    let leases = RedisLeases::new(conn.clone(), &options.prefix);
     let registry = RedisRegistry::new(conn, &options);
     Ok(Engine {
         broker: Arc::new(broker),
         queue: Arc::new(queue),
         credentials: Arc::new(credentials),
         registry: Arc::new(registry),
+        leases: Arc::new(leases),
         name: "redis",
         distributed: true,
     })

@@ -51,6 +51,13 @@ async fn registry_behaviour_suite_on_a_cluster() {
     suite::registry(engine.registry.as_ref()).await;
 }
 
+#[tokio::test]
+async fn lease_behaviour_suite_on_a_cluster() {
+    let cluster = RedisCluster::start(MASTERS);
+    let engine = engine(common::cluster_options(&cluster)).await;
+    suite::leases(engine.leases.as_ref()).await;
+}
+
 /// Queues and sessions spread over the masters; each one's keys sit together on one.
 #[tokio::test]
 async fn queues_and_sessions_spread_over_the_nodes_each_on_one_slot() {

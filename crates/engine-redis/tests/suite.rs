@@ -40,3 +40,12 @@ async fn registry_behaviour_suite() {
         .expect("connect");
     suite::registry(engine.registry.as_ref()).await;
 }
+
+#[tokio::test]
+async fn lease_behaviour_suite() {
+    let redis = common::RedisServer::start();
+    let engine = switchboard_engine_redis::connect(redis.options())
+        .await
+        .expect("connect");
+    suite::leases(engine.leases.as_ref()).await;
+}

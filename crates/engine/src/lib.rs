@@ -7,6 +7,7 @@
 //! | [`JobQueue`] | platform jobs waiting for a worker: reserve, ack, retry, dead letters | [`memory::MemoryQueue`] |
 //! | [`CredentialStore`] | sealed credentials per session, with a TTL | [`memory::MemoryCredentialStore`] |
 //! | [`Registry`] | chat presence: user → connections → node | [`memory::MemoryRegistry`] |
+//! | [`Leases`] | which node runs a persistent platform instance (one IRC login) | [`memory::MemoryLeases`] |
 //!
 //! Callers hold an [`Engine`] (one `Arc<dyn …>` per trait) and never name a backend, so the Redis
 //! backend (crate `switchboard-engine-redis`) is swapped in by configuration. The traits move opaque bytes: what goes in
@@ -18,6 +19,7 @@ pub mod broker;
 pub mod credentials;
 mod error;
 pub mod fanout;
+pub mod lease;
 pub mod memory;
 pub mod queue;
 pub mod registry;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 pub use broker::{Broker, Subscription};
 pub use credentials::CredentialStore;
 pub use error::EngineError;
+pub use lease::Leases;
 pub use queue::{Delivery, JobQueue, NackOutcome};
 pub use registry::Registry;
 
@@ -40,6 +43,7 @@ pub struct Engine {
     pub queue: Arc<dyn JobQueue>,
     pub credentials: Arc<dyn CredentialStore>,
     pub registry: Arc<dyn Registry>,
+    pub leases: Arc<dyn Leases>,
     /// Short name for banners and logs ("embedded", "redis").
     pub name: &'static str,
     /// Other nodes share this engine: a stateless platform's queue is then one queue for
@@ -55,6 +59,7 @@ impl Engine {
             queue: Arc::new(memory::MemoryQueue::new(queue::RetryPolicy::default())),
             credentials: Arc::new(memory::MemoryCredentialStore::new()),
             registry: Arc::new(memory::MemoryRegistry::new()),
+            leases: Arc::new(memory::MemoryLeases::new()),
             name: "embedded",
             distributed: false,
         }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::broker::{Recv, SUBSCRIBER_BUFFER};
 use crate::queue::RetryPolicy;
 use crate::seal::random_id;
-use crate::{Broker, CredentialStore, JobQueue, NackOutcome, Registry};
+use crate::{Broker, CredentialStore, JobQueue, Leases, NackOutcome, Registry};
 
 fn unique(prefix: &str) -> String {
     format!("suite:{prefix}:{}", random_id::<6>())
@@ -305,4 +305,94 @@ pub async fn registry(r: &dyn Registry) {
     assert!(!r.is_online(&alice).await.unwrap());
     assert!(r.connections(&alice).await.unwrap().is_empty());
     assert!(!r.online_users().await.unwrap().contains(&alice));
+}
+
+/// Leases: one holder at a time, renewal only by the holder, compare-and-release, expiry
+/// hands the name to the next taker, a shared holder string keeps one lease alive.
+pub async fn leases(l: &dyn Leases) {
+    let name = unique("lease");
+    let long = Duration::from_secs(600);
+    assert_eq!(
+        l.holder(&name).await.unwrap(),
+        None,
+        "nobody holds a new name"
+    );
+    assert_eq!(
+        l.acquire(&name, "node-a", long).await.unwrap(),
+        "node-a",
+        "the first taker holds it"
+    );
+    assert_eq!(
+        l.acquire(&name, "node-b", long).await.unwrap(),
+        "node-a",
+        "a second taker is told who holds it"
+    );
+    assert_eq!(
+        l.acquire(&name, "node-a", long).await.unwrap(),
+        "node-a",
+        "acquiring again as the holder keeps it"
+    );
+    assert_eq!(l.holder(&name).await.unwrap().as_deref(), Some("node-a"));
+    assert!(l.renew(&name, "node-a", long).await.unwrap());
+    assert!(
+        !l.renew(&name, "node-b", long).await.unwrap(),
+        "only the holder renews"
+    );
+    assert!(
+        !l.release(&name, "node-b",).await.unwrap(),
+        "only the holder releases"
+    );
+    assert_eq!(l.holder(&name).await.unwrap().as_deref(), Some("node-a"));
+    assert!(l.release(&name, "node-a").await.unwrap());
+    assert!(!l.release(&name, "node-a").await.unwrap(), "released once");
+    assert_eq!(l.holder(&name).await.unwrap(), None);
+    assert_eq!(l.acquire(&name, "node-b", long).await.unwrap(), "node-b");
+
+    // A holder that stops renewing loses the name to the next taker, and cannot renew or
+    // release what is now someone else's.
+    let short = Duration::from_millis(300);
+    let other = unique("lease");
+    assert_eq!(l.acquire(&other, "node-a", short).await.unwrap(), "node-a");
+    assert!(l.renew(&other, "node-a", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        l.acquire(&other, "node-b", short).await.unwrap(),
+        "node-a",
+        "a renewed lease has not expired yet"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        l.holder(&other).await.unwrap(),
+        None,
+        "an unrenewed lease expires"
+    );
+    assert!(
+        !l.renew(&other, "node-a", short).await.unwrap(),
+        "an expired lease cannot be renewed"
+    );
+    assert_eq!(
+        l.acquire(&other, "node-b", long).await.unwrap(),
+        "node-b",
+        "an expired lease goes to the next taker"
+    );
+    assert!(
+        !l.release(&other, "node-a").await.unwrap(),
+        "the old holder cannot release the new holder's lease"
+    );
+    assert_eq!(l.holder(&other).await.unwrap().as_deref(), Some("node-b"));
+
+    // Several users acquiring with one shared holder string keep one mark alive together.
+    let mark = unique("mark");
+    assert_eq!(l.acquire(&mark, "in-use", short).await.unwrap(), "in-use");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(l.acquire(&mark, "in-use", short).await.unwrap(), "in-use");
+    }
+    assert!(
+        l.holder(&mark).await.unwrap().is_some(),
+        "a refreshed mark lives on"
+    );
+    l.release(&name, "node-b").await.unwrap();
+    l.release(&other, "node-b").await.unwrap();
+    l.release(&mark, "in-use").await.unwrap();
 }

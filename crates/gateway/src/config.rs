@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     /// An instance with no sessions (persistent) or no work (stateless) for this long is
     /// stopped.
     pub idle_timeout: Duration,
+    /// A persistent instance's owner holds its cluster-wide lease for this long and renews
+    /// it every third of it; after an owner node dies, another node may start the instance
+    /// this long after its last renewal.
+    pub lease_ttl: Duration,
     /// Stored credentials expire after this long even if the session lives on.
     pub credentials_ttl: Duration,
     /// Settings passed to every worker (`accept_invalid_certs`, …).
@@ -80,6 +84,7 @@ impl GatewayConfig {
             heartbeat_timeout: Duration::from_secs(15),
             max_instances: 64,
             idle_timeout: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(15),
             credentials_ttl: Duration::from_secs(24 * 3600),
             worker_settings: Value::Object(Default::default()),
             worker_command,

@@ -132,7 +132,8 @@ impl Gateway {
 
     /// Serve stateless platform `name`'s shared queue for every node on this (distributed)
     /// engine until [`Gateway::shutdown`]: `switchboard platform <name> --redis-url …`.
-    /// Persistent platforms need a cluster-wide instance registry, which does not exist yet.
+    /// Persistent platforms cannot: their instances are per login, run by the `serve` node
+    /// that first needs each one (see the pool's leases).
     pub fn serve_platform(&self, name: &str) -> Result<(), GatewayError> {
         let refuse = |reason: &str| GatewayError::Remote {
             platform: name.to_owned(),

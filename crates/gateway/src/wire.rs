@@ -1,7 +1,8 @@
 //! What the gateway puts into the engine, and how it is sealed.
 //!
-//! Jobs on the JobQueue and messages on a session's broker channel are JSON sealed with
-//! AES-256-GCM (see [`crate::keys`]); the engine only ever holds ciphertext.
+//! Jobs on the JobQueue, messages on a session's broker channel and on a shared persistent
+//! instance's channel are JSON sealed with AES-256-GCM (see [`crate::keys`]); the engine
+//! only ever holds ciphertext.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,32 @@ pub(crate) fn session_channel(session: &str) -> String {
     format!("session:{session}")
 }
 
+/// What a persistent instance's owner publishes on `instance:{queue}` for the sessions
+/// attached to it on other nodes (each such node subscribes once and hands the message on
+/// to its own sessions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum InstanceMsg {
+    /// For every attached session's `message` event, but `except` (the requester of a
+    /// result, which gets it as its reply).
+    Push {
+        activity: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<String>,
+    },
+    /// The connection now acts as `actor`: every attached session stores the credentials
+    /// under it (see [`BusMsg::Rekey`]) and reaches the instance by its new key.
+    Rekey { actor: String, credentials: Value },
+    /// The instance stopped: forget it (its sessions were told why in a `Push`).
+    End,
+}
+
+/// The channel of the instance whose job queue is `queue` (unique per instance lifetime,
+/// so a successor never shares a predecessor's channel).
+pub(crate) fn instance_channel(queue: &str) -> String {
+    format!("instance:{queue}")
+}
+
 impl Keys {
     pub fn seal_job(&self, job: &JobEnvelope) -> Bytes {
         let plain = serde_json::to_vec(job).expect("a JobEnvelope always serialises");
@@ -61,6 +88,16 @@ impl Keys {
 
     pub fn open_bus(&self, session: &str, sealed: &[u8]) -> Result<BusMsg, EngineError> {
         let plain = self.bus.open(session.as_bytes(), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| EngineError::Unseal)
+    }
+
+    pub fn seal_instance(&self, channel: &str, msg: &InstanceMsg) -> Bytes {
+        let plain = serde_json::to_vec(msg).expect("an InstanceMsg always serialises");
+        self.bus.seal(channel.as_bytes(), &plain)
+    }
+
+    pub fn open_instance(&self, channel: &str, sealed: &[u8]) -> Result<InstanceMsg, EngineError> {
+        let plain = self.bus.open(channel.as_bytes(), sealed)?;
         serde_json::from_slice(&plain).map_err(|_| EngineError::Unseal)
     }
 }
@@ -83,5 +120,26 @@ mod tests {
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(keys.open_job("j1", &sealed).unwrap().session, "s1");
         assert!(keys.open_job("j2", &sealed).is_err());
+    }
+
+    #[test]
+    fn instance_messages_are_sealed_and_bound_to_their_channel() {
+        let keys = Keys::new([7; 32]);
+        let msg = InstanceMsg::Rekey {
+            actor: "new@irc".into(),
+            credentials: json!({"password": "hunter2"}),
+        };
+        let sealed = keys.seal_instance("instance:irc:k/1", &msg);
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert!(matches!(
+            keys.open_instance("instance:irc:k/1", &sealed),
+            Ok(InstanceMsg::Rekey { .. })
+        ));
+        assert!(keys.open_instance("instance:irc:k/2", &sealed).is_err());
+        assert!(
+            Keys::new([8; 32])
+                .open_instance("instance:irc:k/1", &sealed)
+                .is_err()
+        );
     }
 }

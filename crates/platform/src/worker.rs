@@ -2,12 +2,15 @@
 //!
 //! Reads [`ToWorker`] frames from stdin, runs jobs on the platform (at most
 //! `manifest.concurrency` at once, in arrival order), writes results, events and heartbeats
-//! to stdout through one writer task. When stdin closes the server is gone, so the worker
-//! shuts the platform down and exits: a worker never outlives its server.
+//! to stdout through one writer task. A job that finishes the moment it starts is answered
+//! by the reading loop itself; only one that waits gets a task of its own. When stdin
+//! closes the server is gone, so the worker shuts the platform down and exits: a worker
+//! never outlives its server.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -82,24 +85,26 @@ pub async fn run<P: Platform>() -> Result<(), WorkerError> {
                     break;
                 };
                 let platform = platform.clone();
+                let job_id = id.clone();
+                let mut handling = Box::pin(async move {
+                    let result = platform.handle(job).await;
+                    drop(permit);
+                    result_frame(job_id, result)
+                });
+                // Most jobs of a stateless platform (dummy's echo) finish without waiting on
+                // anything: answer those here, without a task of their own. The rest go on
+                // in a task, so that a slow job holds up neither reading nor cancelling.
+                let first = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx)));
+                if let Poll::Ready(frame) = first.await {
+                    let _ = out_tx.send(frame).await;
+                    continue;
+                }
                 let out = out_tx.clone();
                 let running_done = running.clone();
-                let job_id = id.clone();
+                let done_id = id.clone();
                 let task = tokio::spawn(async move {
-                    let frame = match platform.handle(job).await {
-                        Ok(result) => FromWorker::Result {
-                            id: job_id.clone(),
-                            result,
-                            error: None,
-                        },
-                        Err(e) => FromWorker::Result {
-                            id: job_id.clone(),
-                            result: None,
-                            error: Some(e.0),
-                        },
-                    };
-                    drop(permit);
-                    remove(&running_done, &job_id);
+                    let frame = handling.await;
+                    remove(&running_done, &done_id);
                     let _ = out.send(frame).await;
                 });
                 insert(&running, id, task.abort_handle());
@@ -134,6 +139,22 @@ fn stdio_pipes() -> std::io::Result<(pipe::Receiver, pipe::Sender)> {
         pipe::Receiver::from_owned_fd(stdin)?,
         pipe::Sender::from_owned_fd(stdout)?,
     ))
+}
+
+/// The frame that answers job `id`.
+fn result_frame(id: String, result: Result<Option<Value>, crate::PlatformError>) -> FromWorker {
+    match result {
+        Ok(result) => FromWorker::Result {
+            id,
+            result,
+            error: None,
+        },
+        Err(e) => FromWorker::Result {
+            id,
+            result: None,
+            error: Some(e.0),
+        },
+    }
 }
 
 fn insert(map: &Mutex<HashMap<String, AbortHandle>>, id: String, h: AbortHandle) {

@@ -91,7 +91,8 @@ settings! {
     /// milliseconds (the node died mid-job) is taken over by another node and run again.
     redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
     /// With Redis: a node that has not shown it alive for this many milliseconds (it
-    /// died) has its chat connections dropped from the shared presence.
+    /// died) has its chat connections dropped from the shared presence, and the persistent
+    /// platform instances it ran (their leases) go to the next node that needs them.
     redis_presence_ttl_ms: u64 = 15_000, env = "SWITCHBOARD_REDIS_PRESENCE_TTL_MS";
     /// With Redis: prepended to every key and channel, so deployments can share a Redis.
     redis_prefix: String = "switchboard:".into(), env = "SWITCHBOARD_REDIS_PREFIX";
@@ -254,6 +255,8 @@ impl Settings {
         g.max_instances = self.max_instances;
         g.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
         g.credentials_ttl = Duration::from_secs(self.credentials_ttl_secs);
+        // A node presumed dead for presence is presumed dead for the instances it runs.
+        g.lease_ttl = Duration::from_millis(self.redis_presence_ttl_ms);
         if let Some(secret) = self.secret_bytes()? {
             g.secret = secret;
         }

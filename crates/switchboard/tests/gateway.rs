@@ -368,3 +368,46 @@ async fn a_crash_takes_down_only_its_own_instance() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_waiting_job_holds_up_nothing_and_fails_with_its_worker() {
+    let _serial = CHILDREN.lock().await;
+    let (gw, _) = gateway(config(), Dummy::manifest());
+    let (a, _pa) = open(&gw).await;
+    let verb = |v: &str| {
+        let mut activity = echo("alice", v);
+        activity["type"] = json!(v);
+        activity
+    };
+    // Tickets in order: the hung job reaches the worker before the echo.
+    let (t_hang, t_echo) = (a.ticket(), a.ticket());
+    let hung = tokio::spawn({
+        let a = a.clone();
+        let hang = verb("hang");
+        async move { a.message(t_hang, hang).await }
+    });
+    // The worker answers what finishes at once while the other job waits (in its task).
+    let reply = a.message(t_echo, echo("alice", "meanwhile")).await;
+    assert_eq!(reply["object"]["content"], "meanwhile", "{reply}");
+    assert!(!hung.is_finished(), "the hung job is still waiting");
+
+    // The worker dies: the job it still held is answered with why, not left to time out.
+    let reply = send(&a, verb("sigkill")).await;
+    assert_eq!(
+        reply["error"],
+        "Error: session thread closed unexpectedly: SIGKILL"
+    );
+    let hung = tokio::time::timeout(Duration::from_secs(5), hung)
+        .await
+        .expect("the hung job is answered when its worker dies")
+        .unwrap();
+    assert_eq!(
+        hung["error"],
+        "Error: session thread closed unexpectedly: SIGKILL"
+    );
+    assert_eq!(
+        send(&a, echo("alice", "after")).await["object"]["content"],
+        "after"
+    );
+    gw.shutdown().await;
+}

@@ -2,11 +2,13 @@
 
 mod broker;
 mod credentials;
+mod lease;
 mod queue;
 mod registry;
 
 pub use broker::MemoryBroker;
 pub use credentials::MemoryCredentialStore;
+pub use lease::MemoryLeases;
 pub use queue::MemoryQueue;
 pub use registry::MemoryRegistry;
 

@@ -6,6 +6,10 @@
 //! kills a silent worker. When a worker dies, every job it held is answered with the
 //! reason; a stateless instance starts a fresh process for the next job, a persistent one
 //! (whose connection died with it) ends and tells its sessions.
+//!
+//! A persistent instance holds its key's cluster-wide lease (see [`super`]); on a
+//! distributed engine whatever it shows all its sessions also goes, once, on its
+//! `instance:{queue}` channel for the sessions attached on other nodes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +29,7 @@ use tracing::Instrument;
 
 use super::process::{Process, exit_text};
 use super::{PoolShared, Target, lock};
-use crate::wire::{BusMsg, JobEnvelope, session_channel};
+use crate::wire::{BusMsg, InstanceMsg, JobEnvelope, instance_channel};
 
 /// A job written to the worker and not yet answered.
 struct InFlight {
@@ -37,6 +41,23 @@ struct InFlight {
 enum Control {
     Cancel(String),
     Stop,
+    /// Stop and tell every attached session why (the instance cannot go on here).
+    Lost(String),
+}
+
+/// A queue name unique to one instance lifetime of `key`.
+pub(crate) fn unique_queue(key: &str) -> String {
+    format!("{key}/{}", random_id::<4>())
+}
+
+/// The `error` activity every attached session gets when the instance fails.
+pub(crate) fn error_activity(platform: &str, actor: Option<String>, error: &str) -> Value {
+    json!({
+        "@context": context::canonical(platform),
+        "type": "error",
+        "actor": {"id": actor.unwrap_or_else(|| platform.to_owned()), "type": "service"},
+        "error": error,
+    })
 }
 
 pub(crate) struct Instance {
@@ -47,6 +68,16 @@ pub(crate) struct Instance {
     /// instance of the platform serves.
     queue: String,
     shared_queue: bool,
+    /// A persistent instance's lease holder string (`"<node> <queue>"`).
+    lease: Option<String>,
+    /// The keys it holds the lease of (its own; more or others after a re-key), kept here
+    /// so teardown releases them even after the pool has forgotten the instance.
+    leased: Mutex<Vec<String>>,
+    /// Where it shows its sessions on other nodes what it shows all its sessions (a
+    /// persistent instance on a distributed engine).
+    channel: Option<String>,
+    /// Its sessions were told why it ended (so teardown does not tell them again).
+    told: AtomicBool,
     manifest: Arc<Manifest>,
     actor: Mutex<Option<String>>,
     sessions: Mutex<HashSet<String>>,
@@ -60,17 +91,34 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    pub fn start(target: &Target, shared: Arc<PoolShared>) -> Arc<Self> {
+    /// Start the instance for `target`; a persistent one with the `(queue, holder)` of the
+    /// lease this node took for it.
+    pub fn start(
+        target: &Target,
+        shared: Arc<PoolShared>,
+        lease: Option<(String, String)>,
+    ) -> Arc<Self> {
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared_queue = shared.engine.distributed && !target.manifest.persist;
+        let (queue, lease) = match lease {
+            Some((queue, holder)) => (queue, Some(holder)),
+            None if shared_queue => (target.key.clone(), None),
+            None => (unique_queue(&target.key), None),
+        };
+        let channel =
+            (shared.engine.distributed && lease.is_some()).then(|| instance_channel(&queue));
         let inst = Arc::new(Instance {
             key: target.key.clone(),
-            queue: if shared_queue {
-                target.key.clone()
-            } else {
-                format!("{}/{}", target.key, random_id::<4>())
-            },
+            queue,
             shared_queue,
+            leased: Mutex::new(if lease.is_some() {
+                vec![target.key.clone()]
+            } else {
+                Vec::new()
+            }),
+            lease,
+            channel,
+            told: AtomicBool::new(false),
             manifest: target.manifest.clone(),
             actor: Mutex::new(target.actor.clone()),
             sessions: Mutex::default(),
@@ -89,6 +137,29 @@ impl Instance {
 
     pub fn queue_name(&self) -> &str {
         &self.queue
+    }
+
+    pub fn platform(&self) -> &'static str {
+        self.manifest.name
+    }
+
+    /// Holds a cluster-wide lease (a persistent instance).
+    pub fn is_leased(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    pub fn holder(&self) -> Option<&str> {
+        self.lease.as_deref()
+    }
+
+    pub fn leased_keys(&self) -> Vec<String> {
+        lock(&self.leased).clone()
+    }
+
+    /// Stop, telling every attached session `error`.
+    pub fn lose(&self, error: String) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.control.send(Control::Lost(error));
     }
 
     pub fn attach(&self, session: &str) {
@@ -154,15 +225,17 @@ impl Ctx {
     }
 
     async fn publish(&self, session: &str, msg: &BusMsg) {
-        let sealed = self.shared.keys.seal_bus(session, msg);
-        if let Err(e) = self
-            .shared
-            .engine
-            .broker
-            .publish(&session_channel(session), sealed)
-            .await
-        {
-            tracing::error!(error = %e, %session, "cannot publish to session");
+        self.shared.publish(session, msg).await;
+    }
+
+    /// Show `msg` to the instance's sessions on other nodes (if it has a channel).
+    async fn to_remotes(&self, msg: &InstanceMsg) {
+        let Some(channel) = &self.inst.channel else {
+            return;
+        };
+        let sealed = self.shared.keys.seal_instance(channel, msg);
+        if let Err(e) = self.shared.engine.broker.publish(channel, sealed).await {
+            tracing::error!(error = %e, "cannot publish to the instance's remote sessions");
         }
     }
 
@@ -196,6 +269,11 @@ impl Ctx {
                     self.publish(&other, &push).await;
                 }
             }
+            let push = InstanceMsg::Push {
+                activity: reply.clone(),
+                except: Some(session.to_owned()),
+            };
+            self.to_remotes(&push).await;
         }
         let msg = BusMsg::Result {
             job: job.to_owned(),
@@ -217,21 +295,20 @@ impl Ctx {
 
     /// Tell every attached session that the instance hit a fatal error.
     async fn broadcast_error(&self, error: &str) {
-        let actor = lock(&self.inst.actor)
-            .clone()
-            .unwrap_or_else(|| self.platform().to_owned());
-        let activity = json!({
-            "@context": context::canonical(self.platform()),
-            "type": "error",
-            "actor": {"id": actor, "type": "service"},
-            "error": error,
-        });
+        self.inst.told.store(true, Ordering::Release);
+        let actor = lock(&self.inst.actor).clone();
+        let activity = error_activity(self.platform(), actor, error);
         for session in self.inst.sessions() {
             let push = BusMsg::Push {
                 activity: activity.clone(),
             };
             self.publish(&session, &push).await;
         }
+        let push = InstanceMsg::Push {
+            activity,
+            except: None,
+        };
+        self.to_remotes(&push).await;
     }
 
     async fn on_frame(
@@ -259,8 +336,8 @@ impl Ctx {
                 session,
             } => {
                 context::stamp(&mut activity, self.platform());
-                let targets = match session {
-                    Some(s) => vec![s],
+                let targets = match &session {
+                    Some(s) => vec![s.clone()],
                     None => self.inst.sessions(),
                 };
                 for s in targets {
@@ -269,23 +346,53 @@ impl Ctx {
                     };
                     self.publish(&s, &push).await;
                 }
+                if session.is_none() {
+                    let push = InstanceMsg::Push {
+                        activity,
+                        except: None,
+                    };
+                    self.to_remotes(&push).await;
+                }
             }
             FromWorker::Rekey { actor, credentials } if self.inst.manifest.persist => {
                 tracing::info!("platform instance re-keyed to a new actor");
-                let sessions = self.inst.sessions();
+                // The sessions here, and the requester of the job that did it wherever it
+                // is: told directly, before its reply, so its next request as the new actor
+                // finds its credentials (a remote node's copy via the channel comes later).
+                let mut sessions = self.inst.sessions();
+                let requesters: Vec<String> = lock(&self.inst.inflight)
+                    .values()
+                    .map(|f| f.session.clone())
+                    .collect();
+                for r in requesters {
+                    if !sessions.contains(&r) {
+                        sessions.push(r);
+                    }
+                }
                 let keys = &self.shared.keys;
                 let mut new_keys: Vec<String> = sessions
                     .iter()
                     .map(|s| keys.instance(self.platform(), &actor, s, Some(&credentials)))
                     .collect();
+                if self.inst.channel.is_some() {
+                    // Sessions on other nodes reach it by the key of the credentials alone
+                    // (they hold a secret, or the connection would not be shared).
+                    new_keys.push(keys.instance(self.platform(), &actor, "", Some(&credentials)));
+                }
                 new_keys.sort();
                 new_keys.dedup();
+                let new_keys = self.lease_keys(new_keys).await;
                 // With nobody attached there is no new key to reach it by; it stays
                 // registered (and so reaped when idle) under the old one.
                 if !new_keys.is_empty() {
                     self.shared.rekey(&self.inst, new_keys);
                 }
                 *lock(&self.inst.actor) = Some(actor.clone());
+                let rekey = InstanceMsg::Rekey {
+                    actor: actor.clone(),
+                    credentials: credentials.clone(),
+                };
+                self.to_remotes(&rekey).await;
                 for session in sessions {
                     let msg = BusMsg::Rekey {
                         platform: self.platform().to_owned(),
@@ -300,6 +407,49 @@ impl Ctx {
                 tracing::error!(%error, "worker reported a fatal error");
                 self.broadcast_error(&error).await;
                 *fatal = Some(error);
+            }
+        }
+    }
+
+    /// Take the leases of the keys a re-keyed instance moves to, and give up the old ones;
+    /// returns the new keys it now holds (one another instance holds stays that one's).
+    async fn lease_keys(&self, new_keys: Vec<String>) -> Vec<String> {
+        let Some(holder) = self.inst.holder() else {
+            return new_keys;
+        };
+        let leases = &self.shared.engine.leases;
+        let ttl = self.shared.config.lease_ttl;
+        let mut held = Vec::with_capacity(new_keys.len());
+        for key in new_keys {
+            match leases.acquire(&key, holder, ttl).await {
+                Ok(h) if h == holder => held.push(key),
+                Ok(_) => {
+                    tracing::warn!(instance = %key, "re-keyed onto a key another instance holds")
+                }
+                Err(e) => tracing::warn!(error = %e, instance = %key, "cannot lease the new key"),
+            }
+        }
+        if !held.is_empty() {
+            let old = std::mem::replace(&mut *lock(&self.inst.leased), held.clone());
+            for key in old {
+                if !held.contains(&key) {
+                    let _ = leases.release(&key, holder).await;
+                }
+            }
+        }
+        held
+    }
+
+    /// Give up the cluster-wide leases on every key this instance is registered under.
+    async fn release_leases(&self) {
+        let Some(holder) = self.inst.holder() else {
+            return;
+        };
+        let keys = std::mem::take(&mut *lock(&self.inst.leased));
+        for key in keys {
+            if let Err(e) = self.shared.engine.leases.release(&key, holder).await {
+                // It expires by itself; until then another node would follow a dead queue.
+                tracing::warn!(error = %e, instance = %key, "cannot release instance lease");
             }
         }
     }
@@ -441,6 +591,10 @@ async fn run(
                     }
                 }
                 Control::Stop => break,
+                Control::Lost(error) => {
+                    cx.broadcast_error(&error).await;
+                    break;
+                }
             },
             _ = watchdog.tick() => {
                 if let Some(p) = proc.as_mut()
@@ -453,8 +607,10 @@ async fn run(
         }
     }
 
-    // Teardown: no new jobs, the worker asked to stop (then killed), everyone answered.
+    // Teardown: no new jobs, the lease given up (a successor may start at once: it gets a
+    // queue of its own), the worker asked to stop (then killed), everyone answered.
     inst.stopping.store(true, Ordering::Release);
+    cx.release_leases().await;
     shared.forget(&inst);
     if let Some(mut p) = proc.take() {
         let _ = p.input.try_send(ToWorker::Shutdown);
@@ -489,6 +645,20 @@ async fn run(
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot drain queue of stopped instance"),
+    }
+    if inst.channel.is_some() {
+        if !inst.told.load(Ordering::Acquire) {
+            // Its sessions here are leaving with the node (or were none: reaped); those
+            // elsewhere hear that the connection is gone.
+            let error = format!("{} platform instance stopped", cx.platform());
+            let actor = lock(&inst.actor).clone();
+            let push = InstanceMsg::Push {
+                activity: error_activity(cx.platform(), actor, &error),
+                except: None,
+            };
+            cx.to_remotes(&push).await;
+        }
+        cx.to_remotes(&InstanceMsg::End).await;
     }
     tracing::info!("platform instance stopped");
 }

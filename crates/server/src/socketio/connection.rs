@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -28,6 +29,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Hub;
 use super::engine_packet::{self as eio, DecodeError, Kind, Packet};
+use super::frames;
 use super::outbox::Outbox;
 use super::socket::{BINARY_REFUSED, Flow, Reply, Socket};
 use super::socket_packet;
@@ -405,10 +407,17 @@ impl Connection {
         }
         match &mut self.transport {
             Transport::WebSocket(ws) => {
-                for packet in std::mem::take(&mut self.out) {
-                    ws.feed(Message::text(packet)).await?;
-                }
-                ws.flush().await
+                // Whatever tungstenite queued itself (a pong to a client's ping) goes first,
+                // so that our frames never land inside one of its own.
+                ws.flush().await?;
+                // Every queued packet in one write (see `frames`); the buffer lives only
+                // for this write, so a quiet connection holds none.
+                let buf = frames::text_frames(&self.out);
+                self.out = Vec::new();
+                let stream = ws.get_mut();
+                stream.write_all(&buf).await?;
+                stream.flush().await?;
+                Ok(())
             }
             Transport::Polling(polling) => {
                 if let Some(get) = polling.get.take() {

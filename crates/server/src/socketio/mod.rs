@@ -7,6 +7,7 @@
 //! - [`socket`]: namespace `/` and the Sockethub events on the gateway session.
 //! - [`engine_packet`], [`socket_packet`]: the two wire codecs.
 //! - [`outbox`]: gateway pushes waiting for the connection task.
+//! - [`frames`]: the packets a wake-up produced, framed for one WebSocket write.
 //! - [`websocket`]: the WebSocket handshake and buffer sizes.
 //!
 //! Written for memory: an idle WebSocket connection is one task of about 1 KB (its
@@ -14,6 +15,7 @@
 
 mod connection;
 mod engine_packet;
+mod frames;
 mod handler;
 mod outbox;
 mod socket;

@@ -241,6 +241,26 @@ async fn websocket_client_gets_acks_and_replies_in_order() {
 }
 
 #[tokio::test]
+async fn replies_finishing_together_arrive_whole_and_in_order() {
+    let server = start(config()).await;
+    let mut c = connected(&server).await;
+    server.wait_sessions(1).await;
+    // Sent in one go, these finish together and leave in as few writes as the server
+    // can make: each must still arrive as its own frame, in order.
+    let n = 40u64;
+    for id in 1..=n {
+        c.feed(Message::text(format!(r#"42{id}["schemas"]"#)))
+            .await
+            .expect("feed");
+    }
+    c.flush().await.expect("flush");
+    for id in 1..=n {
+        let schemas = ack_value(&recv(&mut c).await, id);
+        assert!(schemas["fingerprint"].is_string(), "{schemas}");
+    }
+}
+
+#[tokio::test]
 async fn client_disconnect_closes_the_session() {
     let server = start(config()).await;
     let mut c = connected(&server).await;
