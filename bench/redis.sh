@@ -7,9 +7,12 @@
 # process); one runs on the embedded engine, the other with --redis-url on a redis-server
 # started here (127.0.0.1, no persistence). Every echo then crosses Redis four times: the
 # job pushed on a stream, reserved through the consumer group, acked, and the reply
-# published on the session's pub/sub channel. Also reports redis-server CPU per round trip
-# (utime+stime from /proc). Loopback only; loops bounded in count and time; only PIDs
-# started here are stopped.
+# published on the session's pub/sub channel. A third server runs with --redis-cluster on a
+# Redis Cluster of three masters started here too (every node a seed): the same four steps,
+# each on the node owning its key's or channel's slot, the reply forwarded to the
+# subscriber's node over the cluster bus. Also reports redis-server CPU per round trip
+# (utime+stime from /proc; on the cluster, all three nodes'). Loopback only; loops bounded
+# in count and time; only PIDs started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -43,24 +46,53 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$PORT_REDIS" "$REDIS_PID"
 
-start_sb() { # start_sb embedded|redis
+# The Redis Cluster: three masters, no replicas, explicit bus ports (port+10000 may be taken).
+CLUSTER_PIDS=(); CLUSTER_NODES=(); SEEDS=()
+for n in 1 2 3; do
+  port=$(free_port); mkdir -p "$OUT/cluster-$n"
+  redis-server --port "$port" --cluster-port "$(free_port)" --bind 127.0.0.1 --save '' --appendonly no \
+    --cluster-enabled yes --cluster-config-file "$OUT/cluster-$n/nodes.conf" --dir "$OUT/cluster-$n" \
+    >"$OUT/cluster-$n.log" 2>&1 &
+  CLUSTER_PIDS+=($!); PIDS+=($!); wait_port "$port" "$!"
+  CLUSTER_NODES+=("127.0.0.1:$port"); SEEDS+=("redis://127.0.0.1:$port/")
+done
+redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-replicas 0 --cluster-yes >"$OUT/cluster-create.log" 2>&1
+for node in "${CLUSTER_NODES[@]}"; do
+  for _ in $(seq 200); do
+    redis-cli -h 127.0.0.1 -p "${node#*:}" cluster info | grep -q cluster_state:ok && break
+    sleep 0.05
+  done
+done
+SEED_LIST=$(IFS=,; echo "${SEEDS[*]}")
+
+start_sb() { # start_sb embedded|redis|cluster
   local extra=()
   [ "$1" = redis ] && extra=(--redis-url "redis://127.0.0.1:$PORT_REDIS/")
+  [ "$1" = cluster ] && extra=(--redis-cluster --redis-url "$SEED_LIST")
   target/release/switchboard serve --port "$PORT_SB" --rate-limit-max 100000000 --max-connections-per-ip 0 \
     --secret "$SECRET" "${extra[@]}" >"$OUT/sb-$1.log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID"); wait_port "$PORT_SB" "$SB_PID"
 }
 
+# The CPU ticks of the Redis servers engine $1 runs on.
+redis_ticks() {
+  if [ "$1" = cluster ]; then
+    local t=0; for p in "${CLUSTER_PIDS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"
+  else
+    cpu_ticks "$REDIS_PID"
+  fi
+}
+
 declare -A R
-for engine in embedded redis; do
+for engine in embedded redis cluster; do
   for c in 1 32; do
     n=$([ "$c" = 1 ] && echo 20000 || echo 100000)
     for i in $(seq "$RUNS"); do
       start_sb "$engine"
-      before=$(cpu_ticks "$REDIS_PID")
+      before=$(redis_ticks "$engine")
       "$B" --json echo --url "http://127.0.0.1:$PORT_SB" --concurrency "$c" --requests "$n" \
         --duration-secs 15 --warmup 1000 >"$OUT/$engine-c$c-$i.json"
-      after=$(cpu_ticks "$REDIS_PID")
+      after=$(redis_ticks "$engine")
       # Clock ticks (1/100 s) → µs of Redis CPU per round trip (warm-up included).
       python3 -c "import json; d=json.load(open('$OUT/$engine-c$c-$i.json')); print(round(($after-$before)*10000/(d['ok']+d['errors']+1000), 1))" >"$OUT/$engine-c$c-$i.cpu"
       stop "$SB_PID"
@@ -75,13 +107,13 @@ done
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 cat <<EOF2
-| measurement (median of $RUNS) | embedded engine | Redis engine | ratio |
-|---|---|---|---|
-| echo, 1 in flight: round trips/s | ${R[embedded,c1,rps]} | ${R[redis,c1,rps]} | $(ratio "${R[redis,c1,rps]}" "${R[embedded,c1,rps]}") |
-| echo, 1 in flight: p50 / p99 µs | ${R[embedded,c1,p50]} / ${R[embedded,c1,p99]} | ${R[redis,c1,p50]} / ${R[redis,c1,p99]} | |
-| echo, 32 in flight: round trips/s | ${R[embedded,c32,rps]} | ${R[redis,c32,rps]} | $(ratio "${R[redis,c32,rps]}" "${R[embedded,c32,rps]}") |
-| echo, 32 in flight: p50 / p99 µs | ${R[embedded,c32,p50]} / ${R[embedded,c32,p99]} | ${R[redis,c32,p50]} / ${R[redis,c32,p99]} | |
-| failed requests, worst run (1 / 32 in flight) | ${R[embedded,c1,err]} / ${R[embedded,c32,err]} | ${R[redis,c1,err]} / ${R[redis,c32,err]} | |
-| redis-server CPU per round trip, 1 / 32 in flight (µs) | – | ${R[redis,c1,cpu]} / ${R[redis,c32,cpu]} | |
+| measurement (median of $RUNS) | embedded engine | Redis engine | ratio | Redis Cluster (3 masters) | ratio to Redis |
+|---|---|---|---|---|---|
+| echo, 1 in flight: round trips/s | ${R[embedded,c1,rps]} | ${R[redis,c1,rps]} | $(ratio "${R[redis,c1,rps]}" "${R[embedded,c1,rps]}") | ${R[cluster,c1,rps]} | $(ratio "${R[cluster,c1,rps]}" "${R[redis,c1,rps]}") |
+| echo, 1 in flight: p50 / p99 µs | ${R[embedded,c1,p50]} / ${R[embedded,c1,p99]} | ${R[redis,c1,p50]} / ${R[redis,c1,p99]} | | ${R[cluster,c1,p50]} / ${R[cluster,c1,p99]} | |
+| echo, 32 in flight: round trips/s | ${R[embedded,c32,rps]} | ${R[redis,c32,rps]} | $(ratio "${R[redis,c32,rps]}" "${R[embedded,c32,rps]}") | ${R[cluster,c32,rps]} | $(ratio "${R[cluster,c32,rps]}" "${R[redis,c32,rps]}") |
+| echo, 32 in flight: p50 / p99 µs | ${R[embedded,c32,p50]} / ${R[embedded,c32,p99]} | ${R[redis,c32,p50]} / ${R[redis,c32,p99]} | | ${R[cluster,c32,p50]} / ${R[cluster,c32,p99]} | |
+| failed requests, worst run (1 / 32 in flight) | ${R[embedded,c1,err]} / ${R[embedded,c32,err]} | ${R[redis,c1,err]} / ${R[redis,c32,err]} | | ${R[cluster,c1,err]} / ${R[cluster,c32,err]} | |
+| redis-server CPU per round trip, 1 / 32 in flight (µs) | – | ${R[redis,c1,cpu]} / ${R[redis,c32,cpu]} | | ${R[cluster,c1,cpu]} / ${R[cluster,c32,cpu]} | |
 EOF2
 echo "raw results: $OUT" >&2

@@ -35,7 +35,7 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 # Protocol peers the Rust tests start on 127.0.0.1 (each test harness starts and stops its
 # own): IRC (ngircd; inspircd + atheme for IRCv3 and SASL), XMPP (prosody, ejabberd),
 # Redis, PostgreSQL; openssl makes their self-signed certificates.
-apt_install openssl redis-server ngircd inspircd atheme-services prosody ejabberd postgresql-15
+apt_install openssl redis-server redis-tools ngircd inspircd atheme-services prosody ejabberd postgresql-15
 
 log "npm client packages (tests/clients)"
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)

@@ -7,6 +7,18 @@
 //! `UNSUBSCRIBE`, and every message it reads is handed to the local [`Fanout`] (so a slow
 //! local subscriber is cut off with `Lagged` exactly as in the embedded broker).
 //!
+//! On a Redis Cluster the same holds with classic pub/sub: `PUBLISH` goes to the node
+//! owning the channel name's slot (always the same node for one channel, so messages keep
+//! their order) and the cluster forwards it to every node, so the subscriber connection
+//! may be on any node; it takes the seed nodes in turn when one fails. Sharded pub/sub
+//! (`SPUBLISH`) would spare the cluster bus that broadcast, but needs one subscriber
+//! connection per shard, following slot migrations; not needed at our scale yet. One
+//! difference: the count `publish` returns covers only the subscribers on the node that
+//! took the `PUBLISH`, so on a cluster it is a lower bound. One more: a message crossing
+//! the cluster bus is lost if that bus link resets (a node stalled past half the
+//! `cluster-node-timeout`), and the subscriber's own connection never notices, so that
+//! gap goes unreported; sharded pub/sub, with no bus hop, would close it.
+//!
 //! If the subscriber connection drops, messages published meanwhile are gone (pub/sub keeps
 //! nothing), so every local subscriber is cut off with `Lagged` rather than left with a
 //! silent gap; the task reconnects with backoff and new subscriptions work again.
@@ -18,11 +30,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
 use switchboard_engine::fanout::Fanout;
 use switchboard_engine::{Broker, EngineError, Subscription};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::connection::{Conn, Target};
 use crate::unavailable;
 
 /// A request to the subscriber task: make Redis's subscription to a channel match whether
@@ -33,7 +46,7 @@ struct Sync {
 }
 
 pub struct RedisBroker {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     fanout: Arc<Fanout>,
     sync: mpsc::UnboundedSender<Sync>,
@@ -41,12 +54,12 @@ pub struct RedisBroker {
 
 impl RedisBroker {
     /// Start the node's subscriber task; it runs until the broker is dropped.
-    pub fn start(client: redis::Client, conn: ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn start(target: Target, conn: Conn, prefix: &str) -> Self {
         let (emptied_tx, emptied_rx) = mpsc::unbounded_channel();
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
         let fanout = Arc::new(Fanout::with_listener(emptied_tx));
         tokio::spawn(subscriber(
-            client,
+            target,
             fanout.clone(),
             prefix.to_owned(),
             sync_rx,
@@ -94,17 +107,19 @@ impl Broker for RedisBroker {
 /// The subscriber task: (re)connect, resubscribe, then route messages and requests until
 /// the connection drops or the broker is dropped.
 async fn subscriber(
-    client: redis::Client,
+    target: Target,
     fanout: Arc<Fanout>,
     prefix: String,
     mut sync: mpsc::UnboundedReceiver<Sync>,
     mut emptied: mpsc::UnboundedReceiver<String>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut failures = 0;
     loop {
-        let (mut sink, mut stream) = match client.get_async_pubsub().await {
+        let (mut sink, mut stream) = match target.pubsub(failures).await {
             Ok(p) => p.split(),
             Err(e) => {
+                failures += 1;
                 tracing::warn!(error = %e, retry_in = ?backoff, "redis subscriber connection failed");
                 let fail = unavailable(e).to_string();
                 // Answer requests while waiting, so subscribers fail fast instead of hanging.

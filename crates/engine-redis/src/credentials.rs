@@ -3,16 +3,16 @@
 //!
 //! Keys: `{prefix}session:{<id>}:cred:<key>` and `{prefix}session:{<id>}:index`. The session
 //! id is the hash tag, so a session's keys share a cluster slot and one script can delete
-//! them all.
+//! them all, while different sessions spread over the cluster.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use switchboard_engine::{CredentialStore, EngineError};
 
+use crate::connection::{Conn, tagged};
 use crate::unavailable;
 
 /// Store the blob, index it, and keep the index alive as long as its longest entry.
@@ -37,14 +37,14 @@ return n
 ";
 
 pub struct RedisCredentialStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     put: Script,
     delete: Script,
 }
 
 impl RedisCredentialStore {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn new(conn: Conn, prefix: &str) -> Self {
         RedisCredentialStore {
             conn,
             prefix: prefix.to_owned(),
@@ -53,8 +53,8 @@ impl RedisCredentialStore {
         }
     }
 
-    fn session_key(&self, session: &str) -> String {
-        format!("{}session:{{{session}}}", self.prefix)
+    fn session_key(&self, session: &str) -> Result<String, EngineError> {
+        tagged(&self.prefix, "session", session)
     }
 }
 
@@ -67,7 +67,7 @@ impl CredentialStore for RedisCredentialStore {
         sealed: Bytes,
         ttl: Duration,
     ) -> Result<(), EngineError> {
-        let base = self.session_key(session);
+        let base = self.session_key(session)?;
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let _: i64 = self
             .put
@@ -83,7 +83,7 @@ impl CredentialStore for RedisCredentialStore {
 
     async fn get(&self, session: &str, key: &str) -> Result<Option<Bytes>, EngineError> {
         let blob: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!("{}:cred:{key}", self.session_key(session)))
+            .arg(format!("{}:cred:{key}", self.session_key(session)?))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -93,7 +93,7 @@ impl CredentialStore for RedisCredentialStore {
     async fn delete_session(&self, session: &str) -> Result<usize, EngineError> {
         let n: usize = self
             .delete
-            .key(format!("{}:index", self.session_key(session)))
+            .key(format!("{}:index", self.session_key(session)?))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

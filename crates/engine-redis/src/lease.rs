@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use switchboard_engine::{EngineError, Leases};
 
+use crate::connection::Conn;
 use crate::unavailable;
 
 /// ARGV: holder, ttl ms. Takes a free lease, renews our own; returns the holder after.
@@ -43,7 +43,7 @@ return 0
 ";
 
 pub struct RedisLeases {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     acquire: Script,
     renew: Script,
@@ -51,7 +51,7 @@ pub struct RedisLeases {
 }
 
 impl RedisLeases {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn new(conn: Conn, prefix: &str) -> Self {
         RedisLeases {
             conn,
             prefix: prefix.to_owned(),

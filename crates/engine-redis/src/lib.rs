@@ -1,6 +1,6 @@
-//! Switchboard's Redis engine: the [`switchboard_engine`] traits on one Redis server, so
-//! several `switchboard serve` nodes share sessions' channels, job queues, credentials
-//! and chat presence.
+//! Switchboard's Redis engine: the [`switchboard_engine`] traits on one Redis server or a
+//! Redis Cluster, so several `switchboard serve` nodes share sessions' channels, job
+//! queues, credentials and chat presence.
 //!
 //! | trait | Redis structure | module |
 //! |---|---|---|
@@ -10,12 +10,26 @@
 //! | `Registry` | a hash per user, an online set, node liveness keys kept by heartbeats | [`registry`] |
 //! | `Leases` | one key per lease: the holder, with a PTTL | [`lease`] |
 //!
-//! Commands go over a [`ConnectionManager`] (one multiplexed connection that reconnects with
-//! exponential backoff); while Redis is down every call fails with
-//! [`EngineError::Unavailable`] instead of hanging or losing data silently. Keys that one
-//! script touches together share a `{hash tag}` so they stay in one cluster slot.
+//! Commands go over one multiplexed connection that reconnects with exponential backoff
+//! (a cluster connection routing each command to its slot's node, with
+//! [`RedisOptions::cluster`]; see `connection.rs`); while Redis is down every call fails
+//! with [`EngineError::Unavailable`] instead of hanging or losing data silently.
+//!
+//! # Keys on a cluster
+//!
+//! Every key is `{prefix}<kind>:{<id>}[:<part>]`: the braces make `<id>` the cluster hash
+//! tag, and `<id>` is the unit that one script touches together — one queue (its stream,
+//! retry set and dead letters), one session (its credentials and their index). So each
+//! script runs on one slot while queues and sessions spread over all the cluster's nodes.
+//! Presence is the exception: its scripts answer "first connection / last connection /
+//! who is online" atomically across users and sweep dead nodes' connections, so all of it
+//! shares the one tag `{registry}` (one slot; presence is small next to jobs and
+//! credentials). Leases (`{prefix}lease:{<name>}`) touch one key per operation, so each
+//! is its own unit. New key types must follow the same rule: pick the unit a script or
+//! `MULTI` needs atomically, make it the tag, and never tag by something global.
 
 pub mod broker;
+mod connection;
 pub mod credentials;
 pub mod lease;
 pub mod queue;
@@ -24,7 +38,6 @@ pub mod registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_engine::queue::RetryPolicy;
 use switchboard_engine::{Engine, EngineError};
 
@@ -37,8 +50,12 @@ pub use registry::RedisRegistry;
 /// How to reach Redis and how the engine behaves on it.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`; with [`cluster`](Self::cluster), the
+    /// comma-separated URLs of one or more seed nodes (the rest of the cluster is found
+    /// from them).
     pub url: String,
+    /// `url` names Redis Cluster seed nodes, not one server.
+    pub cluster: bool,
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub prefix: String,
     pub retry: RetryPolicy,
@@ -55,6 +72,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         RedisOptions {
             url: url.into(),
+            cluster: false,
             prefix: "switchboard:".into(),
             retry: RetryPolicy::default(),
             claim_idle: Duration::from_secs(30),
@@ -68,37 +86,23 @@ pub(crate) fn unavailable(e: redis::RedisError) -> EngineError {
     EngineError::Unavailable(format!("redis: {e}"))
 }
 
-/// The command connection every part shares: reconnects by itself with backoff.
-pub(crate) async fn command_connection(
-    client: &redis::Client,
-) -> Result<ConnectionManager, EngineError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(5))
-        .set_number_of_retries(3);
-    ConnectionManager::new_with_config(client.clone(), config)
-        .await
-        .map_err(unavailable)
-}
-
-pub(crate) fn client(options: &RedisOptions) -> Result<redis::Client, EngineError> {
+/// Check the options and find out where Redis is.
+pub(crate) fn target(options: &RedisOptions) -> Result<connection::Target, EngineError> {
     if options.prefix.contains(['{', '}']) {
         return Err(EngineError::Unavailable(
             "redis key prefix must not contain '{' or '}' (they are cluster hash tags)".into(),
         ));
     }
-    redis::Client::open(options.url.as_str())
-        .map_err(|e| EngineError::Unavailable(format!("bad redis url: {e}")))
+    connection::Target::new(options)
 }
 
 /// Connect to Redis and build the engine. Fails (without retrying) if Redis cannot be
 /// reached now, so a misconfigured node refuses to start instead of limping.
 pub async fn connect(options: RedisOptions) -> Result<Engine, EngineError> {
-    let client = client(&options)?;
-    let conn = command_connection(&client).await?;
-    let broker = RedisBroker::start(client.clone(), conn.clone(), &options.prefix);
-    let queue = RedisQueue::new(client, conn.clone(), &options);
+    let target = target(&options)?;
+    let conn = target.command().await?;
+    let broker = RedisBroker::start(target.clone(), conn.clone(), &options.prefix);
+    let queue = RedisQueue::new(target, conn.clone(), &options);
     let credentials = RedisCredentialStore::new(conn.clone(), &options.prefix);
     let leases = RedisLeases::new(conn.clone(), &options.prefix);
     let registry = RedisRegistry::new(conn, &options);

@@ -1,6 +1,7 @@
 //! [`JobQueue`] on Redis Streams with one consumer group per queue.
 //!
-//! Keys of queue `q` (all share the hash tag `{q}`, so each script stays in one slot):
+//! Keys of queue `q` (all share the hash tag `{q}`, so each script stays in one slot, and
+//! different queues spread over a cluster's nodes):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -31,12 +32,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use switchboard_engine::queue::RetryPolicy;
 use switchboard_engine::{Delivery, EngineError, JobQueue, NackOutcome};
 use tokio::sync::watch;
 
+use crate::connection::{Conn, Target, tagged};
 use crate::{RedisOptions, unavailable};
 
 const GROUP: &str = "workers";
@@ -289,8 +290,8 @@ impl Default for Local {
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Conn,
     prefix: String,
     consumer: String,
     policy: RetryPolicy,
@@ -307,7 +308,7 @@ struct Inner {
     /// Tags this node holds per queue, touched so no other node takes them over.
     held: Mutex<HashMap<String, HashSet<u64>>>,
     /// Idle connections for blocking reads (a blocked command would stall the shared one).
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    blocking: Mutex<Vec<Conn>>,
 }
 
 pub struct RedisQueue {
@@ -319,9 +320,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RedisQueue {
-    pub fn new(client: redis::Client, conn: ConnectionManager, options: &RedisOptions) -> Self {
+    pub(crate) fn new(target: Target, conn: Conn, options: &RedisOptions) -> Self {
         let inner = Arc::new(Inner {
-            client,
+            target,
             conn,
             prefix: options.prefix.clone(),
             consumer: format!("node-{}", switchboard_engine::seal::random_id::<8>()),
@@ -345,27 +346,29 @@ impl RedisQueue {
 
     /// A queue on its own command connection (tests, and a worker that needs only this).
     pub async fn connect(options: &RedisOptions) -> Result<Self, EngineError> {
-        let client = crate::client(options)?;
-        let conn = crate::command_connection(&client).await?;
-        Ok(Self::new(client, conn, options))
+        let target = crate::target(options)?;
+        let conn = target.command().await?;
+        Ok(Self::new(target, conn, options))
     }
 }
 
 impl Inner {
     /// The stream, retry set and dead-letter stream of `queue`.
-    fn keys(&self, queue: &str) -> [String; 3] {
-        let stream = format!("{}queue:{{{queue}}}", self.prefix);
+    fn keys(&self, queue: &str) -> Result<[String; 3], EngineError> {
+        let stream = tagged(&self.prefix, "queue", queue)?;
         let retry = format!("{stream}:retry");
         let dead = format!("{stream}:dead");
-        [stream, retry, dead]
+        Ok([stream, retry, dead])
     }
 
     /// Give reserved-but-unstarted jobs back to the other consumers.
     async fn requeue(&self, queue: &str, tags: Vec<u64>) {
+        let Ok([stream, _, _]) = self.keys(queue) else {
+            return;
+        };
         if tags.is_empty() {
             return;
         }
-        let [stream, _, _] = self.keys(queue);
         let mut call = self.requeue.key(stream);
         for tag in &tags {
             call.arg(id_of(*tag));
@@ -404,7 +407,7 @@ impl Inner {
         block: Duration,
         maintain: bool,
     ) -> Result<Vec<Delivery>, EngineError> {
-        let [stream, retry, dead] = self.keys(queue);
+        let [stream, retry, dead] = self.keys(queue)?;
         let mut block = block.min(MAINTENANCE);
         if maintain {
             let reply: Value = self
@@ -437,18 +440,10 @@ impl Inner {
         read.arg("STREAMS").arg(&stream).arg(">");
         let reply = if blocking {
             let idle = lock(&self.blocking).pop();
+            // Timeouts are ours (below): the connection's own would cut the block short.
             let mut conn = match idle {
                 Some(c) => c,
-                None => {
-                    // Timeouts are ours (below): the connection's own would cut the block short.
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(2)))
-                        .set_response_timeout(None);
-                    self.client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map_err(unavailable)?
-                }
+                None => self.target.blocking().await?,
             };
             let reply = tokio::time::timeout(
                 block + Duration::from_secs(5),
@@ -522,7 +517,9 @@ async fn touch(inner: Weak<Inner>) {
             .map(|(q, tags)| (q.clone(), tags.iter().copied().collect()))
             .collect();
         for (queue, tags) in held {
-            let [stream, _, _] = inner.keys(&queue);
+            let Ok([stream, _, _]) = inner.keys(&queue) else {
+                continue;
+            };
             let mut call = inner.touch.key(stream);
             call.arg(&inner.consumer);
             for tag in tags {
@@ -538,7 +535,7 @@ async fn touch(inner: Weak<Inner>) {
 #[async_trait]
 impl JobQueue for RedisQueue {
     async fn push(&self, queue: &str, job_id: &str, payload: Bytes) -> Result<(), EngineError> {
-        let [stream, _, _] = self.inner.keys(queue);
+        let [stream, _, _] = self.inner.keys(queue)?;
         let _: String = self
             .inner
             .push
@@ -592,7 +589,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn ack(&self, queue: &str, tag: u64) -> Result<(), EngineError> {
-        let [stream, _, _] = self.inner.keys(queue);
+        let [stream, _, _] = self.inner.keys(queue)?;
         let n: i64 = self
             .inner
             .ack
@@ -610,7 +607,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn nack(&self, queue: &str, tag: u64) -> Result<NackOutcome, EngineError> {
-        let [stream, retry, dead] = self.inner.keys(queue);
+        let [stream, retry, dead] = self.inner.keys(queue)?;
         let policy = self.inner.policy;
         let n: i64 = self
             .inner
@@ -636,7 +633,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn dead_letters(&self, queue: &str) -> Result<Vec<Delivery>, EngineError> {
-        let [_, _, dead] = self.inner.keys(queue);
+        let [_, _, dead] = self.inner.keys(queue)?;
         let entries: Vec<Value> = redis::cmd("XRANGE")
             .arg(dead)
             .arg("-")
@@ -651,7 +648,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn len(&self, queue: &str) -> Result<usize, EngineError> {
-        let [stream, retry, _] = self.inner.keys(queue);
+        let [stream, retry, _] = self.inner.keys(queue)?;
         self.inner
             .len
             .key(stream)
@@ -671,7 +668,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn remove(&self, queue: &str) -> Result<Vec<Delivery>, EngineError> {
-        let [stream, retry, dead] = self.inner.keys(queue);
+        let [stream, retry, dead] = self.inner.keys(queue)?;
         let flat: Vec<Vec<u8>> = self
             .inner
             .remove

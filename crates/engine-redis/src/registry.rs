@@ -3,7 +3,11 @@
 //! connections disappear within about [`RedisOptions::presence_ttl`].
 //!
 //! Keys, all under the one hash tag `{registry}` so every script is atomic on one cluster
-//! slot (presence is small; atomic first/last answers matter more than spreading it):
+//! slot. Presence is small next to queues and credentials, and its answers must be
+//! atomic across users: "first connection" / "last connection" under concurrent connects
+//! on several nodes, and the sweep that drops every connection of a dead node (of any
+//! user) in one step. Tagging per user would split those into per-slot pieces that can
+//! interleave, so presence lives on one slot (one master) on purpose:
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -33,10 +37,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use switchboard_engine::{EngineError, Registry};
 use tokio::task::JoinHandle;
 
+use crate::connection::Conn;
 use crate::{RedisOptions, unavailable};
 
 /// Shared by every script: `base` is ARGV[1]; drops the connections of dead nodes.
@@ -145,7 +149,7 @@ return lost
 ";
 
 struct Shared {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `{prefix}{registry}:`: every key starts with it.
     base: String,
     ttl_ms: u64,
@@ -172,7 +176,7 @@ pub struct RedisRegistry {
 impl RedisRegistry {
     /// Build the registry and start its heartbeat task (needs a Tokio runtime). Dropping
     /// the registry stops the heartbeat: its nodes then expire like a dead node's.
-    pub fn new(conn: ConnectionManager, options: &RedisOptions) -> Self {
+    pub(crate) fn new(conn: Conn, options: &RedisOptions) -> Self {
         let script = |body: &str| Script::new(&format!("{SWEEP}{body}"));
         let shared = Arc::new(Shared {
             conn,
@@ -193,8 +197,7 @@ impl RedisRegistry {
 
     /// A registry on its own command connection (tests: one per simulated node).
     pub async fn connect(options: &RedisOptions) -> Result<Self, EngineError> {
-        let client = crate::client(options)?;
-        let conn = crate::command_connection(&client).await?;
+        let conn = crate::target(options)?.command().await?;
         Ok(Self::new(conn, options))
     }
 }

@@ -113,7 +113,29 @@ async fn concurrent_connects_and_disconnects_across_nodes_report_one_arrival_and
 #[tokio::test]
 async fn a_dead_nodes_connections_vanish_after_the_ttl_and_the_live_nodes_remain() {
     let redis = common::RedisServer::start();
-    let options = options(&redis);
+    dead_node_vanishes(options(&redis)).await;
+}
+
+/// The same on a Redis Cluster: the sweep runs on presence's slot and its announcement
+/// (a `PUBLISH` from the script) reaches a subscriber attached to another cluster node.
+#[tokio::test]
+async fn on_a_cluster_a_dead_nodes_connections_vanish_and_are_announced() {
+    let cluster = switchboard_testpeers::RedisCluster::start(3);
+    // Seeds starting past presence's node: the subscriber connects to the first seed.
+    let owner = cluster.node_of("switchboard:{registry}:online");
+    let urls = cluster.urls();
+    let seeds: Vec<String> = (1..=urls.len())
+        .map(|i| urls[(owner + i) % urls.len()].clone())
+        .collect();
+    dead_node_vanishes(RedisOptions {
+        presence_ttl: TTL,
+        cluster: true,
+        ..RedisOptions::new(seeds.join(","))
+    })
+    .await;
+}
+
+async fn dead_node_vanishes(options: RedisOptions) {
     let live = node(&options).await;
     let doomed = node(&options).await;
     live.connect("alice", "l/1", "L").await.unwrap();

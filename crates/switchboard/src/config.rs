@@ -81,7 +81,12 @@ settings! {
     secret: String = String::new(), env = "SWITCHBOARD_SECRET";
     /// Run on Redis (`redis://[user:password@]host:port[/db]`) instead of the embedded
     /// engine, so several nodes share channels, job queues and credentials. Needs `secret`.
+    /// With `redis_cluster`: comma-separated URLs of Redis Cluster seed nodes.
     redis_url: String = String::new(), env = "SWITCHBOARD_REDIS_URL";
+    /// `redis_url` names the seed nodes of a Redis Cluster (one or more; the rest of the
+    /// cluster is discovered from them). A plain switch like `--allow-private-network`.
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    redis_cluster: bool = false, env = "SWITCHBOARD_REDIS_CLUSTER";
     /// With Redis: a job reserved by a node that has not shown it alive for this many
     /// milliseconds (the node died mid-job) is taken over by another node and run again.
     redis_claim_idle_ms: u64 = 30_000, env = "SWITCHBOARD_REDIS_CLAIM_IDLE_MS";
@@ -175,6 +180,15 @@ impl Settings {
                  `secret` in the config file), e.g. from `openssl rand -hex 32`"
             );
         }
+        if self.redis_cluster && self.redis_url.is_empty() {
+            bail!("redis_cluster needs redis_url: the cluster's seed node URLs, comma-separated");
+        }
+        if !self.redis_cluster && self.redis_url.contains(',') {
+            bail!(
+                "redis_url lists several URLs: for the seed nodes of a Redis Cluster also set \
+                 --redis-cluster (SWITCHBOARD_REDIS_CLUSTER, `redis_cluster` in the config file)"
+            );
+        }
         if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
             bail!("jwt_secret must be at least 32 characters");
         }
@@ -214,15 +228,17 @@ impl Settings {
         toml::to_string(&shown).unwrap_or_else(|e| format!("cannot render settings: {e}"))
     }
 
-    /// The Redis URL without its password, for banners and logs.
+    /// The Redis URL (each seed's, on a cluster) without its password, for banners and
+    /// logs.
     pub fn redis_address(&self) -> String {
-        match (
-            self.redis_url.split_once("://"),
-            self.redis_url.rsplit_once('@'),
-        ) {
-            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
-            _ => self.redis_url.clone(),
-        }
+        self.redis_url
+            .split(',')
+            .map(|url| match (url.split_once("://"), url.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+                _ => url.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn gateway(&self) -> Result<GatewayConfig> {
@@ -368,6 +384,30 @@ mod tests {
         .unwrap();
         assert_eq!(s.redis_address(), "redis://***@10.0.0.1:6379/2");
         assert!(!s.describe().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_redis_cluster_is_seed_urls_plus_the_switch() {
+        let secret = "ab".repeat(32);
+        let seeds = "redis://:pw1@10.0.0.1:7000,redis://:pw2@10.0.0.2:7000";
+        let err = Settings::load(&args(&["--redis-url", seeds, "--secret", &secret])).unwrap_err();
+        assert!(format!("{err:#}").contains("--redis-cluster"), "{err:#}");
+        let err = Settings::load(&args(&["--redis-cluster"])).unwrap_err();
+        assert!(format!("{err:#}").contains("seed node"), "{err:#}");
+        let s = Settings::load(&args(&[
+            "--redis-url",
+            seeds,
+            "--redis-cluster",
+            "--secret",
+            &secret,
+        ]))
+        .unwrap();
+        assert!(s.redis_cluster);
+        assert_eq!(
+            s.redis_address(),
+            "redis://***@10.0.0.1:7000,redis://***@10.0.0.2:7000"
+        );
+        assert!(!s.describe().contains("pw1") && !s.describe().contains("pw2"));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 
-/// The engine the settings choose: Redis with `redis_url`, embedded otherwise.
+/// The engine the settings choose: Redis (one server or a cluster) with `redis_url`,
+/// embedded otherwise.
 async fn engine(settings: &Settings) -> Result<Engine> {
     Ok(if settings.redis_url.is_empty() {
         Engine::embedded()
@@ -23,6 +24,7 @@ async fn engine(settings: &Settings) -> Result<Engine> {
             claim_idle: Duration::from_millis(settings.redis_claim_idle_ms),
             presence_ttl: Duration::from_millis(settings.redis_presence_ttl_ms),
             prefix: settings.redis_prefix.clone(),
+            cluster: settings.redis_cluster,
             ..RedisOptions::new(settings.redis_url.clone())
         };
         switchboard_engine_redis::connect(options)

@@ -1462,3 +1462,131 @@ async fn single_session_replaces_a_connection_on_another_node() {
     );
     new.expect_silence(300).await;
 }
+
+/// A Socket.IO session on `/sockethub` of `server`, spoken by hand over a WebSocket
+/// (Engine.IO open, namespace CONNECT, then events with acks).
+async fn sockethub(server: &Server) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+    let url = format!("ws://{}/sockethub/?EIO=4&transport=websocket", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("sockethub websocket handshake");
+    let open = sockethub_recv(&mut ws).await;
+    assert!(open.starts_with("0{"), "Engine.IO open first: {open}");
+    ws.send(Ws::Text("40".into())).await.unwrap();
+    let connected = sockethub_recv(&mut ws).await;
+    assert!(
+        connected.starts_with("40{"),
+        "namespace connect: {connected}"
+    );
+    ws
+}
+
+async fn sockethub_recv(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Ws::Text(t))) => return t.to_string(),
+            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Send a dummy `echo` as event `message` with ack `id`; the ack's activity.
+async fn sockethub_echo(
+    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
+    id: u64,
+    content: &str,
+) -> Value {
+    let activity = json!({
+        "type": "echo",
+        "@context": switchboard_protocol::context::canonical("dummy"),
+        "actor": {"id": "tester", "type": "person"},
+        "object": {"type": "message", "content": content}
+    });
+    ws.send(Ws::Text(
+        format!("42{id}{}", json!(["message", activity])).into(),
+    ))
+    .await
+    .unwrap();
+    let prefix = format!("43{id}");
+    loop {
+        let packet = sockethub_recv(ws).await;
+        if let Some(rest) = packet.strip_prefix(&prefix) {
+            let mut args: Vec<Value> = serde_json::from_str(rest).expect("ack JSON");
+            return args.remove(0);
+        }
+    }
+}
+
+/// The same deployment on a real Redis Cluster (three masters): two nodes exchange a chat
+/// message and presence, and Socket.IO sessions on both get their echoes (jobs on the
+/// shared queue, replies on the sessions' pub/sub channels). The keys it writes spread over
+/// more than one master, so this cannot pass on one node by accident.
+#[tokio::test]
+async fn two_nodes_on_a_redis_cluster_exchange_chat_messages_and_gateway_echoes() {
+    let pg = switchboard_store::test_postgres::TempPostgres::start();
+    let redis = switchboard_testpeers::RedisCluster::start(3);
+    // Seeds in a different order per node: each node's subscriber connection sits on a
+    // different cluster node, so replies and chat really cross the cluster bus.
+    let urls = redis.urls();
+    let nodes: Vec<Server> = (0..2)
+        .map(|first| {
+            let seeds = (0..urls.len())
+                .map(|i| urls[(first + i) % urls.len()].clone())
+                .collect::<Vec<_>>()
+                .join(",");
+            cluster_with(&pg.url(), &seeds, 1, &["--redis-cluster"]).remove(0)
+        })
+        .collect();
+    let (alice, alice_token) = nodes[0].user("alice").await;
+    let (bob, bob_token) = nodes[1].user("bob").await;
+    let mut alice_a = nodes[0].connect(&alice_token).await;
+    assert_eq!(online_ids(&mut alice_a).await, [alice]);
+    let mut bob_b = nodes[1].connect(&bob_token).await;
+    assert_eq!(
+        alice_a.expect("user_online").await["userId"],
+        bob,
+        "presence crosses nodes"
+    );
+
+    alice_a
+        .send(
+            "chat_message",
+            json!({"receiverId": bob, "content": "hi over the cluster", "clientMsgId": "c1"}),
+        )
+        .await;
+    let sent = alice_a.expect("message_sent").await;
+    let got = bob_b.expect("new_message").await;
+    assert_eq!(
+        (got["id"].clone(), got["content"].as_str()),
+        (sent["id"].clone(), Some("hi over the cluster"))
+    );
+    assert_eq!(
+        alice_a
+            .expect_past("message_delivered", &["user_online"])
+            .await["messageId"],
+        sent["id"]
+    );
+
+    let mut on_a = sockethub(&nodes[0]).await;
+    let mut on_b = sockethub(&nodes[1]).await;
+    for i in 0..10u64 {
+        for (ws, node) in [(&mut on_a, "A"), (&mut on_b, "B")] {
+            let content = format!("echo {i} via {node}");
+            let reply = sockethub_echo(ws, i, &content).await;
+            assert_eq!(reply["object"]["content"], content.as_str(), "{reply}");
+            assert!(reply.get("error").is_none(), "{reply}");
+        }
+    }
+
+    let holding: Vec<usize> = (0..redis.len())
+        .filter(|&n| redis.keys(n).iter().any(|k| k.starts_with("switchboard:")))
+        .collect();
+    assert!(
+        holding.len() > 1,
+        "the deployment's keys must spread over several masters, only {holding:?} hold any"
+    );
+}

@@ -130,6 +130,27 @@ fn serve_on_an_unreachable_redis_or_without_a_secret_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot use Redis at {url}")), "{err}");
 
+    // A Redis Cluster none of whose seeds answer: refused the same way, naming them all.
+    let seeds = format!("{url},redis://127.0.0.1:{port}/1");
+    let out = switchboard()
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--redis-cluster",
+            "--redis-url",
+            &seeds,
+        ])
+        .args(["--secret", &"cd".repeat(32)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot use Redis at {seeds}")),
+        "{err}"
+    );
+
     let out = switchboard()
         .args(["serve", "--port", "0", "--redis-url", &url])
         .env_remove("SWITCHBOARD_SECRET")

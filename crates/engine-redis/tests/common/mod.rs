@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_engine_redis::RedisOptions;
-use switchboard_testpeers::{TempDir, free_port, kill, require};
+use switchboard_testpeers::{TempDir, free_port, kill, require, wait_port};
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -52,9 +52,17 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+        // Fails if ours exits (e.g. another process on this machine took the port), so a
+        // PONG below is never a stranger's server.
+        wait_port(
+            self.port,
+            &mut child,
+            "redis-server",
+            Duration::from_secs(10),
+        );
         self.child = Some(child);
         self.wait_ready();
     }
@@ -103,5 +111,13 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         // Before the TempDir field drops, so the server is gone when its dir is removed.
         self.kill();
+    }
+}
+
+/// Options for the engine on `cluster`, every node a seed.
+pub fn cluster_options(cluster: &switchboard_testpeers::RedisCluster) -> RedisOptions {
+    RedisOptions {
+        cluster: true,
+        ..RedisOptions::new(cluster.seeds())
     }
 }
