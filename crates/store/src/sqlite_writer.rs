@@ -35,7 +35,7 @@
 //! few seconds at 10k messages/s, not several times a second) rather than small.
 //!
 //! The writer's connection writes the log through [`wal_batch`](crate::wal_batch), one
-//! `pwrite` per commit instead of two per page.
+//! `pwrite` per 64 KiB of a commit instead of two per page.
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
