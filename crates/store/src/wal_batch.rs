@@ -1,5 +1,5 @@
 //! A thin SQLite VFS over the default one that turns a transaction's many small WAL
-//! writes into one `pwrite`. Only the message writer's connection uses it.
+//! writes into a few large ones. Only the message writer's connection uses it.
 //!
 //! Why: SQLite appends each dirty page to the WAL as two writes, a 24-byte frame header
 //! and the page, so a batch of a few hundred messages (each dirtying index pages of its
