@@ -18,6 +18,7 @@ mod sqlite_writer;
 pub mod suite;
 #[cfg(feature = "suite")]
 pub mod test_postgres;
+mod wal_batch;
 
 use std::sync::Arc;
 

@@ -33,6 +33,11 @@ impl SqliteStore {
     /// Open (creating it if needed) the database at `url` (`sqlite://path?mode=rwc`,
     /// `sqlite:path`) and bring its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with_log_limit(url, crate::sqlite_writer::LOG_LIMIT).await
+    }
+
+    /// [`SqliteStore::open`] with the WAL size (bytes) at which the writer rewinds the log.
+    pub(crate) async fn open_with_log_limit(url: &str, log_limit: u64) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -51,7 +56,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrator(migrations::SQLITE).run(&pool).await?;
-        let writer = Writer::start(options.get_filename())?;
+        let writer = Writer::start(options.get_filename(), log_limit)?;
         Ok(SqliteStore { pool, writer })
     }
 
@@ -433,16 +438,20 @@ mod tests {
     }
 
     /// The writer checkpoints often enough for the WAL to rewind: it stays near the
-    /// writer's threshold (8192 pages of 1 KiB) instead of growing with every message
-    /// (20,000 messages write about 30 MB of log).
+    /// writer's threshold (here 8 MiB) instead of growing with every message (20,000
+    /// messages write about 30 MB of log). Also runs the batched WAL writes
+    /// ([`wal_batch`](crate::wal_batch)) through many rewinds: every message reads back.
     #[tokio::test]
     async fn the_log_stays_bounded_under_a_stream_of_messages() {
         let dir = std::env::temp_dir().join(format!("sb-store-wal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("wal.db");
-        let store = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
+        let store = SqliteStore::open_with_log_limit(
+            &format!("sqlite://{}?mode=rwc", db.display()),
+            8 << 20,
+        )
+        .await
+        .unwrap();
         let now = Timestamp::now();
         let mut users = Vec::new();
         for i in 0..20 {
@@ -471,11 +480,25 @@ mod tests {
                 })
             }))
             .await;
-            assert!(sent.iter().all(Result::is_ok));
+            if let Some(Err(e)) = sent.iter().find(|r| r.is_err()) {
+                panic!("round {round}: {e}");
+            }
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
         assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
         store.close().await;
+        // Every message survived the rewinds: user 0 sent 10 a round to user 1.
+        let reopened = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
+            .await
+            .unwrap();
+        let page = reopened
+            .history(Conversation::Direct(users[0], users[1]), None, 5000)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1000);
+        assert_eq!(page[0].content, "round 99 message 180");
+        assert_eq!(page[999].content, "round 0 message 0");
+        reopened.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
