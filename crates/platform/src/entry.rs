@@ -15,7 +15,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Run `<binary> platform <name>`: `run(name)` on a current-thread runtime for a `name` in
-/// `platforms`, usage and exit code 2 for anything else.
+/// `platforms`; an error (exit code 1) for another name, usage (exit code 2) for other
+/// arguments.
 pub fn main<F, E>(binary: &str, platforms: &[&str], run: impl FnOnce(String) -> F) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
@@ -25,8 +26,15 @@ where
     let (Some(verb), Some(name), None) = (args.next(), args.next(), args.next()) else {
         return usage(binary, platforms);
     };
-    if verb != "platform" || !platforms.contains(&name.as_str()) {
+    if verb != "platform" {
         return usage(binary, platforms);
+    }
+    if !platforms.contains(&name.as_str()) {
+        eprintln!(
+            "Error: unknown platform {name:?} (available: {})",
+            platforms.join(", ")
+        );
+        return ExitCode::FAILURE;
     }
     match block_on(run(name)) {
         Ok(Ok(())) => ExitCode::SUCCESS,

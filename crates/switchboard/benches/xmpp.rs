@@ -195,8 +195,8 @@ async fn main() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_switchboard-worker"), &shared).unwrap();
     let (gw, sessions) = logins_memory(&shared, &users[..logins], server.port).await;
     close(gw, sessions).await;
-    let lean = env!("CARGO_BIN_EXE_switchboard-worker").into();
-    let (gw, mut sessions) = logins_memory(&lean, &users[..logins], server.port).await;
+    let lean = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-worker"));
+    let (gw, mut sessions) = logins_memory(lean, &users[..logins], server.port).await;
 
     // 2. Incoming latency, gateway path.
     let (sender, _sender_events) = in_process("sender@localhost", "senderpw", server.port).await;
@@ -245,12 +245,12 @@ type Sessions = Vec<(Session, mpsc::UnboundedReceiver<Value>)>;
 /// per-platform binary next to it, as the server does), each in its own worker process,
 /// and print the workers' memory before and after login.
 async fn logins_memory(
-    program: &std::path::PathBuf,
+    program: &std::path::Path,
     users: &[(String, String)],
     port: u16,
 ) -> (Gateway, Sessions) {
     let mut config = GatewayConfig::new(WorkerCommand {
-        program: program.clone(),
+        program: program.to_owned(),
         args: vec![],
     });
     config.worker_settings = json!({"accept_invalid_certs": true});
