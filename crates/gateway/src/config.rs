@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// How to start a worker process: `program args… platform <name>`.
+/// How to start a worker process: `program args… platform <name>`, or
+/// `program-<name> args… platform <name>` when that per-platform binary sits next to
+/// `program` (see [`WorkerCommand::program_for`]).
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
     pub program: PathBuf,
@@ -14,6 +16,23 @@ pub struct WorkerCommand {
 }
 
 impl WorkerCommand {
+    /// The executable to run for `platform`: `<program>-<platform>` in `program`'s
+    /// directory if there is one (a worker binary linking that platform alone, which maps
+    /// far less code into each long-lived process), else `program` itself. Looked up at
+    /// every start, so installing or removing a per-platform binary needs no restart.
+    pub fn program_for(&self, platform: &str) -> PathBuf {
+        if let Some(name) = self.program.file_name() {
+            let mut own = name.to_os_string();
+            own.push("-");
+            own.push(platform);
+            let candidate = self.program.with_file_name(own);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+        self.program.clone()
+    }
+
     /// The executable `name` next to this one (the lean binary that only runs workers), or
     /// this very executable when there is none, so a lone copied binary still works.
     pub fn sibling_or_current_exe(name: &str) -> std::io::Result<Self> {
@@ -90,5 +109,58 @@ impl GatewayConfig {
             worker_command,
             secret: switchboard_engine::seal::random_bytes::<32>(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory of our own under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir =
+                std::env::temp_dir().join(format!("sb-worker-cmd-{}-{nanos}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn per_platform_program_is_preferred_when_present() {
+        let dir = TempDir::new();
+        let worker = dir.0.join("switchboard-worker");
+        std::fs::write(&worker, "").unwrap();
+        let cmd = WorkerCommand {
+            program: worker.clone(),
+            args: vec![],
+        };
+        // Absent: the shared worker runs every platform.
+        assert_eq!(cmd.program_for("xmpp"), worker);
+
+        let xmpp = dir.0.join("switchboard-worker-xmpp");
+        std::fs::write(&xmpp, "").unwrap();
+        assert_eq!(cmd.program_for("xmpp"), xmpp);
+        // Only for its own platform.
+        assert_eq!(cmd.program_for("irc"), worker);
+        // A directory of that name is not a program.
+        std::fs::create_dir(dir.0.join("switchboard-worker-irc")).unwrap();
+        assert_eq!(cmd.program_for("irc"), worker);
+
+        // Removed again: back to the shared worker, without a new WorkerCommand.
+        std::fs::remove_file(&xmpp).unwrap();
+        assert_eq!(cmd.program_for("xmpp"), worker);
     }
 }

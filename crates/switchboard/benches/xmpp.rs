@@ -2,7 +2,9 @@
 //!
 //! 1. Memory per login: `LOGINS` accounts log in through the gateway, each in its own
 //!    worker process (one per actor and credentials). Reports each worker's RSS before
-//!    its login (an idle worker) and after (connected, roster fetched, presence sent).
+//!    its login (an idle worker) and after (connected, roster fetched, presence sent):
+//!    first for the shared `switchboard-worker` (every platform linked in), then for
+//!    `switchboard-worker-xmpp`, which the server runs for XMPP.
 //! 2. Incoming latency: a sender account, driven in-process by the same xmpp platform code,
 //!    sends `MESSAGES` chat messages one at a time to a receiver; the time from the
 //!    sender's write to the receiver session's push (prosody → worker → gateway → session).
@@ -184,68 +186,17 @@ async fn main() {
         .collect();
     let server = peer::Prosody::start(&refs);
 
-    let mut config = GatewayConfig::new(WorkerCommand {
-        program: env!("CARGO_BIN_EXE_switchboard-worker").into(),
-        args: vec![],
-    });
-    config.worker_settings = json!({"accept_invalid_certs": true});
-    config.max_instances = logins + 8;
-    config.rate_max = 100_000;
-    let gw = Gateway::new(config, Engine::embedded(), vec![Xmpp::manifest()], "bench").unwrap();
-
-    // 1. Memory per login.
-    let mut sessions = vec![];
-    let (mut idle, mut online) = (vec![], vec![]);
-    for (user, password) in users.iter().take(logins) {
-        let jid = format!("{user}@localhost");
-        let (s, rx) = session(&gw).await;
-        let mut c = activity(&jid, "credentials", json!({}));
-        c["object"] = creds(&jid, password, server.port);
-        s.credentials(s.ticket(), c).await;
-        let before: Vec<u32> = xmpp_workers();
-        // A verb that needs no connection starts the worker without logging in.
-        let r = s
-            .message(
-                s.ticket(),
-                activity(
-                    &jid,
-                    "leave",
-                    json!({"target": {"id": "r@conference.localhost", "type": "room"}}),
-                ),
-            )
-            .await;
-        assert!(r.get("error").is_some());
-        let pid = *xmpp_workers()
-            .iter()
-            .find(|p| !before.contains(p))
-            .expect("a new worker");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        idle.push(rss_kib(pid));
-        let r = s
-            .message(s.ticket(), activity(&jid, "connect", json!({})))
-            .await;
-        assert!(r.get("error").is_none(), "{r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        online.push(rss_kib(pid));
-        sessions.push((s, rx));
-    }
-    println!("xmpp logins: {logins} (one worker process each)");
-    for (name, pick) in [("RSS", 0), ("private (RssAnon)", 1), ("PSS", 2)] {
-        let get = |v: &[[u64; 3]]| -> Vec<u64> { v.iter().map(|p| p[pick]).collect() };
-        let (before, after) = (get(&idle), get(&online));
-        let deltas = after
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| a.saturating_sub(*b))
-            .collect();
-        println!(
-            "  worker {name}: idle median {} KiB; logged in median {} KiB, max {} KiB; the login adds median {} KiB",
-            median_kib(before),
-            median_kib(after.clone()),
-            after.iter().max().unwrap(),
-            median_kib(deltas),
-        );
-    }
+    // 1. Memory per login: first with the shared `switchboard-worker` running the xmpp
+    // platform (for comparison: started through a link in a directory of our own, where no
+    // per-platform binary sits next to it), then with what the server runs,
+    // `switchboard-worker-xmpp`, whose logins the latency part uses.
+    let shared_dir = TempDir::new();
+    let shared = shared_dir.0.join("switchboard-worker");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_switchboard-worker"), &shared).unwrap();
+    let (gw, sessions) = logins_memory(&shared, &users[..logins], server.port).await;
+    close(gw, sessions).await;
+    let lean = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-worker"));
+    let (gw, mut sessions) = logins_memory(lean, &users[..logins], server.port).await;
 
     // 2. Incoming latency, gateway path.
     let (sender, _sender_events) = in_process("sender@localhost", "senderpw", server.port).await;
@@ -285,10 +236,118 @@ async fn main() {
         ms(percentile(&gateway, 0.5)) / ms(percentile(&floor, 0.5)),
         ms(percentile(&gateway, 0.99)) / ms(percentile(&floor, 0.99)),
     );
+    close(gw, sessions).await;
+}
+
+type Sessions = Vec<(Session, mpsc::UnboundedReceiver<Value>)>;
+
+/// Log each of `users` in through a gateway whose workers are `program` (or the
+/// per-platform binary next to it, as the server does), each in its own worker process,
+/// and print the workers' memory before and after login.
+async fn logins_memory(
+    program: &std::path::Path,
+    users: &[(String, String)],
+    port: u16,
+) -> (Gateway, Sessions) {
+    let mut config = GatewayConfig::new(WorkerCommand {
+        program: program.to_owned(),
+        args: vec![],
+    });
+    config.worker_settings = json!({"accept_invalid_certs": true});
+    config.max_instances = users.len() + 8;
+    config.rate_max = 100_000;
+    let gw = Gateway::new(config, Engine::embedded(), vec![Xmpp::manifest()], "bench").unwrap();
+
+    let mut sessions = vec![];
+    let (mut idle, mut online) = (vec![], vec![]);
+    let mut exe = None;
+    for (user, password) in users {
+        let jid = format!("{user}@localhost");
+        let (s, rx) = session(&gw).await;
+        let mut c = activity(&jid, "credentials", json!({}));
+        c["object"] = creds(&jid, password, port);
+        s.credentials(s.ticket(), c).await;
+        let before: Vec<u32> = xmpp_workers();
+        // A verb that needs no connection starts the worker without logging in.
+        let r = s
+            .message(
+                s.ticket(),
+                activity(
+                    &jid,
+                    "leave",
+                    json!({"target": {"id": "r@conference.localhost", "type": "room"}}),
+                ),
+            )
+            .await;
+        assert!(r.get("error").is_some());
+        let pid = *xmpp_workers()
+            .iter()
+            .find(|p| !before.contains(p))
+            .expect("a new worker");
+        exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        idle.push(rss_kib(pid));
+        let r = s
+            .message(s.ticket(), activity(&jid, "connect", json!({})))
+            .await;
+        assert!(r.get("error").is_none(), "{r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        online.push(rss_kib(pid));
+        sessions.push((s, rx));
+    }
+    let exe = exe.expect("a worker ran");
+    let size = std::fs::metadata(&exe).map(|m| m.len() / 1024).unwrap_or(0);
+    println!(
+        "xmpp logins: {} (one worker process each), workers run {} ({size} KiB)",
+        users.len(),
+        exe.display()
+    );
+    for (name, pick) in [("RSS", 0), ("private (RssAnon)", 1), ("PSS", 2)] {
+        let get = |v: &[[u64; 3]]| -> Vec<u64> { v.iter().map(|p| p[pick]).collect() };
+        let (before, after) = (get(&idle), get(&online));
+        let deltas = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        println!(
+            "  worker {name}: idle median {} KiB; logged in median {} KiB, max {} KiB; the login adds median {} KiB",
+            median_kib(before),
+            median_kib(after.clone()),
+            after.iter().max().unwrap(),
+            median_kib(deltas),
+        );
+    }
+    (gw, sessions)
+}
+
+async fn close(gw: Gateway, sessions: Sessions) {
     for (s, _) in sessions {
         s.close().await;
     }
     gw.shutdown().await;
+}
+
+/// A fresh directory of our own under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("sb-xmpp-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn wait_push(rx: &mut mpsc::UnboundedReceiver<Value>, want: String) {

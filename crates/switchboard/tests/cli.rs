@@ -114,6 +114,26 @@ fn the_worker_binary_refuses_bad_arguments_and_unknown_platforms() {
 }
 
 #[test]
+fn the_xmpp_worker_binary_runs_only_xmpp() {
+    let worker = || Command::new(env!("CARGO_BIN_EXE_switchboard-worker-xmpp"));
+    let out = worker().args(["platform", "irc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown platform \"irc\" (available: xmpp)"),
+        "{err}"
+    );
+
+    let out = worker().args(["xmpp"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("usage: switchboard-worker-xmpp platform <name>") && err.contains("xmpp"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serve_on_an_unreachable_redis_or_without_a_secret_refuses_to_start() {
     // A loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -3,10 +3,13 @@
 //! heartbeats, reaping, caps, shutdown. The wire-level behaviour is covered by the npm
 //! client suite in `tests/clients`.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::worker_pids;
 use serde_json::{Value, json};
 use switchboard_engine::Engine;
 use switchboard_gateway::{Gateway, GatewayConfig, Push, Session, WorkerCommand};
@@ -88,34 +91,6 @@ async fn next_push(rx: &mut mpsc::UnboundedReceiver<Push>) -> Push {
         .await
         .expect("a push within 5 s")
         .expect("push stream open")
-}
-
-/// PIDs of worker (`… platform <name>`) processes whose parent is this test process.
-fn worker_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid …
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let ppid: u32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == me && cmdline.split(|b| *b == 0).any(|a| a == b"platform") {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

@@ -437,6 +437,18 @@ async fn sessions_share_a_login_and_anonymous_ones_never_do() {
     assert!(r.get("error").is_none(), "{r}");
     let r = b.connect(locked.port, pw.clone()).await;
     assert!(r.get("error").is_none(), "shared, not a second login: {r}");
+    // There is no `switchboard-worker-irc`: IRC workers run the shared `switchboard-worker`
+    // (other tests in this binary run IRC workers at the same time: all of them must).
+    let shared = std::fs::canonicalize(env!("CARGO_BIN_EXE_switchboard-worker")).unwrap();
+    let irc: Vec<_> = common::worker_pids()
+        .into_iter()
+        .filter_map(common::worker_exe)
+        .filter(|(_, args)| args == &["platform", "irc"])
+        .collect();
+    assert!(!irc.is_empty(), "no irc worker process");
+    for (exe, _) in irc {
+        assert_eq!(exe, shared);
+    }
     a.ok("join", Some(room("#s")), None).await;
     let mut watcher = Observer::connect(locked.port, "watcher", Some("srvpw")).await;
     watcher.join("#s").await;

@@ -9,7 +9,7 @@ mod peer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LOCAL, config};
+use common::{LOCAL, config, worker_exe, worker_pids};
 use peer::Prosody;
 use serde_json::{Value, json};
 use switchboard_engine::Engine;
@@ -25,6 +25,22 @@ fn xmpp_gateway(accept_invalid_certs: bool) -> Gateway {
     let mut c = config(json!({"accept_invalid_certs": accept_invalid_certs}));
     c.request_timeout = Duration::from_secs(30);
     Gateway::new(c, Engine::embedded(), vec![Xmpp::manifest()], "test").unwrap()
+}
+
+/// XMPP logins run `switchboard-worker-xmpp` (the xmpp-only worker), which the gateway
+/// prefers to the configured `switchboard-worker` because it sits next to it. (Other tests
+/// in this binary run XMPP workers at the same time: all of them must.)
+fn assert_workers_run_the_xmpp_binary() {
+    let lean = std::fs::canonicalize(env!("CARGO_BIN_EXE_switchboard-worker-xmpp")).unwrap();
+    let xmpp: Vec<_> = worker_pids()
+        .into_iter()
+        .filter_map(worker_exe)
+        .filter(|(_, args)| args == &["platform", "xmpp"])
+        .collect();
+    assert!(!xmpp.is_empty(), "no xmpp worker process");
+    for (exe, _) in xmpp {
+        assert_eq!(exe, lean);
+    }
 }
 
 /// A session and the pushes it receives.
@@ -162,6 +178,7 @@ async fn chat_presence_friends_and_a_shared_connection() {
     let r = alice2.login("alicepw", server.port).await;
     assert!(r.get("error").is_none(), "{r}");
     assert_eq!(gw.health()["instances"], 1);
+    assert_workers_run_the_xmpp_binary();
     let r = bob.login("bobpw", server.port).await;
     assert!(r.get("error").is_none(), "{r}");
 

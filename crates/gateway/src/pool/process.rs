@@ -23,9 +23,10 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Start `<program> platform <name>` and send it `init`.
+    /// Start `<program> platform <name>` (or the per-platform binary, see
+    /// [`WorkerCommand::program_for`]) and send it `init`.
     pub fn spawn(cmd: &WorkerCommand, platform: &str, init: ToWorker) -> std::io::Result<Process> {
-        let mut child = Command::new(&cmd.program)
+        let mut child = Command::new(cmd.program_for(platform))
             .args(&cmd.args)
             .arg("platform")
             .arg(platform)

@@ -1,5 +1,6 @@
 //! `switchboard-worker platform <name>`: one platform worker on stdin/stdout, the process
-//! `switchboard serve` starts for each platform instance (one per IRC or XMPP login).
+//! `switchboard serve` starts for each platform instance (one per IRC login, one per
+//! feeds or metadata burst).
 //!
 //! It does what `switchboard platform <name>` does, from a binary that links only the
 //! platform runtime and the platforms: none of the server, chat, store or Redis code, so
@@ -14,28 +15,8 @@ use std::process::ExitCode;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [verb, name] = args.as_slice() else {
-        return usage();
-    };
-    if verb != "platform" {
-        return usage();
-    }
-    match switchboard::run_worker(name) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: switchboard-worker platform <name>\n\
-         Runs one platform worker on stdin/stdout; `switchboard serve` starts it.\n\
-         platforms: {}",
-        switchboard::platforms::names().join(", ")
-    );
-    ExitCode::from(2)
+    let names = switchboard::platforms::names();
+    switchboard_platform::entry::main("switchboard-worker", &names, |name| async move {
+        switchboard::platforms::run_worker(&name).await
+    })
 }

@@ -236,6 +236,48 @@ pub async fn serve() -> (SocketAddr, Arc<Hits>) {
     (addr, hits)
 }
 
+/// PIDs of worker (`… platform <name>`) processes whose parent is this test process.
+pub fn worker_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid …
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == me && cmdline.split(|b| *b == 0).any(|a| a == b"platform") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The executable worker `pid` runs (`/proc/<pid>/exe`) and its arguments; `None` once it
+/// has exited.
+pub fn worker_exe(pid: u32) -> Option<(PathBuf, Vec<String>)> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args = cmdline
+        .split(|b| *b == 0)
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some((exe, args))
+}
+
 pub fn config(worker_settings: Value) -> GatewayConfig {
     let mut c = GatewayConfig::new(WorkerCommand {
         program: env!("CARGO_BIN_EXE_switchboard-worker").into(),
