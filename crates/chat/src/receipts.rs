@@ -1,6 +1,15 @@
 //! "Delivered" receipts, batched: a message handed to a recipient's connection is queued
 //! here; one task marks queued messages delivered in the store, one job per batch,
-//! and then tells each sender (`message_delivered`). The send path never waits for it.
+//! and then tells each sender (`message_delivered`).
+//!
+//! The queue is bounded ([`ChatConfig::receipts_queue`](crate::ChatConfig)), so a flood of
+//! messages cannot grow memory without end while the store falls behind. When it is full,
+//! whoever hands over the next receipt waits for room: the sending connection (its next
+//! frame is read once the receipt is queued), or the node's link to the other nodes. The
+//! alternatives lose something users see: a dropped receipt leaves its message `sent`, so
+//! the recipient would get it a second time as offline backlog at their next connect, and
+//! the sender would never hear `message_delivered`. Waiting loses nothing and slows only
+//! those producing receipts faster than the store can record them.
 
 use std::sync::Arc;
 
@@ -26,23 +35,24 @@ pub(crate) struct Delivered {
 
 #[derive(Clone)]
 pub(crate) struct Receipts {
-    tx: mpsc::UnboundedSender<Delivered>,
+    tx: mpsc::Sender<Delivered>,
 }
 
 /// The receiving end of [`Receipts`], until [`Pending::start`] gives it its task.
-pub(crate) struct Pending(mpsc::UnboundedReceiver<Delivered>);
+pub(crate) struct Pending(mpsc::Receiver<Delivered>);
 
 impl Receipts {
-    /// The queue, and its receiving end to start once the [`Cluster`] (which both feeds
-    /// the queue and carries the reports) exists.
-    pub(crate) fn new() -> (Self, Pending) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// The queue (`capacity` receipts at most), and its receiving end to start once the
+    /// [`Cluster`] (which both feeds the queue and carries the reports) exists.
+    pub(crate) fn new(capacity: usize) -> (Self, Pending) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         (Receipts { tx }, Pending(rx))
     }
 
-    pub(crate) fn delivered(&self, d: Delivered) {
+    /// Queue a receipt, waiting while the queue is full.
+    pub(crate) async fn delivered(&self, d: Delivered) {
         // Only fails once the service is gone, when nobody is left to tell.
-        let _ = self.tx.send(d);
+        let _ = self.tx.send(d).await;
     }
 }
 
@@ -53,7 +63,7 @@ impl Pending {
 }
 
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<Delivered>,
+    mut rx: mpsc::Receiver<Delivered>,
     store: Arc<dyn MessageStore>,
     cluster: Arc<Cluster>,
 ) {
