@@ -106,3 +106,90 @@ pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
         )
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchboard_engine::Engine;
+    use switchboard_store::{NewMessage, Target};
+
+    use super::*;
+    use crate::hub::{Hub, Outbox};
+
+    /// A full queue makes the next receipt wait; once the task runs, every receipt is
+    /// stored and reported: none lost, none doubled.
+    #[tokio::test]
+    async fn a_full_queue_makes_the_producer_wait_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sb-receipts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+        let store = switchboard_store::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let alice = store.create_user("alice", None, "x", now).await.unwrap();
+        let bob = store.create_user("bob", None, "x", now).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let content = format!("m{i}");
+            let new = NewMessage {
+                sender: alice.id,
+                target: Target::User(bob.id),
+                content: &content,
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            };
+            ids.push(store.insert_message(new).await.unwrap().message.id);
+        }
+
+        let hub = Arc::new(Hub::default());
+        let outbox = Arc::new(Outbox::new(16));
+        hub.register(alice.id, "alice", outbox.clone());
+        let (receipts, pending) = Receipts::new(2);
+        let engine = Engine::embedded();
+        let cluster = Arc::new(Cluster::new(hub, &engine, receipts.clone(), "local".into()));
+        let receipt = |id| Delivered {
+            id,
+            sender: alice.id,
+            receiver: bob.id,
+            client_msg_id: None,
+        };
+
+        receipts.delivered(receipt(ids[0])).await;
+        receipts.delivered(receipt(ids[1])).await;
+        let third = receipts.delivered(receipt(ids[2]));
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), third.as_mut())
+                .await
+                .is_err(),
+            "the third receipt waits while the queue is full"
+        );
+
+        pending.start(store.clone(), cluster);
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("room once the task runs");
+        let mut reported = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while reported.len() < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut got = Vec::new();
+            outbox.drain(&mut got);
+            for out in got {
+                if let Out::Frame(text) = out {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(v["type"], "message_delivered");
+                    reported.push(v["data"]["messageId"].as_i64().unwrap());
+                }
+            }
+        }
+        reported.sort_unstable();
+        assert_eq!(reported, ids, "every sender report, once");
+        for id in &ids {
+            let m = store.message(*id).await.unwrap().unwrap();
+            assert_eq!(m.status.as_str(), "delivered", "message {id}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

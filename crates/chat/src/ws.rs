@@ -140,7 +140,10 @@ fn client_msg_id(text: &str) -> Option<String> {
         #[serde(rename = "clientMsgId")]
         client_msg_id: Option<String>,
     }
-    serde_json::from_str::<Frame>(text).ok()?.data?.client_msg_id
+    serde_json::from_str::<Frame>(text)
+        .ok()?
+        .data?
+        .client_msg_id
 }
 
 async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
@@ -148,7 +151,11 @@ async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), WebSocket::close(socket, Some(frame))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        WebSocket::close(socket, Some(frame)),
+    )
+    .await;
 }
 
 /// Authenticate, then run the session until either side closes.
@@ -310,8 +317,7 @@ impl Session {
                 if let Err(e) = inner.store.set_last_seen(me.id, at).await {
                     tracing::error!(error = %e, user = me.id, "cannot record last seen");
                 }
-                let offline =
-                    json!({ "userId": me.id, "username": me.username, "lastSeen": at });
+                let offline = json!({ "userId": me.id, "username": me.username, "lastSeen": at });
                 inner
                     .cluster
                     .presence_event(frame("user_offline", offline))
@@ -445,7 +451,11 @@ impl Session {
             return true;
         }
         if verdict == Verdict::RefuseFirst {
-            tracing::warn!(user = self.me.id, limit = config.rate_limit, "rate limit exceeded");
+            tracing::warn!(
+                user = self.me.id,
+                limit = config.rate_limit,
+                "rate limit exceeded"
+            );
         }
         let message = rate_limited(config.rate_limit, config.rate_window);
         self.refuse(&message, client_msg_id(text).as_deref());

@@ -51,9 +51,7 @@ fn header_has(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 
 /// Check the upgrade request; on success, the 101 response to send (with an empty body
 /// of the caller's type) and the future that yields the connection once it is sent.
-pub fn handshake<B, R: Default>(
-    req: &mut Request<B>,
-) -> Result<(Response<R>, OnUpgrade), Refusal> {
+pub fn handshake<B, R: Default>(req: &mut Request<B>) -> Result<(Response<R>, OnUpgrade), Refusal> {
     let headers = req.headers();
     let valid = header_has(headers, header::CONNECTION, "upgrade")
         && header_has(headers, header::UPGRADE, "websocket")
@@ -72,7 +70,10 @@ pub fn handshake<B, R: Default>(
     let mut response = Response::new(R::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
     headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
     // The accept key is base64: always a valid header value.
     if let Ok(value) = http::HeaderValue::from_str(&accept) {
@@ -123,7 +124,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_version_13_upgrade() {
-        for missing in 0..GOOD.len() {
+        for (missing, left_out) in GOOD.iter().enumerate() {
             let headers: Vec<_> = GOOD
                 .iter()
                 .enumerate()
@@ -131,7 +132,7 @@ mod tests {
                 .map(|(_, h)| *h)
                 .collect();
             let got = handshake::<_, ()>(&mut request(&headers)).map(|_| ());
-            assert_eq!(got, Err(Refusal::NotWebSocket), "without {:?}", GOOD[missing]);
+            assert_eq!(got, Err(Refusal::NotWebSocket), "without {left_out:?}");
         }
         let mut old = request(GOOD);
         old.headers_mut()
@@ -155,7 +156,7 @@ mod tests {
     fn answers_with_the_rfc_accept_key() {
         let mut req = request(GOOD);
         // A stand-in for the future hyper's server adds (it never resolves to a socket).
-        let stand_in = hyper::upgrade::on(&mut request(&[]));
+        let stand_in = hyper::upgrade::on(request(&[]));
         req.extensions_mut().insert(stand_in);
         let (response, _) = handshake::<_, ()>(&mut req).expect("accepted");
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -163,7 +164,10 @@ mod tests {
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
         // RFC 6455 section 1.3: the example key's accept value.
-        assert_eq!(h[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            h[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert!(req.extensions().get::<OnUpgrade>().is_none(), "taken");
     }
 
