@@ -94,10 +94,13 @@ pub async fn upgrade(
         // Counted until the connection ends.
         let _slot: Option<IpSlot> = slot;
         let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes));
-        match switchboard_websocket::established(on_upgrade, config).await {
-            Ok(socket) => connection(chat, Box::new(socket), token).await,
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
+        // Not `match … { Ok(socket) => connection(…).await }`: the matched value would
+        // keep its room (the whole socket) in the task for the connection's life.
+        let socket = match switchboard_websocket::established(on_upgrade, config).await {
+            Ok(socket) => Box::new(socket),
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        connection(chat, socket, token).await;
     };
     // The largest single allocation of an idle connection (see the idle benchmark in
     // BENCHMARKS.md).
@@ -220,11 +223,18 @@ struct Session {
     me: Me,
     conn: u64,
     outbox: Arc<Outbox>,
-    /// Conversations with a recent typing_start (lazily allocated).
+    /// Typing throttle and backlog ids: most connections never need them, so an idle one
+    /// carries a null pointer instead of two empty maps.
+    seen: Option<Box<Seen>>,
+    limit: FrameLimit,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Conversations with a recent typing_start.
     typing: HashMap<Target, Instant>,
     /// `new_message` ids already sent from the offline backlog.
     backlog: HashSet<i64>,
-    limit: FrameLimit,
 }
 
 /// Why a session ended.
@@ -281,8 +291,7 @@ impl Session {
             me,
             conn,
             outbox,
-            typing: HashMap::new(),
-            backlog: HashSet::new(),
+            seen: None,
             limit: FrameLimit::default(),
         };
         let end = if socket.send(WsMessage::Text(hello)).await.is_ok() {
@@ -354,7 +363,10 @@ impl Session {
                 tracing::error!(error = %e.message, user = self.me.id, "cannot mark the backlog delivered");
                 return true;
             }
-            self.backlog.extend(page.iter().map(|(m, _)| m.id));
+            if !page.is_empty() {
+                let seen = self.seen.get_or_insert_default();
+                seen.backlog.extend(page.iter().map(|(m, _)| m.id));
+            }
             if page.len() < PAGE as usize {
                 break;
             }
@@ -425,7 +437,7 @@ impl Session {
         for out in batch {
             let text = match out {
                 Out::Frame(text) => text,
-                Out::Message(id, text) if !self.backlog.contains(&id) => text,
+                Out::Message(id, text) if !self.sent_from_backlog(id) => text,
                 Out::Message(..) => continue,
                 Out::Close(code, reason) => return Some(End::Close(code, reason)),
             };
@@ -441,6 +453,10 @@ impl Session {
             return Some(End::Closed);
         }
         None
+    }
+
+    fn sent_from_backlog(&self, id: i64) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.backlog.contains(&id))
     }
 
     /// Count a client frame against the rate limit; a refused one is answered here.
@@ -502,16 +518,17 @@ impl Session {
             ClientRequest::Typing { target, typing } => {
                 let now = Instant::now();
                 if typing {
-                    if self
+                    let seen = self.seen.get_or_insert_default();
+                    if seen
                         .typing
                         .get(&target)
                         .is_some_and(|t| now.duration_since(*t) < TYPING_THROTTLE)
                     {
                         return;
                     }
-                    self.typing.insert(target, now);
-                } else {
-                    self.typing.remove(&target);
+                    seen.typing.insert(target, now);
+                } else if let Some(seen) = &mut self.seen {
+                    seen.typing.remove(&target);
                 }
                 if let Err(e) = chat.typing(&self.me, target, typing).await {
                     self.refuse(&e.message, None);
