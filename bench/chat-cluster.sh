@@ -91,7 +91,8 @@ start_nodes() { # start_nodes sio|sb: sets P1 P2 NODE_PIDS; fails if a node does
     else
       local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
       # shellcheck disable=SC2086
-      (cd "$dir" && exec "$ROOT/target/release/switchboard" serve --port "$port" \
+      (cd "$dir" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
+        exec "$ROOT/target/release/switchboard" serve --port "$port" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT" --database-url "$DB_URL" \
         --secret "$NODE_SECRET" --jwt-secret "$NODE_SECRET" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) \

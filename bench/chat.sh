@@ -46,10 +46,12 @@ start() { # start sb|ws|sio: sets SERVER_PID
   case $1 in
     sb)
       # Own directory per start, so an embedded database begins empty; limits lifted because the
-      # bench is one client address opening 1000 connections.
+      # bench is one client address opening 1000 connections (the chat limits as variables, which
+      # older binaries under SB_BIN ignore).
       local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
       # shellcheck disable=SC2086
-      (cd "$dir" && exec "$SB" serve --port "$PORT" \
+      (cd "$dir" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
+        exec "$SB" serve --port "$PORT" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_ARGS:-}) >>"$OUT/sb.log" 2>&1 &
       ;;
     ws) node bench/peers/chat-ws.mjs "$PORT" >>"$OUT/ws.log" 2>&1 & ;;

@@ -229,7 +229,7 @@ impl Cluster {
         if local > 0
             && let Some(d) = &receipt
         {
-            self.receipts.delivered(d.clone());
+            self.receipts.delivered(d.clone()).await;
         }
         if self.alone {
             return local;
@@ -298,7 +298,7 @@ impl Cluster {
     }
 
     /// A frame from another node.
-    fn receive(&self, header: Header, text: Utf8Bytes) {
+    async fn receive(&self, header: Header, text: Utf8Bytes) {
         let out = match (header.close, header.message) {
             (Some((code, reason)), _) => {
                 let reason = CLOSE_REASONS
@@ -315,7 +315,7 @@ impl Cluster {
         if reached > 0
             && let Some(d) = header.receipt
         {
-            self.receipts.delivered(d);
+            self.receipts.delivered(d).await;
         }
     }
 
@@ -403,7 +403,7 @@ async fn listen(
             };
             match recv {
                 Recv::Message(payload) => match decode(&payload) {
-                    Some((header, text)) => cluster.receive(header, text),
+                    Some((header, text)) => cluster.receive(header, text).await,
                     None => {
                         tracing::warn!(bytes = payload.len(), "unreadable frame from another node")
                     }

@@ -51,6 +51,17 @@ pub struct ChatConfig {
     pub ping_interval: Duration,
     /// Frames queued for one connection before it is closed as too slow.
     pub max_queued_frames: usize,
+    /// Client frames one connection may send per [`rate_window`](Self::rate_window)
+    /// (0: no limit). Each frame over it is answered with an `error` frame and otherwise
+    /// ignored; the connection stays open and the next window starts afresh.
+    pub rate_limit: u32,
+    pub rate_window: Duration,
+    /// Simultaneous `/ws` connections per client IP address (0: no cap). The one over it
+    /// is refused with HTTP 429 before the WebSocket handshake.
+    pub max_connections_per_ip: usize,
+    /// "Delivered" receipts waiting to be stored, at most; when full, the deliveries that
+    /// make more wait for room (see `receipts`).
+    pub receipts_queue: usize,
     /// Name of this node in the registry.
     pub node: String,
 }
@@ -66,6 +77,10 @@ impl ChatConfig {
             max_message_bytes: 8 * 1024,
             ping_interval: Duration::from_secs(30),
             max_queued_frames: 4096,
+            rate_limit: 100,
+            rate_window: Duration::from_secs(1),
+            max_connections_per_ip: 256,
+            receipts_queue: 8192,
             node: "local".into(),
         }
     }

@@ -14,6 +14,7 @@ mod cluster;
 mod config;
 mod error;
 mod hub;
+mod limits;
 mod openapi;
 mod protocol;
 mod receipts;
@@ -49,6 +50,8 @@ struct Inner {
     hub: Arc<Hub>,
     cluster: Arc<Cluster>,
     config: ChatConfig,
+    /// `/ws` connections per client address (see [`limits`]).
+    per_ip: Arc<limits::PerIp>,
     shutdown: CancellationToken,
 }
 
@@ -100,7 +103,7 @@ impl Chat {
     ) -> Result<(Chat, tokio::sync::oneshot::Receiver<()>), StartError> {
         let auth = Auth::new(&config.jwt, config.token_ttl)?;
         let hub = Arc::new(Hub::default());
-        let (receipts, pending) = receipts::Receipts::new();
+        let (receipts, pending) = receipts::Receipts::new(config.receipts_queue);
         let cluster = Arc::new(Cluster::new(
             hub.clone(),
             engine,
@@ -116,6 +119,7 @@ impl Chat {
             auth,
             hub,
             cluster,
+            per_ip: limits::PerIp::new(config.max_connections_per_ip),
             config,
             shutdown,
         });
@@ -138,6 +142,9 @@ impl Chat {
     /// Close every WebSocket connection (code 1001) and stop accepting new ones.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // Each connection hears it through its outbox: an idle connection then waits on
+        // one wake-up rather than two.
+        self.inner.hub.close_all(1001, "Server shutting down");
     }
 
     /// Sign a token for an existing user (the `user add` command prints one).

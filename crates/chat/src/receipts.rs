@@ -1,6 +1,15 @@
 //! "Delivered" receipts, batched: a message handed to a recipient's connection is queued
 //! here; one task marks queued messages delivered in the store, one job per batch,
-//! and then tells each sender (`message_delivered`). The send path never waits for it.
+//! and then tells each sender (`message_delivered`).
+//!
+//! The queue is bounded ([`ChatConfig::receipts_queue`](crate::ChatConfig)), so a flood of
+//! messages cannot grow memory without end while the store falls behind. When it is full,
+//! whoever hands over the next receipt waits for room: the sending connection (its next
+//! frame is read once the receipt is queued), or the node's link to the other nodes. The
+//! alternatives lose something users see: a dropped receipt leaves its message `sent`, so
+//! the recipient would get it a second time as offline backlog at their next connect, and
+//! the sender would never hear `message_delivered`. Waiting loses nothing and slows only
+//! those producing receipts faster than the store can record them.
 
 use std::sync::Arc;
 
@@ -26,23 +35,24 @@ pub(crate) struct Delivered {
 
 #[derive(Clone)]
 pub(crate) struct Receipts {
-    tx: mpsc::UnboundedSender<Delivered>,
+    tx: mpsc::Sender<Delivered>,
 }
 
 /// The receiving end of [`Receipts`], until [`Pending::start`] gives it its task.
-pub(crate) struct Pending(mpsc::UnboundedReceiver<Delivered>);
+pub(crate) struct Pending(mpsc::Receiver<Delivered>);
 
 impl Receipts {
-    /// The queue, and its receiving end to start once the [`Cluster`] (which both feeds
-    /// the queue and carries the reports) exists.
-    pub(crate) fn new() -> (Self, Pending) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// The queue (`capacity` receipts at most), and its receiving end to start once the
+    /// [`Cluster`] (which both feeds the queue and carries the reports) exists.
+    pub(crate) fn new(capacity: usize) -> (Self, Pending) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         (Receipts { tx }, Pending(rx))
     }
 
-    pub(crate) fn delivered(&self, d: Delivered) {
+    /// Queue a receipt, waiting while the queue is full.
+    pub(crate) async fn delivered(&self, d: Delivered) {
         // Only fails once the service is gone, when nobody is left to tell.
-        let _ = self.tx.send(d);
+        let _ = self.tx.send(d).await;
     }
 }
 
@@ -53,7 +63,7 @@ impl Pending {
 }
 
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<Delivered>,
+    mut rx: mpsc::Receiver<Delivered>,
     store: Arc<dyn MessageStore>,
     cluster: Arc<Cluster>,
 ) {
@@ -95,4 +105,91 @@ pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
             None,
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchboard_engine::Engine;
+    use switchboard_store::{NewMessage, Target};
+
+    use super::*;
+    use crate::hub::{Hub, Outbox};
+
+    /// A full queue makes the next receipt wait; once the task runs, every receipt is
+    /// stored and reported: none lost, none doubled.
+    #[tokio::test]
+    async fn a_full_queue_makes_the_producer_wait_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sb-receipts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+        let store = switchboard_store::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let alice = store.create_user("alice", None, "x", now).await.unwrap();
+        let bob = store.create_user("bob", None, "x", now).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let content = format!("m{i}");
+            let new = NewMessage {
+                sender: alice.id,
+                target: Target::User(bob.id),
+                content: &content,
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            };
+            ids.push(store.insert_message(new).await.unwrap().message.id);
+        }
+
+        let hub = Arc::new(Hub::default());
+        let outbox = Arc::new(Outbox::new(16));
+        hub.register(alice.id, "alice", outbox.clone());
+        let (receipts, pending) = Receipts::new(2);
+        let engine = Engine::embedded();
+        let cluster = Arc::new(Cluster::new(hub, &engine, receipts.clone(), "local".into()));
+        let receipt = |id| Delivered {
+            id,
+            sender: alice.id,
+            receiver: bob.id,
+            client_msg_id: None,
+        };
+
+        receipts.delivered(receipt(ids[0])).await;
+        receipts.delivered(receipt(ids[1])).await;
+        let third = receipts.delivered(receipt(ids[2]));
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), third.as_mut())
+                .await
+                .is_err(),
+            "the third receipt waits while the queue is full"
+        );
+
+        pending.start(store.clone(), cluster);
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("room once the task runs");
+        let mut reported = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while reported.len() < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut got = Vec::new();
+            outbox.drain(&mut got);
+            for out in got {
+                if let Out::Frame(text) = out {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(v["type"], "message_delivered");
+                    reported.push(v["data"]["messageId"].as_i64().unwrap());
+                }
+            }
+        }
+        reported.sort_unstable();
+        assert_eq!(reported, ids, "every sender report, once");
+        for id in &ids {
+            let m = store.message(*id).await.unwrap().unwrap();
+            assert_eq!(m.status.as_str(), "delivered", "message {id}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -2,40 +2,46 @@
 //! reads client frames, drains the connection's [`Outbox`], pings, and closes the
 //! connection when its token expires.
 //!
+//! Limits ([`limits`](crate::limits)): a client frame over the connection's rate limit is
+//! answered with an `error` frame ("Rate limit exceeded: …", with its `clientMsgId`) and
+//! otherwise ignored; a connection over the per-address cap is refused before the
+//! handshake with HTTP 429 `{"error": "Too many connections from this address: …"}`.
+//!
 //! Close codes: 4001 no token, 4002 invalid or expired token, 4003 user not found, 4004
 //! server error, 4005 replaced by a newer connection (`single_session`), 1001 server
 //! shutting down or ping timeout, 1008 too slow to read its messages, 1009 frame too big,
 //! 1012 this node lost its link to the other nodes and may have missed messages (reconnect).
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_store::{Target, Timestamp};
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use switchboard_websocket::{Refusal, WebSocket};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tracing::Instrument;
 
 use crate::Chat;
 use crate::auth::{TokenError, unix_now};
 use crate::hub::{Out, Outbox};
+use crate::limits::{FrameLimit, IpSlot, Verdict, rate_limited};
 use crate::protocol::{self, ReadScope, Request as ClientRequest, error_frame, frame};
 use crate::service::Me;
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// Boxed: the connection task's nested futures then carry a pointer, not copies of the
+/// socket's state.
+type Socket = Box<WebSocket>;
 
 /// One typing indicator per conversation per this long (typing_stop always passes).
 const TYPING_THROTTLE: Duration = Duration::from_secs(3);
@@ -45,13 +51,8 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim().eq_ignore_ascii_case(token))
+fn refuse(status: StatusCode, error: &str) -> Response {
+    (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
 /// Accept the WebSocket handshake; authentication happens after it so a refused client
@@ -61,63 +62,59 @@ pub async fn upgrade(
     Query(query): Query<WsQuery>,
     mut req: Request,
 ) -> Response {
-    let headers = req.headers();
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let valid = header_has(headers, header::CONNECTION, "upgrade")
-        && header_has(headers, header::UPGRADE, "websocket")
-        && headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
-    let (Some(key), true) = (key, valid) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({ "error": "Expected a WebSocket upgrade (version 13)" })),
-        )
-            .into_response();
-    };
-    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            axum::Json(json!({ "error": "This connection cannot be upgraded" })),
-        )
-            .into_response();
-    };
-    let token = query.token.or_else(|| bearer(req.headers()));
-    if chat.inner.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "error": "Server shutting down" })),
-        )
-            .into_response();
-    }
-    let task = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config(chat.inner.config.max_message_bytes)),
-                )
-                .await;
-                connection(chat, socket, token).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+    let (response, on_upgrade) = match switchboard_websocket::handshake::<_, Body>(&mut req) {
+        Ok(accepted) => accepted,
+        Err(Refusal::NotWebSocket) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Expected a WebSocket upgrade (version 13)",
+            );
+        }
+        Err(Refusal::NotUpgradable) => {
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "This connection cannot be upgraded",
+            );
         }
     };
-    // The largest single allocation of an idle connection (about 2.6 KiB in a release
-    // build; see the idle benchmark in BENCHMARKS.md).
+    if chat.inner.shutdown.is_cancelled() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down");
+    }
+    let peer = peer(&req);
+    let Ok(slot) = chat.inner.per_ip.admit(peer) else {
+        tracing::warn!(%peer, "too many chat connections from one address");
+        let cap = chat.inner.per_ip.cap();
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many connections from this address: at most {cap}"),
+        );
+    };
+    let token = query.token.or_else(|| bearer(req.headers()));
+    let task = async move {
+        // Counted until the connection ends.
+        let _slot: Option<IpSlot> = slot;
+        let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes));
+        // Not `match … { Ok(socket) => connection(…).await }`: the matched value would
+        // keep its room (the whole socket) in the task for the connection's life.
+        let socket = match switchboard_websocket::established(on_upgrade, config).await {
+            Ok(socket) => Box::new(socket),
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        connection(chat, socket, token).await;
+    };
+    // The largest single allocation of an idle connection (see the idle benchmark in
+    // BENCHMARKS.md).
     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task");
     tokio::spawn(task);
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
-        .body(Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    response
+}
+
+/// The client's address (the server is served with connect info; loopback otherwise).
+fn peer(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -128,17 +125,28 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// Small buffers: idle connections dominate memory (tungstenite's defaults are 128 KiB
-/// per connection). Frames may exceed the content cap (JSON escaping, other fields) so an
+/// Largest frame accepted: above the content cap (JSON escaping, other fields), so an
 /// oversize message still reaches the validator and gets a clear error.
-fn ws_config(max_content: usize) -> WebSocketConfig {
-    let max_frame = max_content.saturating_mul(8).max(64 * 1024);
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(Some(max_frame))
-        .max_frame_size(Some(max_frame))
+fn max_frame(max_content: usize) -> usize {
+    max_content.saturating_mul(8).max(64 * 1024)
+}
+
+/// The `clientMsgId` of a frame that is not otherwise read, so a client can tell which
+/// send was refused.
+fn client_msg_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Frame {
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(rename = "clientMsgId")]
+        client_msg_id: Option<String>,
+    }
+    serde_json::from_str::<Frame>(text)
+        .ok()?
+        .data?
+        .client_msg_id
 }
 
 async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
@@ -146,37 +154,68 @@ async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(Some(frame))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        WebSocket::close(socket, Some(frame)),
+    )
+    .await;
 }
 
 /// Authenticate, then run the session until either side closes.
 async fn connection(chat: Chat, mut socket: Socket, token: Option<String>) {
+    // The token and its claims are gone before the session starts.
+    let Some((me, expires)) = authenticate(&chat, &mut socket, token).await else {
+        return;
+    };
+    // A debug span: an enabled span lives in the subscriber as long as the connection
+    // (a few hundred bytes each); the log lines that matter name the user themselves.
+    let span = tracing::debug_span!("ws", user = me.id);
+    Session::start(chat, me, socket, expires)
+        .instrument(span)
+        .await;
+}
+
+/// The user a token names and when the token expires; `None` once the socket is closed
+/// with the reason.
+async fn authenticate(
+    chat: &Chat,
+    socket: &mut Socket,
+    token: Option<String>,
+) -> Option<(Me, Instant)> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return close(&mut socket, 4001, "No token provided").await;
+        close(socket, 4001, "No token provided").await;
+        return None;
     };
     let claims = match chat.inner.auth.verify(&token) {
         Ok(claims) => claims,
-        Err(TokenError::Expired) => return close(&mut socket, 4002, "Token expired").await,
-        Err(TokenError::Invalid) => return close(&mut socket, 4002, "Invalid token").await,
+        Err(e) => {
+            let reason = match e {
+                TokenError::Expired => "Token expired",
+                TokenError::Invalid => "Invalid token",
+            };
+            close(socket, 4002, reason).await;
+            return None;
+        }
     };
     let user_id = claims.user_id().unwrap_or_default();
     let user = match chat.inner.store.user(user_id).await {
         Ok(Some(user)) => user,
-        Ok(None) => return close(&mut socket, 4003, "User not found").await,
+        Ok(None) => {
+            close(socket, 4003, "User not found").await;
+            return None;
+        }
         Err(e) => {
-            tracing::error!(error = %e, "cannot load the connecting user");
-            return close(&mut socket, 4004, "Server error").await;
+            tracing::error!(error = %e, user = user_id, "cannot load the connecting user");
+            close(socket, 4004, "Server error").await;
+            return None;
         }
     };
+    let expires_in = Duration::from_secs(claims.exp.saturating_sub(unix_now()));
     let me = Me {
         id: user.id,
         username: user.username,
     };
-    let expires_in = Duration::from_secs(claims.exp.saturating_sub(unix_now()));
-    let span = tracing::info_span!("ws", user = me.id);
-    Session::start(chat, me, socket, Instant::now() + expires_in)
-        .instrument(span)
-        .await;
+    Some((me, Instant::now() + expires_in))
 }
 
 struct Session {
@@ -184,7 +223,15 @@ struct Session {
     me: Me,
     conn: u64,
     outbox: Arc<Outbox>,
-    /// Conversations with a recent typing_start (lazily allocated).
+    /// Typing throttle and backlog ids: most connections never need them, so an idle one
+    /// carries a null pointer instead of two empty maps.
+    seen: Option<Box<Seen>>,
+    limit: FrameLimit,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Conversations with a recent typing_start.
     typing: HashMap<Target, Instant>,
     /// `new_message` ids already sent from the offline backlog.
     backlog: HashSet<i64>,
@@ -196,19 +243,28 @@ enum End {
     Close(u16, &'static str),
 }
 
+/// This node's name for a connection (in the registry and `connection_established`).
+fn conn_name(chat: &Chat, conn: u64) -> String {
+    format!("{}/{conn}", chat.inner.config.node)
+}
+
 impl Session {
     async fn start(chat: Chat, me: Me, mut socket: Socket, expires: Instant) {
         let inner = &chat.inner;
         let outbox = Arc::new(Outbox::new(inner.config.max_queued_frames));
         let conn = inner.hub.register(me.id, &me.username, outbox.clone());
-        let conn_name = format!("{}/{conn}", inner.config.node);
+        // Shutdown closes every registered connection (`Chat::shutdown`); one registered
+        // just after that is closed here.
+        if inner.shutdown.is_cancelled() {
+            outbox.push(Out::Close(1001, "Server shutting down"));
+        }
         if inner.config.single_session {
             inner
                 .cluster
                 .close_others(me.id, conn, 4005, "Replaced by a newer connection")
                 .await;
         }
-        match inner.cluster.connect(me.id, &conn_name).await {
+        match inner.cluster.connect(me.id, &conn_name(&chat, conn)).await {
             Ok(true) => {
                 let online = json!({ "userId": me.id, "username": me.username });
                 inner
@@ -217,7 +273,7 @@ impl Session {
                     .await
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "registry unavailable"),
+            Err(e) => tracing::error!(error = %e, user = me.id, "registry unavailable"),
         }
         tracing::debug!("connected");
 
@@ -226,7 +282,7 @@ impl Session {
             json!({
                 "userId": me.id,
                 "username": me.username,
-                "connectionId": conn_name,
+                "connectionId": conn_name(&chat, conn),
                 "serverTime": Timestamp::now(),
             }),
         );
@@ -235,8 +291,8 @@ impl Session {
             me,
             conn,
             outbox,
-            typing: HashMap::new(),
-            backlog: HashSet::new(),
+            seen: None,
+            limit: FrameLimit::default(),
         };
         let end = if socket.send(WsMessage::Text(hello)).await.is_ok() {
             // Boxed so the idle connection's future does not carry its state.
@@ -252,23 +308,32 @@ impl Session {
             close(&mut socket, code, reason).await;
         }
         drop(socket);
+        Box::pin(session.end()).await;
+    }
 
-        let inner = &chat.inner;
-        inner.hub.unregister(session.me.id, conn);
-        match inner.cluster.disconnect(session.me.id, &conn_name).await {
+    /// Forget the connection; the user goes offline if it was their last.
+    async fn end(self) {
+        let inner = &self.chat.inner;
+        let me = &self.me;
+        inner.hub.unregister(me.id, self.conn);
+        match inner
+            .cluster
+            .disconnect(me.id, &conn_name(&self.chat, self.conn))
+            .await
+        {
             Ok(true) => {
                 let at = Timestamp::now();
-                if let Err(e) = inner.store.set_last_seen(session.me.id, at).await {
-                    tracing::error!(error = %e, "cannot record last seen");
+                if let Err(e) = inner.store.set_last_seen(me.id, at).await {
+                    tracing::error!(error = %e, user = me.id, "cannot record last seen");
                 }
-                let offline = json!({ "userId": session.me.id, "username": session.me.username, "lastSeen": at });
+                let offline = json!({ "userId": me.id, "username": me.username, "lastSeen": at });
                 inner
                     .cluster
                     .presence_event(frame("user_offline", offline))
                     .await;
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "registry unavailable"),
+            Err(e) => tracing::error!(error = %e, user = me.id, "registry unavailable"),
         }
         tracing::debug!("disconnected");
     }
@@ -282,7 +347,7 @@ impl Session {
             let page = match self.chat.backlog_page(&self.me, PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::error!(error = %e.message, "cannot read the offline backlog");
+                    tracing::error!(error = %e.message, user = self.me.id, "cannot read the offline backlog");
                     return true;
                 }
             };
@@ -295,10 +360,13 @@ impl Session {
                 return false;
             }
             if let Err(e) = self.chat.backlog_delivered(&self.me, &page).await {
-                tracing::error!(error = %e.message, "cannot mark the backlog delivered");
+                tracing::error!(error = %e.message, user = self.me.id, "cannot mark the backlog delivered");
                 return true;
             }
-            self.backlog.extend(page.iter().map(|(m, _)| m.id));
+            if !page.is_empty() {
+                let seen = self.seen.get_or_insert_default();
+                seen.backlog.extend(page.iter().map(|(m, _)| m.id));
+            }
             if page.len() < PAGE as usize {
                 break;
             }
@@ -306,25 +374,26 @@ impl Session {
         true
     }
 
+    /// Read client frames and write queued ones until either side closes. One timer
+    /// serves both the pings and the token's expiry.
     async fn run(&mut self, socket: &mut Socket, expires: Instant) -> End {
         let interval = self.chat.inner.config.ping_interval;
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_ping = Instant::now() + interval;
+        let timer = tokio::time::sleep_until(next_ping.min(expires));
+        tokio::pin!(timer);
         let mut awaiting_pong = false;
-        let expiry = tokio::time::sleep_until(expires);
-        tokio::pin!(expiry);
-        let shutdown = self.chat.inner.shutdown.clone();
-        let mut batch = Vec::new();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Close(1001, "Server shutting down"),
                 _ = self.outbox.ready() => {}
                 incoming = socket.next() => match incoming {
+                    Some(Ok(WsMessage::Text(text))) if !self.admit(&text) => {}
                     // Boxed: an idle connection's future stays small (handling a frame
                     // needs far more state than waiting does).
                     Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle(&text)).await,
                     Some(Ok(WsMessage::Binary(_))) => {
-                        self.outbox.push(Out::Frame(error_frame(protocol::INVALID_JSON, None)));
+                        if self.admit("") {
+                            self.refuse(protocol::INVALID_JSON, None);
+                        }
                     }
                     Some(Ok(WsMessage::Pong(_))) => awaiting_pong = false,
                     // tungstenite queued the pong; the flush below sends it.
@@ -336,7 +405,12 @@ impl Session {
                         return End::Closed;
                     }
                 },
-                _ = ping.tick() => {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        let _ = socket.send(WsMessage::Text(error_frame("Token expired", None))).await;
+                        return End::Close(4002, "Token expired");
+                    }
                     if awaiting_pong {
                         return End::Close(1001, "Ping timeout");
                     }
@@ -344,33 +418,64 @@ impl Session {
                     if socket.feed(WsMessage::Ping(Default::default())).await.is_err() {
                         return End::Closed;
                     }
-                }
-                _ = &mut expiry => {
-                    let _ = socket.send(WsMessage::Text(error_frame("Token expired", None))).await;
-                    return End::Close(4002, "Token expired");
+                    next_ping = now + interval;
+                    timer.as_mut().reset(next_ping.min(expires));
                 }
             }
-            // Everything queued for this connection goes out in one flush.
-            self.outbox.drain(&mut batch);
-            for out in batch.drain(..) {
-                let text = match out {
-                    Out::Frame(text) => text,
-                    Out::Message(id, text) if !self.backlog.contains(&id) => text,
-                    Out::Message(..) => continue,
-                    Out::Close(code, reason) => return End::Close(code, reason),
-                };
-                if socket.feed(WsMessage::Text(text)).await.is_err() {
-                    return End::Closed;
-                }
-            }
-            if self.outbox.overflowed() {
-                tracing::warn!("connection too slow: closing");
-                return End::Close(1008, "Too many unread messages");
-            }
-            if socket.flush().await.is_err() {
-                return End::Closed;
+            if let Some(end) = self.write_queued(socket).await {
+                return end;
             }
         }
+    }
+
+    /// Everything queued for this connection, in one flush; `Some` when the connection
+    /// must end.
+    async fn write_queued(&mut self, socket: &mut Socket) -> Option<End> {
+        // A fresh batch each time: a burst's capacity is not kept while the connection idles.
+        let mut batch = Vec::new();
+        self.outbox.drain(&mut batch);
+        for out in batch {
+            let text = match out {
+                Out::Frame(text) => text,
+                Out::Message(id, text) if !self.sent_from_backlog(id) => text,
+                Out::Message(..) => continue,
+                Out::Close(code, reason) => return Some(End::Close(code, reason)),
+            };
+            if socket.feed(WsMessage::Text(text)).await.is_err() {
+                return Some(End::Closed);
+            }
+        }
+        if self.outbox.overflowed() {
+            tracing::warn!(user = self.me.id, "connection too slow: closing");
+            return Some(End::Close(1008, "Too many unread messages"));
+        }
+        if socket.flush().await.is_err() {
+            return Some(End::Closed);
+        }
+        None
+    }
+
+    fn sent_from_backlog(&self, id: i64) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.backlog.contains(&id))
+    }
+
+    /// Count a client frame against the rate limit; a refused one is answered here.
+    fn admit(&mut self, text: &str) -> bool {
+        let config = &self.chat.inner.config;
+        let verdict = self.limit.admit(config.rate_limit, config.rate_window);
+        if verdict == Verdict::Allow {
+            return true;
+        }
+        if verdict == Verdict::RefuseFirst {
+            tracing::warn!(
+                user = self.me.id,
+                limit = config.rate_limit,
+                "rate limit exceeded"
+            );
+        }
+        let message = rate_limited(config.rate_limit, config.rate_window);
+        self.refuse(&message, client_msg_id(text).as_deref());
+        false
     }
 
     fn reply(&self, kind: &str, data: serde_json::Value) {
@@ -413,16 +518,17 @@ impl Session {
             ClientRequest::Typing { target, typing } => {
                 let now = Instant::now();
                 if typing {
-                    if self
+                    let seen = self.seen.get_or_insert_default();
+                    if seen
                         .typing
                         .get(&target)
                         .is_some_and(|t| now.duration_since(*t) < TYPING_THROTTLE)
                     {
                         return;
                     }
-                    self.typing.insert(target, now);
-                } else {
-                    self.typing.remove(&target);
+                    seen.typing.insert(target, now);
+                } else if let Some(seen) = &mut self.seen {
+                    seen.typing.remove(&target);
                 }
                 if let Err(e) = chat.typing(&self.me, target, typing).await {
                     self.refuse(&e.message, None);

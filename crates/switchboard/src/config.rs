@@ -133,6 +133,14 @@ settings! {
     /// Chat WebSocket ping interval in milliseconds; a connection that has not answered a
     /// ping by the next one is closed.
     ping_interval_ms: u64 = 30_000, env = "SWITCHBOARD_PING_INTERVAL_MS";
+    /// Frames one chat WebSocket connection may send per `chat_rate_limit_window_ms` (0:
+    /// no limit); each one over it is answered with an `error` frame and ignored.
+    chat_rate_limit_max: u32 = 100, env = "SWITCHBOARD_CHAT_RATE_LIMIT_MAX";
+    /// Chat rate limit window, in milliseconds.
+    chat_rate_limit_window_ms: u64 = 1_000, env = "SWITCHBOARD_CHAT_RATE_LIMIT_WINDOW_MS";
+    /// Simultaneous chat WebSocket connections per client IP (0: no cap); the one over it
+    /// is refused with HTTP 429.
+    chat_max_connections_per_ip: usize = 256, env = "SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP";
 }
 
 impl Settings {
@@ -197,6 +205,9 @@ impl Settings {
         }
         if self.jwt_algorithm != "HS256" && self.jwt_public_key.is_empty() {
             bail!("jwt_algorithm {} needs jwt_public_key", self.jwt_algorithm);
+        }
+        if self.chat_rate_limit_window_ms == 0 {
+            bail!("chat_rate_limit_window_ms must be at least 1");
         }
         if self.max_message_bytes == 0 || self.ping_interval_ms < 100 {
             bail!("max_message_bytes must be at least 1 and ping_interval_ms at least 100");
@@ -304,6 +315,9 @@ impl Settings {
         c.single_session = self.single_session;
         c.max_message_bytes = self.max_message_bytes;
         c.ping_interval = Duration::from_millis(self.ping_interval_ms);
+        c.rate_limit = self.chat_rate_limit_max;
+        c.rate_window = Duration::from_millis(self.chat_rate_limit_window_ms);
+        c.max_connections_per_ip = self.chat_max_connections_per_ip;
         Ok(c)
     }
 

@@ -850,6 +850,113 @@ async fn single_session_replaces_the_older_connection() {
 }
 
 #[tokio::test]
+async fn frames_over_the_rate_limit_get_an_error_and_the_next_window_works() {
+    let db = TempDir::new("rate");
+    let limit = [
+        "--chat-rate-limit-max",
+        "3",
+        "--chat-rate-limit-window-ms",
+        "1500",
+    ];
+    let s = Server::start(&db, &limit);
+    let (_, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+
+    // A burst of five in one window: three are answered, two refused, the send among them
+    // with its clientMsgId; the connection stays open.
+    for _ in 0..4 {
+        a.send("mark_read", json!({"senderId": bob})).await;
+    }
+    let over = json!({"receiverId": bob, "content": "too fast", "clientMsgId": "c-over"});
+    a.send("chat_message", over).await;
+    let (mut answered, mut refused) = (0, Vec::new());
+    for _ in 0..5 {
+        match a.next_within(WAIT).await {
+            Some((kind, _)) if kind == "mark_read_success" => answered += 1,
+            Some((kind, data)) if kind == "error" => refused.push(data),
+            other => panic!("expected an answer or an error, got {other:?}"),
+        }
+    }
+    assert_eq!(answered, 3);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for data in &refused {
+        let message = data["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Rate limit exceeded: at most 3 frames per 1500 ms"),
+            "{message}"
+        );
+        assert!(data["timestamp"].is_string(), "{data}");
+    }
+    assert_eq!(refused[1]["clientMsgId"], "c-over");
+    b.expect_silence(300).await;
+    assert!(
+        history(&s, &alice_token, bob).await.is_empty(),
+        "nothing stored"
+    );
+
+    // The next window takes frames again.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let ok = json!({"receiverId": bob, "content": "in time", "clientMsgId": "c-ok"});
+    a.send("chat_message", ok).await;
+    assert_eq!(a.expect("message_sent").await["clientMsgId"], "c-ok");
+    assert_eq!(b.expect("new_message").await["content"], "in time");
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_refused_with_429() {
+    let db = TempDir::new("per-ip");
+    let s = Server::start(&db, &["--chat-max-connections-per-ip", "2"]);
+    let (_, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let b = s.connect(&bob_token).await;
+
+    let url = format!("ws://{}/ws?token={bob_token}", s.addr);
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .expect("a JSON body");
+            assert_eq!(
+                body["error"],
+                "Too many connections from this address: at most 2"
+            );
+        }
+        Ok(_) => panic!("a third connection from one address was accepted"),
+        Err(e) => panic!("expected HTTP 429, got {e}"),
+    }
+
+    // The two already open are untouched.
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "still here"}),
+    )
+    .await;
+    a.expect("message_sent").await;
+    let mut b = b;
+    assert_eq!(b.expect("new_message").await["content"], "still here");
+
+    // A connection that ends gives its place back.
+    b.ws.close(None).await.unwrap();
+    drop(b);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => break Client { ws },
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the freed place was not given back: {e}"),
+        }
+    };
+    again.expect("connection_established").await;
+}
+
+#[tokio::test]
 async fn offline_messages_survive_a_restart_and_arrive_in_order() {
     let db = TempDir::new("offline");
     let s = Server::start(&db, &[]);
