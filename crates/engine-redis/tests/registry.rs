@@ -71,7 +71,13 @@ async fn a_user_on_two_nodes_goes_offline_only_with_the_last_connection() {
 #[tokio::test]
 async fn concurrent_connects_and_disconnects_across_nodes_report_one_arrival_and_one_departure() {
     let redis = common::RedisServer::start();
-    let options = options(&redis);
+    // A long TTL: this test is about concurrent arrivals and departures, and a node whose
+    // 600 ms heartbeat is late on a starved machine (CI) would also be swept and heal
+    // meanwhile, which is another test's subject.
+    let options = RedisOptions {
+        presence_ttl: Duration::from_secs(30),
+        ..redis.options()
+    };
     let a = std::sync::Arc::new(node(&options).await);
     let b = std::sync::Arc::new(node(&options).await);
     for round in 0..20 {
