@@ -16,6 +16,9 @@ const TTL: Duration = Duration::from_millis(600);
 fn options(redis: &common::RedisServer) -> RedisOptions {
     RedisOptions {
         presence_ttl: TTL,
+        // A key prefix of its own per test: should two tests ever reach one redis-server
+        // (a port freed by the restart test and taken by another), their users stay apart.
+        prefix: format!("t{}:", switchboard_engine::seal::random_id::<6>()),
         ..redis.options()
     }
 }
