@@ -114,34 +114,14 @@ impl GatewayConfig {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_testpeers::TempDir;
+
     use super::*;
-
-    /// A fresh directory of our own under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir =
-                std::env::temp_dir().join(format!("sb-worker-cmd-{}-{nanos}", std::process::id()));
-            std::fs::create_dir(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[test]
     fn per_platform_program_is_preferred_when_present() {
-        let dir = TempDir::new();
-        let worker = dir.0.join("switchboard-worker");
+        let dir = TempDir::new("worker-cmd");
+        let worker = dir.path().join("switchboard-worker");
         std::fs::write(&worker, "").unwrap();
         let cmd = WorkerCommand {
             program: worker.clone(),
@@ -150,13 +130,13 @@ mod tests {
         // Absent: the shared worker runs every platform.
         assert_eq!(cmd.program_for("xmpp"), worker);
 
-        let xmpp = dir.0.join("switchboard-worker-xmpp");
+        let xmpp = dir.path().join("switchboard-worker-xmpp");
         std::fs::write(&xmpp, "").unwrap();
         assert_eq!(cmd.program_for("xmpp"), xmpp);
         // Only for its own platform.
         assert_eq!(cmd.program_for("irc"), worker);
         // A directory of that name is not a program.
-        std::fs::create_dir(dir.0.join("switchboard-worker-irc")).unwrap();
+        std::fs::create_dir(dir.path().join("switchboard-worker-irc")).unwrap();
         assert_eq!(cmd.program_for("irc"), worker);
 
         // Removed again: back to the shared worker, without a new WorkerCommand.

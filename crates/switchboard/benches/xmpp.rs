@@ -190,8 +190,8 @@ async fn main() {
     // platform (for comparison: started through a link in a directory of our own, where no
     // per-platform binary sits next to it), then with what the server runs,
     // `switchboard-worker-xmpp`, whose logins the latency part uses.
-    let shared_dir = TempDir::new();
-    let shared = shared_dir.0.join("switchboard-worker");
+    let shared_dir = switchboard_testpeers::TempDir::new("xmpp-bench");
+    let shared = shared_dir.path().join("switchboard-worker");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_switchboard-worker"), &shared).unwrap();
     let (gw, sessions) = logins_memory(&shared, &users[..logins], server.port).await;
     close(gw, sessions).await;
@@ -326,28 +326,6 @@ async fn close(gw: Gateway, sessions: Sessions) {
         s.close().await;
     }
     gw.shutdown().await;
-}
-
-/// A fresh directory of our own under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("sb-xmpp-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn wait_push(rx: &mut mpsc::UnboundedReceiver<Value>, want: String) {
