@@ -12,12 +12,17 @@
 //! their order) and the cluster forwards it to every node, so the subscriber connection
 //! may be on any node; it takes the seed nodes in turn when one fails. Sharded pub/sub
 //! (`SPUBLISH`) would spare the cluster bus that broadcast, but needs one subscriber
-//! connection per shard, following slot migrations; not needed at our scale yet. One
-//! difference: the count `publish` returns covers only the subscribers on the node that
-//! took the `PUBLISH`, so on a cluster it is a lower bound. One more: a message crossing
-//! the cluster bus is lost if that bus link resets (a node stalled past half the
-//! `cluster-node-timeout`), and the subscriber's own connection never notices, so that
-//! gap goes unreported; sharded pub/sub, with no bus hop, would close it.
+//! connection per shard, following slot migrations; not needed at our scale yet.
+//! Differences from one server:
+//! - the count `publish` returns covers only the subscribers on the node that took the
+//!   `PUBLISH`, so on a cluster it is a lower bound;
+//! - `PUBLISH` answers once the owning node has queued the message for the cluster bus, so
+//!   a subscriber on another node may get it well after `publish` returns (seconds, on a
+//!   starved machine): whether a slow reader lags depends on when messages arrive, not on
+//!   when they were published;
+//! - a message crossing the cluster bus is lost if that bus link resets (a node stalled
+//!   past half the `cluster-node-timeout`), and the subscriber's own connection never
+//!   notices, so that gap goes unreported; sharded pub/sub, with no bus hop, would close it.
 //!
 //! If the subscriber connection drops, messages published meanwhile are gone (pub/sub keeps
 //! nothing), so every local subscriber is cut off with `Lagged` rather than left with a
