@@ -24,9 +24,9 @@
 //! cut off (its Redis connection dropped, or it fell too far behind) it may have missed
 //! frames, so it closes its connections (1012) rather than leave a silent gap; a direct
 //! message is stored before it is routed, so one missed that way is still `sent` and
-//! arrives as offline backlog when the client reconnects. The remote node that hands it to a connection marks it delivered (the shared
-//! store tells which node was first) and the sender hears `message_delivered` wherever
-//! they are connected.
+//! arrives as offline backlog when the client reconnects. The connection that writes it,
+//! on whichever node, marks it delivered (the shared store tells which was first) and the
+//! sender hears `message_delivered` wherever they are connected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::hub::{Hub, Out};
 use crate::protocol::frame;
-use crate::receipts::{Delivered, Receipts};
+use crate::receipts::Delivered;
 
 const PRESENCE: &str = "chat:presence";
 
@@ -120,7 +120,6 @@ pub(crate) struct Cluster {
     hub: Arc<Hub>,
     registry: Arc<dyn Registry>,
     broker: Arc<dyn Broker>,
-    receipts: Receipts,
     node: String,
     /// The engine is this process's own (embedded): no other node can hold a connection,
     /// so nothing is looked up or published.
@@ -132,13 +131,12 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(hub: Arc<Hub>, engine: &Engine, receipts: Receipts, node: String) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, engine: &Engine, node: String) -> Self {
         Cluster {
             hub,
             registry: engine.registry.clone(),
             broker: engine.broker.clone(),
             alone: !engine.distributed,
-            receipts,
             node,
             located: Mutex::new(HashMap::new()),
             moves: AtomicU64::new(0),
@@ -216,33 +214,23 @@ impl Cluster {
     }
 
     /// Queue `out` on every connection of `users`, on every node, except this node's
-    /// connection `except`. With `receipt`, a node that hands the message to a connection
-    /// marks it delivered. Returns the connections reached on this node.
-    pub(crate) async fn send(
-        &self,
-        users: &[i64],
-        out: &Out,
-        except: Option<u64>,
-        receipt: Option<Delivered>,
-    ) -> usize {
+    /// connection `except`. A direct message's receipt travels with it, so the connection
+    /// that writes it, on whichever node, marks it delivered. Returns the connections
+    /// reached on this node.
+    pub(crate) async fn send(&self, users: &[i64], out: &Out, except: Option<u64>) -> usize {
         let local = self.hub.send_to_users(users, out, except);
-        if local > 0
-            && let Some(d) = &receipt
-        {
-            self.receipts.delivered(d.clone()).await;
-        }
         if self.alone {
             return local;
         }
-        let (text, message, close) = match out {
-            Out::Frame(t) => (t.as_str(), None, None),
-            Out::Message(id, t) => (t.as_str(), Some(*id), None),
-            Out::Close(code, reason) => ("", None, Some((*code, (*reason).to_owned()))),
+        let (text, message, close, receipt) = match out {
+            Out::Frame(t) => (t.as_str(), None, None, None),
+            Out::Message(id, t, receipt) => (t.as_str(), Some(*id), None, receipt.as_deref()),
+            Out::Close(code, reason) => ("", None, Some((*code, (*reason).to_owned())), None),
         };
         let mut header = Header {
             message,
             close,
-            receipt,
+            receipt: receipt.cloned(),
             ..Header::from(&self.node)
         };
         let nodes = match self.locate(users).await {
@@ -281,7 +269,7 @@ impl Cluster {
 
     /// Close every connection of `user` on every node but this node's `keep`.
     pub(crate) async fn close_others(&self, user: i64, keep: u64, code: u16, reason: &'static str) {
-        self.send(&[user], &Out::Close(code, reason), Some(keep), None)
+        self.send(&[user], &Out::Close(code, reason), Some(keep))
             .await;
     }
 
@@ -298,7 +286,7 @@ impl Cluster {
     }
 
     /// A frame from another node.
-    async fn receive(&self, header: Header, text: Utf8Bytes) {
+    fn receive(&self, header: Header, text: Utf8Bytes) {
         let out = match (header.close, header.message) {
             (Some((code, reason)), _) => {
                 let reason = CLOSE_REASONS
@@ -308,15 +296,10 @@ impl Cluster {
                     .unwrap_or("Closed by the server");
                 Out::Close(code, reason)
             }
-            (None, Some(id)) => Out::Message(id, text),
+            (None, Some(id)) => Out::Message(id, text, header.receipt.map(Arc::new)),
             (None, None) => Out::Frame(text),
         };
-        let reached = self.hub.send_to_users(&header.users, &out, None);
-        if reached > 0
-            && let Some(d) = header.receipt
-        {
-            self.receipts.delivered(d).await;
-        }
+        self.hub.send_to_users(&header.users, &out, None);
     }
 
     /// A user the registry took offline with their dead node.
@@ -403,7 +386,7 @@ async fn listen(
             };
             match recv {
                 Recv::Message(payload) => match decode(&payload) {
-                    Some((header, text)) => cluster.receive(header, text).await,
+                    Some((header, text)) => cluster.receive(header, text),
                     None => {
                         tracing::warn!(bytes = payload.len(), "unreadable frame from another node")
                     }

@@ -12,13 +12,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::receipts::Delivered;
+
 /// What a connection's task is asked to do.
 #[derive(Clone)]
 pub(crate) enum Out {
     Frame(Utf8Bytes),
     /// A `new_message` frame; the id lets a connection drop one it already sent from the
-    /// offline backlog.
-    Message(i64, Utf8Bytes),
+    /// offline backlog. A direct message carries its receipt, which the connection queues
+    /// once it has written the frame (see `receipts`).
+    Message(i64, Utf8Bytes, Option<Arc<Delivered>>),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
 }
@@ -168,7 +171,7 @@ mod tests {
 
     fn text(out: &Out) -> String {
         match out {
-            Out::Frame(t) | Out::Message(_, t) => t.to_string(),
+            Out::Frame(t) | Out::Message(_, t, _) => t.to_string(),
             Out::Close(code, _) => format!("close {code}"),
         }
     }

@@ -49,6 +49,8 @@ struct Inner {
     auth: Auth,
     hub: Arc<Hub>,
     cluster: Arc<Cluster>,
+    /// Where connections queue the receipts of the direct messages they wrote.
+    receipts: receipts::Receipts,
     config: ChatConfig,
     /// `/ws` connections per client address (see [`limits`]).
     per_ip: Arc<limits::PerIp>,
@@ -104,12 +106,7 @@ impl Chat {
         let auth = Auth::new(&config.jwt, config.token_ttl)?;
         let hub = Arc::new(Hub::default());
         let (receipts, pending) = receipts::Receipts::new(config.receipts_queue);
-        let cluster = Arc::new(Cluster::new(
-            hub.clone(),
-            engine,
-            receipts,
-            config.node.clone(),
-        ));
+        let cluster = Arc::new(Cluster::new(hub.clone(), engine, config.node.clone()));
         pending.start(store.clone(), cluster.clone());
         let shutdown = CancellationToken::new();
         let subscribed = cluster.listen(store.clone(), shutdown.clone());
@@ -119,6 +116,7 @@ impl Chat {
             auth,
             hub,
             cluster,
+            receipts,
             per_ip: limits::PerIp::new(config.max_connections_per_ip),
             config,
             shutdown,

@@ -1,15 +1,21 @@
-//! "Delivered" receipts, batched: a message handed to a recipient's connection is queued
-//! here; one task marks queued messages delivered in the store, one job per batch,
-//! and then tells each sender (`message_delivered`).
+//! "Delivered" receipts, batched: a recipient's connection that has written a direct
+//! message to its socket queues the receipt here; one task marks queued messages delivered
+//! in the store, one job per batch, and then tells each sender (`message_delivered`).
+//!
+//! Delivered means written to a connection that was still open: a message queued for a
+//! connection that ends first (the client left, the server is closing it) is never
+//! written, stays `sent`, and arrives as offline backlog at the next connect. (A frame
+//! written just as the client vanishes can still be lost with it: the protocol has no
+//! client acknowledgement.)
 //!
 //! The queue is bounded ([`ChatConfig::receipts_queue`](crate::ChatConfig)), so a flood of
 //! messages cannot grow memory without end while the store falls behind. When it is full,
-//! whoever hands over the next receipt waits for room: the sending connection (its next
-//! frame is read once the receipt is queued), or the node's link to the other nodes. The
-//! alternatives lose something users see: a dropped receipt leaves its message `sent`, so
-//! the recipient would get it a second time as offline backlog at their next connect, and
-//! the sender would never hear `message_delivered`. Waiting loses nothing and slows only
-//! those producing receipts faster than the store can record them.
+//! the connection handing over the next receipt waits for room (it writes nothing more
+//! meanwhile; frames for it queue in its outbox). The alternatives lose something users
+//! see: a dropped receipt leaves its message `sent`, so the recipient would get it a
+//! second time as offline backlog at their next connect, and the sender would never hear
+//! `message_delivered`. Waiting loses nothing and slows only the connections producing
+//! receipts faster than the store can record them.
 
 use std::sync::Arc;
 
@@ -35,11 +41,11 @@ pub(crate) struct Delivered {
 
 #[derive(Clone)]
 pub(crate) struct Receipts {
-    tx: mpsc::Sender<Delivered>,
+    tx: mpsc::Sender<Arc<Delivered>>,
 }
 
 /// The receiving end of [`Receipts`], until [`Pending::start`] gives it its task.
-pub(crate) struct Pending(mpsc::Receiver<Delivered>);
+pub(crate) struct Pending(mpsc::Receiver<Arc<Delivered>>);
 
 impl Receipts {
     /// The queue (`capacity` receipts at most), and its receiving end to start once the
@@ -50,7 +56,7 @@ impl Receipts {
     }
 
     /// Queue a receipt, waiting while the queue is full.
-    pub(crate) async fn delivered(&self, d: Delivered) {
+    pub(crate) async fn delivered(&self, d: Arc<Delivered>) {
         // Only fails once the service is gone, when nobody is left to tell.
         let _ = self.tx.send(d).await;
     }
@@ -63,12 +69,15 @@ impl Pending {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Delivered>,
+    mut rx: mpsc::Receiver<Arc<Delivered>>,
     store: Arc<dyn MessageStore>,
     cluster: Arc<Cluster>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // Each device of a recipient writing the message queues its receipt: report once.
+        batch.sort_unstable_by_key(|d| d.id);
+        batch.dedup_by_key(|d| d.id);
         let ids: Vec<i64> = batch.iter().map(|d| d.id).collect();
         let at = Timestamp::now();
         match store.mark_delivered(&ids, at).await {
@@ -97,14 +106,8 @@ pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
         "status": "delivered",
         "deliveredAt": at,
     });
-    cluster
-        .send(
-            &[d.sender],
-            &Out::Frame(frame("message_delivered", data)),
-            None,
-            None,
-        )
-        .await;
+    let out = Out::Frame(frame("message_delivered", data));
+    cluster.send(&[d.sender], &out, None).await;
 }
 
 #[cfg(test)]
@@ -118,7 +121,7 @@ mod tests {
     use crate::hub::{Hub, Outbox};
 
     /// A full queue makes the next receipt wait; once the task runs, every receipt is
-    /// stored and reported: none lost, none doubled.
+    /// stored and reported: none lost, none doubled (one message written to two devices).
     #[tokio::test]
     async fn a_full_queue_makes_the_producer_wait_and_loses_nothing() {
         let dir = std::env::temp_dir().join(format!("sb-receipts-{}", std::process::id()));
@@ -145,16 +148,20 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let outbox = Arc::new(Outbox::new(16));
         hub.register(alice.id, "alice", outbox.clone());
-        let (receipts, pending) = Receipts::new(2);
+        let (receipts, pending) = Receipts::new(3);
         let engine = Engine::embedded();
-        let cluster = Arc::new(Cluster::new(hub, &engine, receipts.clone(), "local".into()));
-        let receipt = |id| Delivered {
-            id,
-            sender: alice.id,
-            receiver: bob.id,
-            client_msg_id: None,
+        let cluster = Arc::new(Cluster::new(hub, &engine, "local".into()));
+        let receipt = |id| {
+            Arc::new(Delivered {
+                id,
+                sender: alice.id,
+                receiver: bob.id,
+                client_msg_id: None,
+            })
         };
 
+        receipts.delivered(receipt(ids[0])).await;
+        // Bob's second device wrote it too.
         receipts.delivered(receipt(ids[0])).await;
         receipts.delivered(receipt(ids[1])).await;
         let third = receipts.delivered(receipt(ids[2]));

@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
@@ -155,29 +156,30 @@ impl Chat {
     /// instead.
     pub(crate) async fn deliver(&self, me: &Me, message: &Message, origin: Option<u64>) {
         let cluster = &self.inner.cluster;
-        let out = Out::Message(
-            message.id,
-            frame(
-                "new_message",
-                Incoming {
-                    message,
-                    sender_username: &me.username,
-                },
-            ),
+        let receipt = match message.target() {
+            Target::User(to) => Some(Arc::new(Delivered {
+                id: message.id,
+                sender: me.id,
+                receiver: to,
+                client_msg_id: message.client_msg_id.clone(),
+            })),
+            Target::Room(_) => None,
+        };
+        let text = frame(
+            "new_message",
+            Incoming {
+                message,
+                sender_username: &me.username,
+            },
         );
+        let out = Out::Message(message.id, text, receipt);
         match message.target() {
             Target::User(to) => {
-                let receipt = Delivered {
-                    id: message.id,
-                    sender: me.id,
-                    receiver: to,
-                    client_msg_id: message.client_msg_id.clone(),
-                };
-                cluster.send(&[to], &out, None, Some(receipt)).await;
+                cluster.send(&[to], &out, None).await;
             }
             Target::Room(room) => match self.inner.store.room_members(room).await {
                 Ok(members) => {
-                    cluster.send(&members, &out, origin, None).await;
+                    cluster.send(&members, &out, origin).await;
                 }
                 Err(e) => tracing::error!(error = %e, room, "cannot list room members"),
             },
@@ -255,7 +257,7 @@ impl Chat {
         if !ids.is_empty() {
             let data = json!({ "readerId": me.id, "messageIds": ids, "readAt": at });
             let out = Out::Frame(frame("messages_read", data));
-            self.inner.cluster.send(&[sender], &out, None, None).await;
+            self.inner.cluster.send(&[sender], &out, None).await;
         }
         Ok(json!({ "senderId": sender, "messageIds": ids, "count": ids.len(), "readAt": at }))
     }
@@ -277,7 +279,7 @@ impl Chat {
         let members = store.room_members(room).await?;
         let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
         let out = Out::Frame(frame("messages_read", data));
-        self.inner.cluster.send(&others, &out, origin, None).await;
+        self.inner.cluster.send(&others, &out, origin).await;
         Ok(json!({ "roomId": room, "lastReadId": last, "readAt": at }))
     }
 
@@ -296,7 +298,7 @@ impl Chat {
                 }
                 let data = json!({ "userId": me.id, "username": me.username, "receiverId": to, "isTyping": typing });
                 let out = Out::Frame(frame("typing_indicator", data));
-                cluster.send(&[to], &out, None, None).await;
+                cluster.send(&[to], &out, None).await;
             }
             Target::Room(room) => {
                 let store = &self.inner.store;
@@ -307,7 +309,7 @@ impl Chat {
                 let others: Vec<i64> = members.into_iter().filter(|m| *m != me.id).collect();
                 let data = json!({ "userId": me.id, "username": me.username, "roomId": room, "isTyping": typing });
                 let out = Out::Frame(frame("typing_indicator", data));
-                cluster.send(&others, &out, None, None).await;
+                cluster.send(&others, &out, None).await;
             }
         }
         Ok(())

@@ -384,7 +384,10 @@ impl Session {
         let mut awaiting_pong = false;
         loop {
             tokio::select! {
-                _ = self.outbox.ready() => {}
+                // The client's frames before queued ones: a client that has closed is not
+                // written messages it will never read (they stay `sent`, for its next
+                // connection). Queued frames cannot starve: they are written every turn.
+                biased;
                 incoming = socket.next() => match incoming {
                     Some(Ok(WsMessage::Text(text))) if !self.admit(&text) => {}
                     // Boxed: an idle connection's future stays small (handling a frame
@@ -421,6 +424,7 @@ impl Session {
                     next_ping = now + interval;
                     timer.as_mut().reset(next_ping.min(expires));
                 }
+                _ = self.outbox.ready() => {}
             }
             if let Some(end) = self.write_queued(socket).await {
                 return end;
@@ -428,31 +432,44 @@ impl Session {
         }
     }
 
-    /// Everything queued for this connection, in one flush; `Some` when the connection
-    /// must end.
+    /// Everything queued for this connection, in one flush, then the receipts of the
+    /// direct messages written; `Some` when the connection must end.
     async fn write_queued(&mut self, socket: &mut Socket) -> Option<End> {
         // A fresh batch each time: a burst's capacity is not kept while the connection idles.
         let mut batch = Vec::new();
         self.outbox.drain(&mut batch);
+        if self.outbox.overflowed() {
+            // Nothing more is written: the direct messages it missed stay `sent` and come
+            // as backlog when it reconnects.
+            tracing::warn!(user = self.me.id, "connection too slow: closing");
+            return Some(End::Close(1008, "Too many unread messages"));
+        }
+        let mut receipts = Vec::new();
+        let mut end = None;
         for out in batch {
             let text = match out {
                 Out::Frame(text) => text,
-                Out::Message(id, text) if !self.sent_from_backlog(id) => text,
+                Out::Message(id, text, receipt) if !self.sent_from_backlog(id) => {
+                    receipts.extend(receipt);
+                    text
+                }
                 Out::Message(..) => continue,
-                Out::Close(code, reason) => return Some(End::Close(code, reason)),
+                Out::Close(code, reason) => {
+                    end = Some(End::Close(code, reason));
+                    break;
+                }
             };
             if socket.feed(WsMessage::Text(text)).await.is_err() {
                 return Some(End::Closed);
             }
         }
-        if self.outbox.overflowed() {
-            tracing::warn!(user = self.me.id, "connection too slow: closing");
-            return Some(End::Close(1008, "Too many unread messages"));
-        }
         if socket.flush().await.is_err() {
             return Some(End::Closed);
         }
-        None
+        for receipt in receipts {
+            self.chat.inner.receipts.delivered(receipt).await;
+        }
+        end
     }
 
     fn sent_from_backlog(&self, id: i64) -> bool {
