@@ -294,7 +294,7 @@ impl Session {
             seen: None,
             limit: FrameLimit::default(),
         };
-        let end = if socket.send(WsMessage::Text(hello)).await.is_ok() {
+        let end = if session.write_all(&mut socket, vec![hello]).await.is_ok() {
             // Boxed so the idle connection's future does not carry its state.
             if Box::pin(session.send_backlog(&mut socket)).await {
                 session.run(&mut socket, expires).await
@@ -351,12 +351,8 @@ impl Session {
                     return true;
                 }
             };
-            for (_, text) in &page {
-                if socket.feed(WsMessage::Text(text.clone())).await.is_err() {
-                    return false;
-                }
-            }
-            if socket.flush().await.is_err() {
+            let texts = page.iter().map(|(_, text)| text.clone()).collect();
+            if self.write_all(socket, texts).await.is_err() {
                 return false;
             }
             if let Err(e) = self.chat.backlog_delivered(&self.me, &page).await {
@@ -411,7 +407,7 @@ impl Session {
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= expires {
-                        let _ = socket.send(WsMessage::Text(error_frame("Token expired", None))).await;
+                        let _ = self.write_all(socket, vec![error_frame("Token expired", None)]).await;
                         return End::Close(4002, "Token expired");
                     }
                     if awaiting_pong {
@@ -446,30 +442,51 @@ impl Session {
         }
         let mut receipts = Vec::new();
         let mut end = None;
+        let mut texts = Vec::with_capacity(batch.len());
         for out in batch {
-            let text = match out {
-                Out::Frame(text) => text,
+            match out {
+                Out::Frame(text) => texts.push(text),
                 Out::Message(id, text, receipt) if !self.sent_from_backlog(id) => {
                     receipts.extend(receipt);
-                    text
+                    texts.push(text);
                 }
-                Out::Message(..) => continue,
+                Out::Message(..) => {}
                 Out::Close(code, reason) => {
                     end = Some(End::Close(code, reason));
                     break;
                 }
-            };
-            if socket.feed(WsMessage::Text(text)).await.is_err() {
-                return Some(End::Closed);
             }
         }
-        if socket.flush().await.is_err() {
-            return Some(End::Closed);
+        if let Err(stop) = self.write_all(socket, texts).await {
+            return Some(stop);
         }
         for receipt in receipts {
             self.chat.inner.receipts.delivered(receipt).await;
         }
         end
+    }
+
+    /// Write frames and flush, within one ping interval. Why the limit: a client that
+    /// stops reading fills the socket's buffers and the write waits forever, and while it
+    /// waits nothing else runs for this connection (no ping, no token expiry), so the user
+    /// would stay online holding the connection. A client that cannot take a batch in a
+    /// ping interval is treated like one that missed a pong; whatever was not written
+    /// stays `sent` and comes as backlog on its next connection.
+    async fn write_all(&self, socket: &mut Socket, texts: Vec<Utf8Bytes>) -> Result<(), End> {
+        let write = async {
+            for text in texts {
+                socket.feed(WsMessage::Text(text)).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(self.chat.inner.config.ping_interval, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => {
+                tracing::warn!(user = self.me.id, "connection stopped reading: closing");
+                Err(End::Close(1008, "Too slow to read its messages"))
+            }
+        }
     }
 
     fn sent_from_backlog(&self, id: i64) -> bool {

@@ -1119,6 +1119,94 @@ async fn messages_queued_for_a_connection_that_closes_come_as_backlog() {
     assert_eq!(delivered, sent, "the backlog is reported delivered");
 }
 
+/// A client that stops reading while messages keep coming fills the socket's buffers, and
+/// the server's write to it stalls. The server gives up on it within a ping interval (the
+/// user goes offline, as with a missed pong) and what it could not write comes as backlog.
+#[tokio::test]
+async fn a_connection_whose_writes_stall_is_closed_and_keeps_its_backlog() {
+    const SIZE: usize = 256 * 1024;
+    const COUNT: usize = 40;
+    let db = TempDir::new("stall");
+    let s = Server::start(
+        &db,
+        &[
+            "--max-message-bytes",
+            &SIZE.to_string(),
+            "--ping-interval-ms",
+            "1000",
+        ],
+    );
+    let (_, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    a.send("get_online_users", json!({})).await;
+    a.expect("online_users").await;
+    // Bob's client never reads: it neither takes messages nor answers pings.
+    let stalled = s.connect(&bob_token).await;
+    assert_eq!(a.expect("user_online").await["userId"].as_i64(), Some(bob));
+
+    let (mut sent, mut delivered, mut offline) = (Vec::new(), Vec::new(), false);
+    // Receipts are collected; `true` once Bob is reported offline.
+    let note = |(kind, data): (String, Value), delivered: &mut Vec<i64>| match kind.as_str() {
+        "message_delivered" => {
+            delivered.push(data["messageId"].as_i64().unwrap());
+            false
+        }
+        "user_offline" => {
+            assert_eq!(data["userId"].as_i64(), Some(bob));
+            true
+        }
+        _ => panic!("unexpected {kind} {data}"),
+    };
+    for i in 0..COUNT {
+        let content = format!("{i:02}{}", "x".repeat(SIZE - 2));
+        a.send(
+            "chat_message",
+            json!({"receiverId": bob, "content": content}),
+        )
+        .await;
+        loop {
+            match a.next_within(WAIT).await {
+                Some((k, data)) if k == "message_sent" => {
+                    sent.push(data["id"].as_i64().unwrap());
+                    break;
+                }
+                Some(frame) => offline |= note(frame, &mut delivered),
+                None => panic!("no message_sent for message {i}"),
+            }
+        }
+    }
+    // Goes offline although its socket is still open: the server stopped waiting on it.
+    while !offline {
+        match a.next_within(WAIT).await {
+            Some(frame) => offline |= note(frame, &mut delivered),
+            None => panic!("a client that stopped reading kept its connection"),
+        }
+    }
+    while let Some(frame) = a.next_within(Duration::from_millis(300)).await {
+        note(frame, &mut delivered);
+    }
+    assert!(
+        delivered.len() < sent.len(),
+        "every message was written to bob: send more than {COUNT} to stall the writes"
+    );
+
+    // What was not written comes, once each, on his next connection.
+    let mut b = s.connect(&bob_token).await;
+    let mut backlog = Vec::new();
+    while delivered.len() + backlog.len() < sent.len() {
+        backlog.push(b.expect("new_message").await["id"].as_i64().unwrap());
+    }
+    b.expect_silence(300).await;
+    let mut all = [delivered, backlog].concat();
+    all.sort_unstable();
+    assert_eq!(
+        all, sent,
+        "each message either written once or in the backlog"
+    );
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn eddsa_tokens_from_pem_keys() {
     let db = TempDir::new("eddsa");
