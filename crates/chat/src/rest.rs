@@ -278,10 +278,11 @@ pub(crate) async fn send_message(
 ) -> Result<Response, ChatError> {
     let req = protocol::send_request(&body, chat.inner.config.max_message_bytes)
         .map_err(|r| ChatError::bad_request(r.message))?;
-    let inserted = chat.send(&me, &req).await?;
-    if !inserted.duplicate {
-        chat.deliver(&me, &inserted.message, None).await;
+    let sent = chat.send(&me, &req).await?;
+    if !sent.inserted.duplicate {
+        chat.deliver(&me, &sent, None).await;
     }
+    let inserted = sent.inserted;
     let status = if inserted.duplicate {
         StatusCode::OK
     } else {

@@ -80,6 +80,13 @@ pub(crate) async fn login(
     Ok(ok.then_some(account.user))
 }
 
+/// A message [`Chat::send`] stored, with the room's members it was checked against
+/// (`None` for a direct message): they are the ones it is delivered to.
+pub(crate) struct Sent {
+    pub inserted: Inserted,
+    members: Option<Vec<i64>>,
+}
+
 /// A message as recipients get it: the stored row plus the sender's name.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,7 +117,7 @@ impl Chat {
     }
 
     /// Check and persist a message. Nothing is stored when it is refused.
-    pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Inserted, ChatError> {
+    pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Sent, ChatError> {
         if req.sender_id.is_some_and(|s| s != me.id) {
             return Err(ChatError::forbidden(FORGED_SENDER));
         }
@@ -121,11 +128,18 @@ impl Chat {
             )));
         }
         let store = &self.inner.store;
-        match req.target {
+        // A room's members are read once: the check and the delivery use the same list.
+        let members = match req.target {
             Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
-            Target::User(_) => {} // an unknown receiver fails the insert (foreign key)
-            Target::Room(room) => self.require_member(me.id, room).await?,
-        }
+            Target::User(_) => None, // an unknown receiver fails the insert (foreign key)
+            Target::Room(room) => {
+                let members = store.room_members(room).await?;
+                if !members.contains(&me.id) {
+                    return Err(self.not_member(room).await);
+                }
+                Some(members)
+            }
+        };
         let inserted = store
             .insert_message(NewMessage {
                 sender: me.id,
@@ -148,14 +162,15 @@ impl Chat {
             duplicate = inserted.duplicate,
             "message stored"
         );
-        Ok(inserted)
+        Ok(Sent { inserted, members })
     }
 
     /// Route a stored message to its recipients' connections (and the sender's other
     /// devices for rooms); `origin` is the sending connection, which gets `message_sent`
     /// instead.
-    pub(crate) async fn deliver(&self, me: &Me, message: &Message, origin: Option<u64>) {
+    pub(crate) async fn deliver(&self, me: &Me, sent: &Sent, origin: Option<u64>) {
         let cluster = &self.inner.cluster;
+        let message = &sent.inserted.message;
         let receipt = match message.target() {
             Target::User(to) => Some(Arc::new(Delivered {
                 id: message.id,
@@ -177,12 +192,10 @@ impl Chat {
             Target::User(to) => {
                 cluster.send(&[to], &out, None).await;
             }
-            Target::Room(room) => match self.inner.store.room_members(room).await {
-                Ok(members) => {
-                    cluster.send(&members, &out, origin).await;
-                }
-                Err(e) => tracing::error!(error = %e, room, "cannot list room members"),
-            },
+            Target::Room(_) => {
+                let members = sent.members.as_deref().unwrap_or_default();
+                cluster.send(members, &out, origin).await;
+            }
         }
     }
 

@@ -522,6 +522,7 @@ impl Session {
     }
 
     async fn handle(&mut self, text: &str) {
+        let received = Instant::now();
         let chat = self.chat.clone();
         let request = match protocol::parse(text, chat.inner.config.max_message_bytes) {
             Ok(r) => r,
@@ -529,7 +530,9 @@ impl Session {
         };
         match request {
             ClientRequest::ChatMessage(req) => match chat.send(&self.me, &req).await {
-                Ok(inserted) => {
+                Ok(sent) => {
+                    let stored = received.elapsed();
+                    let inserted = &sent.inserted;
                     let m = &inserted.message;
                     self.reply(
                         "message_sent",
@@ -544,8 +547,15 @@ impl Session {
                         }),
                     );
                     if !inserted.duplicate {
-                        chat.deliver(&self.me, m, Some(self.conn)).await;
+                        chat.deliver(&self.me, &sent, Some(self.conn)).await;
                     }
+                    // Where a message's time goes before its recipients' tasks write it.
+                    tracing::debug!(
+                        message = m.id,
+                        stored_us = stored.as_micros() as u64,
+                        routed_us = received.elapsed().as_micros() as u64,
+                        "message routed"
+                    );
                 }
                 Err(e) => self.refuse(&e.message, req.client_msg_id.as_deref()),
             },

@@ -50,7 +50,12 @@ impl SqliteStore {
             // message against the 4 KiB default (100 conversations, batches of 20 to 100).
             .page_size(1024)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Checkpoints belong to the message writer and its checkpointer, which let the
+            // log grow a few MiB between them; a pooled connection (accounts, rooms, read
+            // marks) checkpoints only where the writer would, at the log's size limit, so
+            // a REST call never waits for a checkpoint's `fsync`s.
+            .pragma("wal_autocheckpoint", (log_limit / 1024).max(16).to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
@@ -499,6 +504,59 @@ mod tests {
         assert_eq!(page[0].content, "round 99 message 180");
         assert_eq!(page[999].content, "round 0 message 0");
         reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A trickle of messages (each its own commit) does not rewind the log: a rewind makes
+    /// the commit that follows it wait for an `fsync` of the log's header, so checkpoints
+    /// wait for many operations (`CHECKPOINT_AFTER`) instead of following every commit.
+    /// The log's header counts rewinds (its checkpoint sequence number, bytes 12..16).
+    #[tokio::test]
+    async fn a_trickle_of_messages_does_not_rewind_the_log_each_commit() {
+        let dir = std::env::temp_dir().join(format!("sb-store-trickle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("trickle.db");
+        let store = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
+            .await
+            .unwrap();
+        let now = Timestamp::now();
+        let a = store
+            .create_user("trickle-a", None, "h", now)
+            .await
+            .unwrap();
+        let b = store
+            .create_user("trickle-b", None, "h", now)
+            .await
+            .unwrap();
+        let rewinds = || {
+            let header = std::fs::read(dir.join("trickle.db-wal")).unwrap();
+            u32::from_be_bytes(header[12..16].try_into().unwrap())
+        };
+        let mut first = None;
+        // 600 ms of commits: checkpoints after every commit (at most one per 200 ms)
+        // rewound the log about three times.
+        for i in 0..60 {
+            let content = format!("trickle {i}");
+            store
+                .insert_message(NewMessage {
+                    sender: a.id,
+                    target: Target::User(b.id),
+                    content: &content,
+                    message_type: "text",
+                    client_msg_id: None,
+                    at: now,
+                })
+                .await
+                .unwrap();
+            first.get_or_insert_with(rewinds);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            first,
+            Some(rewinds()),
+            "the log was rewound during the trickle"
+        );
+        store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -23,8 +23,13 @@
 //! runs the WAL checkpoint once the log passes 1000 pages, copying pages into the database
 //! file and fsyncing it, which stalled the writer every few batches and was the largest
 //! single cost of a message. Here a checkpointer thread runs passive checkpoints (which
-//! never block the writer) after commits, at most every [`CHECKPOINT_EVERY`], so a hot
-//! page written by many batches is copied once. The writer still checkpoints itself when
+//! never block the writer) once [`CHECKPOINT_AFTER`] operations have committed, at most
+//! every [`CHECKPOINT_EVERY`], so a hot page written by many batches is copied once.
+//! Not after every commit: once a checkpoint has copied the whole log, the writer's next
+//! commit rewinds it, and SQLite then `fsync`s the log's new header before writing the
+//! commit (a reordered write after a rewind could corrupt the database otherwise). A
+//! checkpoint per commit at a low message rate put that `fsync` (1 to 10 ms here, more on
+//! a busy disk) in front of every other message and its room fan-out. The writer still checkpoints itself when
 //! the log passes [`LOG_LIMIT`]: SQLite only rewinds the log from its start
 //! when a write begins with every frame copied, which a checkpoint running alongside a
 //! busy writer never achieves, and a log that only grows makes every append allocate new
@@ -53,6 +58,14 @@ const BATCH: usize = 256;
 /// Least time between two checkpoints: bounds their cost (and the log's growth: about
 /// this long's worth of commits).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Operations committed between two checkpoints (at least). A checkpoint that copies
+/// everything makes the writer rewind the log at its next commit, and a rewind waits for
+/// an `fsync` of the log's new header (see the module doc): checkpointing after every
+/// commit put that `fsync` in front of every other message at 10 messages/s. Under load
+/// this many operations commit within milliseconds, so [`CHECKPOINT_EVERY`] paces them
+/// as before; at low rates the log holds a few MiB at most before it is copied.
+const CHECKPOINT_AFTER: usize = 256;
 
 /// Log size (bytes) at which the writer checkpoints itself, so that the log restarts.
 pub(crate) const LOG_LIMIT: u64 = 128 << 20;
@@ -208,6 +221,8 @@ fn run(
 ) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut closing = None;
+    // Operations committed since the checkpointer was last nudged.
+    let mut uncheckpointed = 0;
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -227,12 +242,17 @@ fn run(
             jobs.truncate(at);
         }
         if !jobs.is_empty() {
+            uncheckpointed += jobs.len();
             let done = commit(&mut conn, &mut jobs);
-            // Full: a checkpoint is already due.
-            let _ = checkpoint.try_send(());
             if let Err(mpsc::error::SendError(done)) = answers.send(done) {
                 // The runtime is gone; answer from here rather than drop the callers.
                 done.into_iter().for_each(Done::send);
+            }
+            // After the answers: the callers' wake-ups go first.
+            if uncheckpointed >= CHECKPOINT_AFTER {
+                uncheckpointed = 0;
+                // Full: a checkpoint is already due.
+                let _ = checkpoint.try_send(());
             }
         }
     }
