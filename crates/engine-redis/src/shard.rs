@@ -22,8 +22,11 @@
 //! `subscribe` returns). Upstream subscriptions nobody wants any more (left by the client's
 //! own resubscription) are dropped when their next message or confirmation shows up.
 //!
-//! Not covered: a master that hangs without closing its connections (no push tells of it)
-//! goes unnoticed until the client next learns the cluster's topology.
+//! Cuts err on the safe side: a `Disconnection` of any node (a replica too) cuts every
+//! channel, and when the client reloads the topology it resubscribes every channel without
+//! saying which ones moved, so all of them are cut, including those that stayed. Not
+//! covered: a master that hangs without closing its connections (no push tells of it)
+//! goes unnoticed until the client next reloads the topology.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
