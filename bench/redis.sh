@@ -9,8 +9,8 @@
 # job pushed on a stream, reserved through the consumer group, acked, and the reply
 # published on the session's pub/sub channel. A third server runs with --redis-cluster on a
 # Redis Cluster of three masters started here too (every node a seed): the same four steps,
-# each on the node owning its key's or channel's slot, the reply forwarded to the
-# subscriber's node over the cluster bus. Also reports redis-server CPU per round trip
+# each on the node owning its key's or channel's slot (sharded pub/sub: the reply goes
+# straight from that master to the server's subscriber connection). Also reports redis-server CPU per round trip
 # (utime+stime from /proc; on the cluster, all three nodes'). Loopback only; loops bounded
 # in count and time; only PIDs started here are stopped.
 set -euo pipefail

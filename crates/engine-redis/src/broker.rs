@@ -2,31 +2,25 @@
 //!
 //! Publishing goes over the shared command connection (a multiplexed connection, so
 //! concurrent publishes from many tasks are pipelined onto one socket). Receiving uses one
-//! dedicated subscriber connection per node, owned by a single task: the first local
-//! subscriber of a channel makes it `SUBSCRIBE`, the last one leaving makes it
-//! `UNSUBSCRIBE`, and every message it reads is handed to the local [`Fanout`] (so a slow
-//! local subscriber is cut off with `Lagged` exactly as in the embedded broker).
+//! subscriber task per node: the first local subscriber of a channel makes it subscribe
+//! upstream, the last one leaving makes it unsubscribe, and every message it reads is
+//! handed to the local [`Fanout`] (so a slow local subscriber is cut off with `Lagged`
+//! exactly as in the embedded broker).
 //!
-//! On a Redis Cluster the same holds with classic pub/sub: `PUBLISH` goes to the node
-//! owning the channel name's slot (always the same node for one channel, so messages keep
-//! their order) and the cluster forwards it to every node, so the subscriber connection
-//! may be on any node; it takes the seed nodes in turn when one fails. Sharded pub/sub
-//! (`SPUBLISH`) would spare the cluster bus that broadcast, but needs one subscriber
-//! connection per shard, following slot migrations; not needed at our scale yet.
-//! Differences from one server:
-//! - the count `publish` returns covers only the subscribers on the node that took the
-//!   `PUBLISH`, so on a cluster it is a lower bound;
-//! - `PUBLISH` answers once the owning node has queued the message for the cluster bus, so
-//!   a subscriber on another node may get it well after `publish` returns (seconds, on a
-//!   starved machine): whether a slow reader lags depends on when messages arrive, not on
-//!   when they were published;
-//! - a message crossing the cluster bus is lost if that bus link resets (a node stalled
-//!   past half the `cluster-node-timeout`), and the subscriber's own connection never
-//!   notices, so that gap goes unreported; sharded pub/sub, with no bus hop, would close it.
+//! On one server that task owns one dedicated `SUBSCRIBE` connection. If it drops, messages
+//! published meanwhile are gone (pub/sub keeps nothing), so every local subscriber is cut
+//! off with `Lagged` rather than left with a silent gap; the task reconnects with backoff
+//! and new subscriptions work again.
 //!
-//! If the subscriber connection drops, messages published meanwhile are gone (pub/sub keeps
-//! nothing), so every local subscriber is cut off with `Lagged` rather than left with a
-//! silent gap; the task reconnects with backoff and new subscriptions work again.
+//! On a Redis Cluster pub/sub is sharded (`SPUBLISH`/`SSUBSCRIBE`, see `shard.rs`): a
+//! channel lives on the master owning its name's slot, publisher and subscribers talk to
+//! that master directly, and no message crosses the cluster bus — where classic pub/sub
+//! lost messages without anyone noticing when a bus link reset. One channel is always on
+//! one master, so its messages keep their order, and the count `publish` returns is exact
+//! (the nodes subscribed on that master). Whatever interrupts a channel's subscription —
+//! its master's connection closing (a kill, `CLIENT KILL`, a failover), its slot moving
+//! away, the client resubscribing it elsewhere — cuts that channel's local subscribers off
+//! with `Lagged`; see `shard.rs` for how each case is recognised and what is not.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,18 +35,20 @@ use switchboard_engine::{Broker, EngineError, Subscription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{Conn, Target};
-use crate::unavailable;
+use crate::{shard, unavailable};
 
 /// A request to the subscriber task: make Redis's subscription to a channel match whether
 /// it has local subscribers, answering when done.
-struct Sync {
-    channel: String,
-    done: Option<oneshot::Sender<Result<(), EngineError>>>,
+pub(crate) struct Sync {
+    pub(crate) channel: String,
+    pub(crate) done: Option<oneshot::Sender<Result<(), EngineError>>>,
 }
 
 pub struct RedisBroker {
     conn: Conn,
     prefix: String,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster.
+    publish: &'static str,
     fanout: Arc<Fanout>,
     sync: mpsc::UnboundedSender<Sync>,
 }
@@ -63,16 +59,29 @@ impl RedisBroker {
         let (emptied_tx, emptied_rx) = mpsc::unbounded_channel();
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
         let fanout = Arc::new(Fanout::with_listener(emptied_tx));
-        tokio::spawn(subscriber(
-            target,
-            fanout.clone(),
-            prefix.to_owned(),
-            sync_rx,
-            emptied_rx,
-        ));
+        let prefix = prefix.to_owned();
+        let publish = match target {
+            Target::Single(client) => {
+                let task = subscriber(client, fanout.clone(), prefix.clone(), sync_rx, emptied_rx);
+                tokio::spawn(task);
+                "PUBLISH"
+            }
+            Target::Cluster(cluster) => {
+                let task = shard::subscriber(
+                    *cluster,
+                    fanout.clone(),
+                    prefix.clone(),
+                    sync_rx,
+                    emptied_rx,
+                );
+                tokio::spawn(task);
+                "SPUBLISH"
+            }
+        };
         RedisBroker {
             conn,
-            prefix: prefix.to_owned(),
+            prefix,
+            publish,
             fanout,
             sync: sync_tx,
         }
@@ -83,7 +92,7 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, EngineError> {
         // Redis counts the subscribed connections, i.e. the nodes with a subscriber.
-        redis::cmd("PUBLISH")
+        redis::cmd(self.publish)
             .arg(format!("{}{channel}", self.prefix))
             .arg(&payload[..])
             .query_async(&mut self.conn.clone())
@@ -109,39 +118,23 @@ impl Broker for RedisBroker {
     }
 }
 
-/// The subscriber task: (re)connect, resubscribe, then route messages and requests until
-/// the connection drops or the broker is dropped.
+/// The single-server subscriber task: (re)connect, resubscribe, then route messages and
+/// requests until the connection drops or the broker is dropped.
 async fn subscriber(
-    target: Target,
+    client: redis::Client,
     fanout: Arc<Fanout>,
     prefix: String,
     mut sync: mpsc::UnboundedReceiver<Sync>,
     mut emptied: mpsc::UnboundedReceiver<String>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut failures = 0;
     loop {
-        let (mut sink, mut stream) = match target.pubsub(failures).await {
+        let (mut sink, mut stream) = match client.get_async_pubsub().await {
             Ok(p) => p.split(),
             Err(e) => {
-                failures += 1;
                 tracing::warn!(error = %e, retry_in = ?backoff, "redis subscriber connection failed");
-                let fail = unavailable(e).to_string();
-                // Answer requests while waiting, so subscribers fail fast instead of hanging.
-                let wait = tokio::time::sleep(backoff);
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        () = &mut wait => break,
-                        req = sync.recv() => match req {
-                            Some(Sync { done: Some(done), .. }) => {
-                                let _ = done.send(Err(EngineError::Unavailable(fail.clone())));
-                            }
-                            Some(_) => {}
-                            None => return,
-                        },
-                        Some(_) = emptied.recv() => {}
-                    }
+                if !refuse_while_waiting(backoff, &e, &mut sync, &mut emptied).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -182,6 +175,32 @@ async fn subscriber(
             subscribers = cut,
             "redis subscriber connection lost; local subscribers cut off, reconnecting"
         );
+    }
+}
+
+/// Wait `backoff` before the next connection attempt, answering subscribe requests with
+/// the connection's `error` meanwhile so subscribers fail fast instead of hanging. False
+/// once the broker is gone.
+pub(crate) async fn refuse_while_waiting(
+    backoff: Duration,
+    error: &redis::RedisError,
+    sync: &mut mpsc::UnboundedReceiver<Sync>,
+    emptied: &mut mpsc::UnboundedReceiver<String>,
+) -> bool {
+    let wait = tokio::time::sleep(backoff);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => return true,
+            req = sync.recv() => match req {
+                Some(Sync { done: Some(done), .. }) => {
+                    let _ = done.send(Err(unavailable(error.clone())));
+                }
+                Some(_) => {}
+                None => return false,
+            },
+            Some(_) = emptied.recv() => {}
+        }
     }
 }
 

@@ -6,9 +6,9 @@
 //! reconnect by themselves; while the server or the slot's node is down, calls fail with
 //! [`EngineError::Unavailable`].
 //!
-//! Pub/sub on a cluster uses classic `PUBLISH`/`SUBSCRIBE`: a cluster forwards every
-//! `PUBLISH` to all its nodes, so the subscriber holds one plain connection to any one node
-//! (the seeds in turn, moving on when one fails) — see [`Target::pubsub`].
+//! Pub/sub on a cluster is sharded (`SPUBLISH`/`SSUBSCRIBE`): the subscriber gets a
+//! cluster connection of its own speaking RESP3, whose pushes (messages, subscription
+//! confirmations, lost node connections) go to a channel — see [`Cluster::sharded_pubsub`].
 
 use std::time::Duration;
 
@@ -17,8 +17,9 @@ use redis::aio::{
 };
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, RedisFuture, Value};
 use switchboard_engine::EngineError;
+use tokio::sync::mpsc;
 
 use crate::{RedisOptions, unavailable};
 
@@ -38,8 +39,8 @@ pub(crate) struct Cluster {
     commands: ClusterClient,
     /// Blocking reads: no response timeout of its own (the caller bounds the wait).
     blocking: ClusterClient,
-    /// The seed nodes, for the subscriber's plain connection.
-    seeds: Vec<redis::Client>,
+    /// The seed nodes' URLs, for the subscriber's own cluster connection.
+    seeds: Vec<String>,
 }
 
 impl Target {
@@ -66,18 +67,8 @@ impl Target {
                 "redis_cluster needs at least one seed node url".into(),
             ));
         }
-        let seeds = urls
-            .iter()
-            .map(|u| redis::Client::open(*u))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
-        let builder = || {
-            ClusterClientBuilder::new(urls.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                // A node that is down fails calls within seconds instead of after the
-                // client's default of many retries.
-                .retries(3)
-        };
+        let seeds: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let builder = || cluster_builder(&seeds);
         Ok(Target::Cluster(Box::new(Cluster {
             commands: builder()
                 .response_timeout(RESPONSE_TIMEOUT)
@@ -132,16 +123,33 @@ impl Target {
                 .map_err(unavailable),
         }
     }
+}
 
-    /// The subscriber's connection; `attempt` counts the failed tries so far, so on a
-    /// cluster each retry goes to the next seed node. Any node will do: a cluster
-    /// forwards every `PUBLISH` to all nodes (replicas too).
-    pub(crate) async fn pubsub(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
-        let client = match self {
-            Target::Single(client) => client,
-            Target::Cluster(c) => &c.seeds[attempt % c.seeds.len()],
-        };
-        client.get_async_pubsub().await
+fn cluster_builder(seeds: &[String]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        // A node that is down fails calls within seconds instead of after the client's
+        // default of many retries.
+        .retries(3)
+}
+
+impl Cluster {
+    /// The sharded subscriber's connection: `SSUBSCRIBE` goes to the master owning the
+    /// channel's slot (following `MOVED`), and every push — `smessage`, `(s)subscribe`
+    /// confirmations, including the client's own resubscriptions after a reconnect or a
+    /// topology change, and `Disconnection` when a node's connection closes — arrives on
+    /// `pushes`, in order per node. Pushes need RESP3.
+    pub(crate) async fn sharded_pubsub(
+        &self,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> redis::RedisResult<ClusterConnection> {
+        cluster_builder(&self.seeds)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()?
+            .get_async_connection()
+            .await
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! | trait | Redis structure | module |
 //! |---|---|---|
-//! | `Broker` | pub/sub; one subscriber connection per node multiplexing every local subscription | [`broker`] |
+//! | `Broker` | pub/sub (sharded on a cluster); one subscriber task per node multiplexing every local subscription | [`broker`] |
 //! | `JobQueue` | a stream per queue with one consumer group, a retry sorted set, a dead-letter stream | [`queue`] |
 //! | `CredentialStore` | one key per sealed blob with a TTL, under `session:{id}:*` | [`credentials`] |
 //! | `Registry` | a hash per user, an online set, node liveness keys kept by heartbeats | [`registry`] |
@@ -34,6 +34,7 @@ pub mod credentials;
 pub mod lease;
 pub mod queue;
 pub mod registry;
+mod shard;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -43,7 +43,10 @@ use tokio::task::JoinHandle;
 use crate::connection::Conn;
 use crate::{RedisOptions, unavailable};
 
-/// Shared by every script: `base` is ARGV[1]; drops the connections of dead nodes.
+/// Shared by every script: `base` is ARGV[1]; drops the connections of dead nodes. It
+/// announces on the broker's channel, so it publishes as the broker does: `SPUBLISH` on a
+/// cluster (the channel shares the `{registry}` slot the script runs on), which the caller
+/// sets as the Lua local `publish`.
 const SWEEP: &str = r"
 local base = ARGV[1]
 local function member(user, conn)
@@ -66,7 +69,7 @@ local function sweep()
           redis.call('HDEL', ukey, conn)
           if redis.call('HLEN', ukey) == 0 then
             redis.call('SREM', base .. 'online', user)
-            redis.call('PUBLISH', base .. 'expired', user)
+            redis.call(publish, base .. 'expired', user)
           end
         end
       end
@@ -177,7 +180,13 @@ impl RedisRegistry {
     /// Build the registry and start its heartbeat task (needs a Tokio runtime). Dropping
     /// the registry stops the heartbeat: its nodes then expire like a dead node's.
     pub(crate) fn new(conn: Conn, options: &RedisOptions) -> Self {
-        let script = |body: &str| Script::new(&format!("{SWEEP}{body}"));
+        let publish = if options.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let script =
+            |body: &str| Script::new(&format!("local publish = '{publish}'\n{SWEEP}{body}"));
         let shared = Arc::new(Shared {
             conn,
             base: format!("{}{{registry}}:", options.prefix),

@@ -1,7 +1,8 @@
 //! The Redis engine on a real Redis Cluster (three masters started by the test): the same
 //! behaviour suites as on one server, keys spreading over the nodes while each script's
-//! keys share a slot, pub/sub between nodes attached to different cluster nodes, and a
-//! cluster node going down.
+//! keys share a slot, sharded pub/sub (each channel on its slot's master) and what its
+//! subscribers are told when a channel's subscription breaks (connection killed, master
+//! down or failed over, slot moved), and a cluster node going down.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_engine::broker::Recv;
-use switchboard_engine::{EngineError, suite};
+use switchboard_engine::{Broker, EngineError, Subscription, suite};
 use switchboard_engine_redis::RedisOptions;
 use switchboard_testpeers::RedisCluster;
 
@@ -20,6 +21,77 @@ async fn engine(options: RedisOptions) -> switchboard_engine::Engine {
     switchboard_engine_redis::connect(options)
         .await
         .expect("connect to the cluster")
+}
+
+/// Options whose seed list starts at node `first`, so engines enter the cluster through
+/// different nodes.
+fn seeded(cluster: &RedisCluster, first: usize) -> RedisOptions {
+    let urls = cluster.urls();
+    RedisOptions {
+        cluster: true,
+        ..RedisOptions::new(
+            (0..urls.len())
+                .map(|i| urls[(first + i) % urls.len()].clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+}
+
+/// A channel name (as the broker takes it) whose slot node `node` serves.
+fn channel_on(cluster: &RedisCluster, node: usize) -> String {
+    (0..)
+        .map(|i| format!("room:{i}"))
+        .find(|c| cluster.node_of(&format!("switchboard:{c}")) == node)
+        .expect("some channel hashes to every master")
+}
+
+async fn next(sub: &mut Subscription, within: Duration) -> Recv {
+    tokio::time::timeout(within, sub.recv())
+        .await
+        .expect("the subscriber hears something in time")
+}
+
+/// After a break, a new subscription to `channel` hears new messages once the broker is
+/// subscribed on the channel's (possibly new) master, in order, on the same subscription.
+/// Attempts before that may fail or be cut off (the client is still repairing), each
+/// within bounded time.
+async fn hears_again(broker: &dyn Broker, channel: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    for attempt in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never delivered again"
+        );
+        let subscribed = tokio::time::timeout(Duration::from_secs(15), broker.subscribe(channel))
+            .await
+            .expect("a subscribe during repairs must not hang");
+        let Ok(mut sub) = subscribed else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let probe = Bytes::from(format!("probe {attempt}"));
+        if broker.publish(channel, probe.clone()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+            Ok(Recv::Message(m)) if m == probe => {
+                for i in 0..10u8 {
+                    broker.publish(channel, Bytes::from(vec![i])).await.unwrap();
+                }
+                for i in 0..10u8 {
+                    assert_eq!(
+                        next(&mut sub, Duration::from_secs(5)).await,
+                        Recv::Message(Bytes::from(vec![i])),
+                        "once repaired, every message arrives, in order"
+                    );
+                }
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 #[tokio::test]
@@ -129,51 +201,199 @@ async fn queues_and_sessions_spread_over_the_nodes_each_on_one_slot() {
     assert_eq!(engine.queue.remove("q3").await.unwrap().len(), 2);
 }
 
-/// Two nodes whose subscriber connections sit on different cluster nodes still hear each
-/// other: the cluster forwards every PUBLISH to all its nodes.
+/// Sharded pub/sub: a channel lives on the master owning its slot. Two nodes entering the
+/// cluster through different seeds hear each other on channels of all three masters, in
+/// order; each channel is subscribed on its owner only and no classic channel exists, so
+/// no message crosses the cluster bus; and `publish` counts the subscribed nodes exactly.
 #[tokio::test]
-async fn a_publish_through_one_cluster_node_reaches_a_subscriber_on_another() {
+async fn sharded_channels_on_every_master_reach_nodes_entering_through_any_seed() {
     let cluster = RedisCluster::start(MASTERS);
-    let urls = cluster.urls();
-    let seeded = |first: usize| RedisOptions {
-        cluster: true,
-        ..RedisOptions::new(
-            (0..urls.len())
-                .map(|i| urls[(first + i) % urls.len()].clone())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    };
-    let a = engine(seeded(0)).await;
-    let b = engine(seeded(1)).await;
-    let mut sub_a = a.broker.subscribe("room:r1").await.unwrap();
-    let mut sub_b = b.broker.subscribe("room:r1").await.unwrap();
-    for i in 0..20u8 {
-        a.broker
-            .publish("room:r1", Bytes::from(vec![i]))
-            .await
-            .unwrap();
+    let a = engine(seeded(&cluster, 0)).await;
+    let b = engine(seeded(&cluster, 1)).await;
+    let channels: Vec<String> = (0..MASTERS).map(|n| channel_on(&cluster, n)).collect();
+    let mut subs = Vec::new();
+    for channel in &channels {
+        subs.push((
+            a.broker.subscribe(channel).await.unwrap(),
+            b.broker.subscribe(channel).await.unwrap(),
+        ));
     }
-    for sub in [&mut sub_a, &mut sub_b] {
-        for i in 0..20u8 {
+    for i in 0..20u8 {
+        for channel in &channels {
             assert_eq!(
-                tokio::time::timeout(Duration::from_secs(2), sub.recv())
+                a.broker
+                    .publish(channel, Bytes::from(vec![i]))
                     .await
-                    .expect("delivered"),
-                Recv::Message(Bytes::from(vec![i])),
-                "every node gets every message, in order"
+                    .unwrap(),
+                2,
+                "both nodes are subscribed on the channel's master"
             );
+        }
+    }
+    for (sub_a, sub_b) in &mut subs {
+        for sub in [sub_a, sub_b] {
+            for i in 0..20u8 {
+                assert_eq!(
+                    next(sub, Duration::from_secs(5)).await,
+                    Recv::Message(Bytes::from(vec![i])),
+                    "every node gets every message, in order"
+                );
+            }
+        }
+    }
+    for (node, channel) in channels.iter().enumerate() {
+        let name = format!("switchboard:{channel}");
+        for other in 0..MASTERS {
+            let sharded = cluster.cli(other, &["--raw", "PUBSUB", "SHARDCHANNELS"]);
+            assert_eq!(
+                sharded.lines().any(|l| l == name),
+                other == node,
+                "{name} is subscribed on its owner {node} only; node {other} has: {sharded}"
+            );
+            let classic = cluster.cli(other, &["--raw", "PUBSUB", "CHANNELS"]);
+            assert!(classic.trim().is_empty(), "classic channels: {classic}");
         }
     }
 }
 
-/// A master going down: what lives on it fails with a clear error within bounded time,
-/// what lives elsewhere keeps working, and a subscriber attached to it is told it may have
-/// missed messages, then moves to another node.
+/// The broker's connection to one shard master is killed (`CLIENT KILL` on that master):
+/// the channel's subscribers are told they may have missed messages, and a new subscription
+/// hears new messages once the client has reconnected.
+#[tokio::test]
+async fn a_killed_shard_connection_cuts_its_subscribers_off_then_resubscribing_works() {
+    let cluster = RedisCluster::start(MASTERS);
+    let engine = engine(common::cluster_options(&cluster)).await;
+    let channel = channel_on(&cluster, 1);
+    let mut sub = engine.broker.subscribe(&channel).await.unwrap();
+    engine
+        .broker
+        .publish(&channel, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut sub, Duration::from_secs(5)).await,
+        Recv::Message(Bytes::from_static(b"before"))
+    );
+
+    let killed = cluster.cli(1, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(
+        killed.trim(),
+        "1",
+        "the broker's one subscriber connection there"
+    );
+    assert_eq!(
+        next(&mut sub, Duration::from_secs(15)).await,
+        Recv::Lagged,
+        "a subscriber whose shard connection died may have missed messages: it is told so"
+    );
+    hears_again(engine.broker.as_ref(), &channel).await;
+}
+
+/// With replicas, a killed master fails over: its channels' subscribers are told they may
+/// have missed messages, and new subscriptions hear new messages from the promoted replica.
+#[tokio::test]
+async fn a_failed_over_master_cuts_its_channels_subscribers_off_then_they_work_again() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let engine = engine(common::cluster_options(&cluster)).await;
+    let channel = channel_on(&cluster, 0);
+    let mut sub = engine.broker.subscribe(&channel).await.unwrap();
+    engine
+        .broker
+        .publish(&channel, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut sub, Duration::from_secs(5)).await,
+        Recv::Message(Bytes::from_static(b"before"))
+    );
+
+    cluster.kill_node(0);
+
+    assert_eq!(
+        next(&mut sub, Duration::from_secs(15)).await,
+        Recv::Lagged,
+        "the channel's master died: its subscribers are told"
+    );
+    hears_again(engine.broker.as_ref(), &channel).await;
+    cluster.wait_ok();
+    assert_ne!(
+        cluster.node_of(&format!("switchboard:{channel}")),
+        0,
+        "a replica took the channel's slot over"
+    );
+}
+
+/// A channel's slot moves to another master (resharding): the old master drops the
+/// subscription, the channel's subscribers are told, a new subscription hears new
+/// messages from the new owner, and a channel on an untouched master is not disturbed
+/// by the move itself.
+#[tokio::test]
+async fn a_moved_slot_cuts_off_only_its_channels_subscribers() {
+    let cluster = RedisCluster::start(MASTERS);
+    let engine = engine(common::cluster_options(&cluster)).await;
+    let moved = channel_on(&cluster, 0);
+    let kept = channel_on(&cluster, 1);
+    let mut sub_moved = engine.broker.subscribe(&moved).await.unwrap();
+    let mut sub_kept = engine.broker.subscribe(&kept).await.unwrap();
+
+    let slot = cluster.cli(
+        0,
+        &[
+            "--raw",
+            "CLUSTER",
+            "KEYSLOT",
+            &format!("switchboard:{moved}"),
+        ],
+    );
+    let slot = slot.trim();
+    let id = |node: usize| {
+        cluster
+            .cli(node, &["--raw", "CLUSTER", "MYID"])
+            .trim()
+            .to_owned()
+    };
+    let (from, to) = (id(0), id(2));
+    // The slot holds no keys, so it moves without MIGRATE.
+    for (node, args) in [
+        (2, ["IMPORTING", from.as_str()]),
+        (0, ["MIGRATING", to.as_str()]),
+        (2, ["NODE", to.as_str()]),
+        (0, ["NODE", to.as_str()]),
+    ] {
+        let out = cluster.cli(node, &["CLUSTER", "SETSLOT", slot, args[0], args[1]]);
+        assert_eq!(out.trim(), "OK", "SETSLOT {args:?} on node {node}");
+    }
+
+    assert_eq!(
+        next(&mut sub_moved, Duration::from_secs(15)).await,
+        Recv::Lagged,
+        "the moved channel's subscribers are told"
+    );
+    engine
+        .broker
+        .publish(&kept, Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut sub_kept, Duration::from_secs(5)).await,
+        Recv::Message(Bytes::from_static(b"still here")),
+        "a channel on another master keeps its subscribers"
+    );
+
+    hears_again(engine.broker.as_ref(), &moved).await;
+    let sharded = cluster.cli(2, &["--raw", "PUBSUB", "SHARDCHANNELS"]);
+    assert!(
+        sharded.lines().any(|l| l == format!("switchboard:{moved}")),
+        "the channel now lives on its new owner: {sharded}"
+    );
+}
+
+/// A master going down (no replica): what lives on it fails with a clear error within
+/// bounded time, subscribing to its channels too; what lives elsewhere keeps working; and
+/// the subscribers of its channels are told they may have missed messages.
 #[tokio::test]
 async fn a_cluster_node_down_fails_its_slots_clearly_and_the_rest_keeps_working() {
     let mut cluster = RedisCluster::start(MASTERS);
-    // The subscriber connection goes to the first seed: node 0, the one we kill.
     let engine = engine(common::cluster_options(&cluster)).await;
     let owner =
         |cluster: &RedisCluster, q: &str| cluster.node_of(&format!("switchboard:queue:{{{q}}}"));
@@ -185,11 +405,9 @@ async fn a_cluster_node_down_fails_its_slots_clearly_and_the_rest_keeps_working(
         .map(|i| format!("q{i}"))
         .find(|q| owner(&cluster, q) != 0)
         .unwrap();
-    let live_channel = (0..)
-        .map(|i| format!("room:{i}"))
-        .find(|c| cluster.node_of(&format!("switchboard:{c}")) != 0)
-        .unwrap();
-    let mut sub = engine.broker.subscribe(&live_channel).await.unwrap();
+    let doomed_channel = channel_on(&cluster, 0);
+    let live_channel = channel_on(&cluster, 1);
+    let mut sub = engine.broker.subscribe(&doomed_channel).await.unwrap();
     engine
         .queue
         .push(&live_queue, "kept", Bytes::from_static(b"k"))
@@ -208,7 +426,15 @@ async fn a_cluster_node_down_fails_its_slots_clearly_and_the_rest_keeps_working(
             .await
             .expect("the subscriber is told"),
         Recv::Lagged,
-        "a subscriber whose connection died may have missed messages: it is told so"
+        "a subscriber whose channel's master died may have missed messages: it is told so"
+    );
+    let subscribe = tokio::time::timeout(bounded, engine.broker.subscribe(&doomed_channel))
+        .await
+        .expect("a subscribe to a dead node's channel must not hang");
+    assert!(
+        matches!(subscribe, Err(EngineError::Unavailable(_))),
+        "{:?}",
+        subscribe.err()
     );
 
     // Slots on the live masters keep working through the same engine.
@@ -223,28 +449,8 @@ async fn a_cluster_node_down_fails_its_slots_clearly_and_the_rest_keeps_working(
     assert_eq!(job.job_id, "kept");
     engine.queue.ack(&live_queue, job.tag).await.unwrap();
 
-    // The subscriber reconnects to another seed; pub/sub works again.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut sub = loop {
-        match engine.broker.subscribe(&live_channel).await {
-            Ok(s) => break s,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("broker never moved to a live node: {e}"),
-        }
-    };
-    engine
-        .broker
-        .publish(&live_channel, Bytes::from_static(b"again"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(2), sub.recv())
-            .await
-            .expect("delivered after the move"),
-        Recv::Message(Bytes::from_static(b"again"))
-    );
+    // Channels on the live masters work through the same engine.
+    hears_again(engine.broker.as_ref(), &live_channel).await;
 }
 
 /// With replicas, a killed master's slots come back on its promoted replica: the engine

@@ -114,6 +114,16 @@ impl Fanout {
         n
     }
 
+    /// Cut off `channel`'s subscribers with `Lagged`: its upstream subscription had a gap
+    /// (a network backend lost it on one shard) while other channels are unaffected.
+    pub fn lag(&self, channel: &str) -> usize {
+        let subs = lock(&self.channels).remove(channel).unwrap_or_default();
+        for (_, tx) in &subs {
+            let _ = tx.try_send(Item::Lagged);
+        }
+        subs.len()
+    }
+
     fn notify_emptied(&self, channel: &str) {
         if let Some(tx) = &self.emptied {
             let _ = tx.send(channel.to_owned());

@@ -92,6 +92,21 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_ok();
+        // A replica that has not finished its first sync refuses to take over (its data
+        // is too old), so a test killing a master right away would see no failover.
+        for node in masters..cluster.nodes.len() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !cluster
+                .cli(node, &["INFO", "replication"])
+                .contains("master_link_status:up")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {node} never synced with its master"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
