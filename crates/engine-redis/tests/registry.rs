@@ -39,7 +39,12 @@ fn conns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_user_on_two_nodes_goes_offline_only_with_the_last_connection() {
     let redis = common::RedisServer::start();
-    let options = options(&redis);
+    // Longer than the other tests' TTL: heartbeats must keep both nodes' connections over
+    // several TTLs, and a starved machine (CI) can delay a 200 ms heartbeat past 600 ms.
+    let options = RedisOptions {
+        presence_ttl: Duration::from_secs(3),
+        ..options(&redis)
+    };
     let a = node(&options).await;
     let b = node(&options).await;
 
@@ -60,7 +65,7 @@ async fn a_user_on_two_nodes_goes_offline_only_with_the_last_connection() {
         assert_eq!(online, ["alice", "bob"]);
     }
     // Outlive several TTLs: heartbeats keep both nodes' connections.
-    tokio::time::sleep(TTL * 3).await;
+    tokio::time::sleep(options.presence_ttl * 2).await;
     assert_eq!(a.connections("alice").await.unwrap().len(), 2);
 
     assert!(!a.disconnect("alice", "a/1").await.unwrap(), "still on B");
