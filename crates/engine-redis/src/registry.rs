@@ -327,10 +327,13 @@ impl Registry for RedisRegistry {
     async fn connect(&self, user: &str, conn: &str, node: &str) -> Result<bool, EngineError> {
         let s = &self.shared;
         let key = (user.to_owned(), conn.to_owned());
+        let result = s.connect(user, conn, node).await;
+        // Only now: a heartbeat that saw the connection before the script ran would find
+        // its node's key missing, take the node for expired and register the connection
+        // itself, and this call would then report the user's first connection as not first.
         s.local()
             .entry(key.clone())
             .or_insert_with(|| node.to_owned());
-        let result = s.connect(user, conn, node).await;
         match &result {
             Err(_) => s.unsent().insert(key, Some(node.to_owned())),
             Ok(_) => s.unsent().remove(&key),
