@@ -88,6 +88,35 @@ struct Incoming<'a> {
     sender_username: &'a str,
 }
 
+fn new_message<'a>(me: &Me, req: &'a SendRequest, at: Timestamp) -> NewMessage<'a> {
+    NewMessage {
+        sender: me.id,
+        target: req.target,
+        content: &req.content,
+        message_type: &req.message_type,
+        client_msg_id: req.client_msg_id.as_deref(),
+        at,
+    }
+}
+
+fn insert_error(e: switchboard_store::StoreError) -> ChatError {
+    match e {
+        switchboard_store::StoreError::NotFound("user") => {
+            ChatError::not_found("Receiver not found")
+        }
+        other => other.into(),
+    }
+}
+
+fn log_stored(me: &Me, inserted: &Inserted) {
+    tracing::debug!(
+        message = inserted.message.id,
+        sender = me.id,
+        duplicate = inserted.duplicate,
+        "message stored"
+    );
+}
+
 impl Chat {
     /// `Ok` if `user` belongs to `room`; otherwise why not.
     pub(crate) async fn require_member(&self, user: i64, room: i64) -> Result<(), ChatError> {
@@ -110,6 +139,67 @@ impl Chat {
 
     /// Check and persist a message. Nothing is stored when it is refused.
     pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Inserted, ChatError> {
+        self.check_send(me, req).await?;
+        let inserted = self
+            .inner
+            .store
+            .insert_message(new_message(me, req, Timestamp::now()))
+            .await
+            .map_err(insert_error)?;
+        log_stored(me, &inserted);
+        Ok(inserted)
+    }
+
+    /// [`Chat::send`] for a burst of one connection's messages, in order: one store call
+    /// for all of them (one commit hand-off instead of one per message); one outcome per
+    /// request. A refused request stores nothing and does not stop the others.
+    pub(crate) async fn send_many(
+        &self,
+        me: &Me,
+        reqs: &[SendRequest],
+    ) -> Vec<Result<Inserted, ChatError>> {
+        let mut outcomes: Vec<Option<Result<Inserted, ChatError>>> = Vec::with_capacity(reqs.len());
+        // Rooms already found to have `me` as a member: one lookup per room per burst.
+        let mut member_of: Vec<i64> = Vec::new();
+        let mut accepted = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.iter().enumerate() {
+            let checked = match req.target {
+                Target::Room(room) if member_of.contains(&room) => Ok(()),
+                _ => self.check_send(me, req).await,
+            };
+            match checked {
+                Ok(()) => {
+                    if let Target::Room(room) = req.target {
+                        member_of.push(room);
+                    }
+                    accepted.push(i);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let at = Timestamp::now();
+        let new = accepted
+            .iter()
+            .map(|&i| new_message(me, &reqs[i], at))
+            .collect();
+        let stored = self.inner.store.insert_messages(new).await;
+        for (i, result) in accepted.into_iter().zip(stored) {
+            let result = result.map_err(insert_error);
+            if let Ok(inserted) = &result {
+                log_stored(me, inserted);
+            }
+            outcomes[i] = Some(result);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ChatError::internal())))
+            .collect()
+    }
+
+    /// Everything about a send that is checked before the store: the sender, the size, the
+    /// receiver not being the sender, room membership.
+    async fn check_send(&self, me: &Me, req: &SendRequest) -> Result<(), ChatError> {
         if req.sender_id.is_some_and(|s| s != me.id) {
             return Err(ChatError::forbidden(FORGED_SENDER));
         }
@@ -119,35 +209,11 @@ impl Chat {
                 self.inner.config.max_message_bytes
             )));
         }
-        let store = &self.inner.store;
         match req.target {
-            Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
-            Target::User(_) => {} // an unknown receiver fails the insert (foreign key)
-            Target::Room(room) => self.require_member(me.id, room).await?,
+            Target::User(to) if to == me.id => Err(ChatError::bad_request(TO_YOURSELF)),
+            Target::User(_) => Ok(()), // an unknown receiver fails the insert (foreign key)
+            Target::Room(room) => self.require_member(me.id, room).await,
         }
-        let inserted = store
-            .insert_message(NewMessage {
-                sender: me.id,
-                target: req.target,
-                content: &req.content,
-                message_type: &req.message_type,
-                client_msg_id: req.client_msg_id.as_deref(),
-                at: Timestamp::now(),
-            })
-            .await
-            .map_err(|e| match e {
-                switchboard_store::StoreError::NotFound("user") => {
-                    ChatError::not_found("Receiver not found")
-                }
-                other => other.into(),
-            })?;
-        tracing::debug!(
-            message = inserted.message.id,
-            sender = me.id,
-            duplicate = inserted.duplicate,
-            "message stored"
-        );
-        Ok(inserted)
     }
 
     /// Route a stored message to its recipients' connections (and the sender's other
