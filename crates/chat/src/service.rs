@@ -84,7 +84,7 @@ pub(crate) async fn login(
 /// (`None` for a direct message): they are the ones it is delivered to.
 pub(crate) struct Sent {
     pub inserted: Inserted,
-    members: Option<Vec<i64>>,
+    members: Option<Arc<[i64]>>,
 }
 
 /// A message as recipients get it: the stored row plus the sender's name.
@@ -94,6 +94,35 @@ struct Incoming<'a> {
     #[serde(flatten)]
     message: &'a Message,
     sender_username: &'a str,
+}
+
+fn new_message<'a>(me: &Me, req: &'a SendRequest, at: Timestamp) -> NewMessage<'a> {
+    NewMessage {
+        sender: me.id,
+        target: req.target,
+        content: &req.content,
+        message_type: &req.message_type,
+        client_msg_id: req.client_msg_id.as_deref(),
+        at,
+    }
+}
+
+fn insert_error(e: switchboard_store::StoreError) -> ChatError {
+    match e {
+        switchboard_store::StoreError::NotFound("user") => {
+            ChatError::not_found("Receiver not found")
+        }
+        other => other.into(),
+    }
+}
+
+fn log_stored(me: &Me, inserted: &Inserted) {
+    tracing::debug!(
+        message = inserted.message.id,
+        sender = me.id,
+        duplicate = inserted.duplicate,
+        "message stored"
+    );
 }
 
 impl Chat {
@@ -118,6 +147,67 @@ impl Chat {
 
     /// Check and persist a message. Nothing is stored when it is refused.
     pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Sent, ChatError> {
+        let members = self.check_send(me, req, &mut Vec::new()).await?;
+        let inserted = self
+            .inner
+            .store
+            .insert_message(new_message(me, req, Timestamp::now()))
+            .await
+            .map_err(insert_error)?;
+        log_stored(me, &inserted);
+        Ok(Sent { inserted, members })
+    }
+
+    /// [`Chat::send`] for a burst of one connection's messages, in order: one store call
+    /// for all of them (one commit hand-off instead of one per message); one outcome per
+    /// request. A refused request stores nothing and does not stop the others.
+    pub(crate) async fn send_many(
+        &self,
+        me: &Me,
+        reqs: &[SendRequest],
+    ) -> Vec<Result<Sent, ChatError>> {
+        let mut outcomes: Vec<Option<Result<Sent, ChatError>>> = Vec::with_capacity(reqs.len());
+        // Rooms already checked in this burst, with their members: one lookup per room.
+        let mut rooms = Vec::new();
+        let mut accepted = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.iter().enumerate() {
+            match self.check_send(me, req, &mut rooms).await {
+                Ok(members) => {
+                    accepted.push((i, members));
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let at = Timestamp::now();
+        let new = accepted
+            .iter()
+            .map(|&(i, _)| new_message(me, &reqs[i], at))
+            .collect();
+        let stored = self.inner.store.insert_messages(new).await;
+        for ((i, members), result) in accepted.into_iter().zip(stored) {
+            let result = result.map_err(insert_error).map(|inserted| {
+                log_stored(me, &inserted);
+                Sent { inserted, members }
+            });
+            outcomes[i] = Some(result);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ChatError::internal())))
+            .collect()
+    }
+
+    /// Everything about a send that is checked before the store: the sender, the size, the
+    /// receiver not being the sender, room membership. A room's members are read once (from
+    /// `rooms`, the ones already read for this burst, or the store) and returned: the check
+    /// and the delivery use the same list.
+    async fn check_send(
+        &self,
+        me: &Me,
+        req: &SendRequest,
+        rooms: &mut Vec<(i64, Arc<[i64]>)>,
+    ) -> Result<Option<Arc<[i64]>>, ChatError> {
         if req.sender_id.is_some_and(|s| s != me.id) {
             return Err(ChatError::forbidden(FORGED_SENDER));
         }
@@ -127,42 +217,21 @@ impl Chat {
                 self.inner.config.max_message_bytes
             )));
         }
-        let store = &self.inner.store;
-        // A room's members are read once: the check and the delivery use the same list.
-        let members = match req.target {
-            Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
-            Target::User(_) => None, // an unknown receiver fails the insert (foreign key)
+        match req.target {
+            Target::User(to) if to == me.id => Err(ChatError::bad_request(TO_YOURSELF)),
+            Target::User(_) => Ok(None), // an unknown receiver fails the insert (foreign key)
             Target::Room(room) => {
-                let members = store.room_members(room).await?;
+                if let Some((_, members)) = rooms.iter().find(|(r, _)| *r == room) {
+                    return Ok(Some(members.clone()));
+                }
+                let members: Arc<[i64]> = self.inner.store.room_members(room).await?.into();
                 if !members.contains(&me.id) {
                     return Err(self.not_member(room).await);
                 }
-                Some(members)
+                rooms.push((room, members.clone()));
+                Ok(Some(members))
             }
-        };
-        let inserted = store
-            .insert_message(NewMessage {
-                sender: me.id,
-                target: req.target,
-                content: &req.content,
-                message_type: &req.message_type,
-                client_msg_id: req.client_msg_id.as_deref(),
-                at: Timestamp::now(),
-            })
-            .await
-            .map_err(|e| match e {
-                switchboard_store::StoreError::NotFound("user") => {
-                    ChatError::not_found("Receiver not found")
-                }
-                other => other.into(),
-            })?;
-        tracing::debug!(
-            message = inserted.message.id,
-            sender = me.id,
-            duplicate = inserted.duplicate,
-            "message stored"
-        );
-        Ok(Sent { inserted, members })
+        }
     }
 
     /// Route a stored message to its recipients' connections (and the sender's other

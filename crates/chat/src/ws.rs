@@ -21,10 +21,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard_store::{Target, Timestamp};
+use switchboard_store::{Status, Target, Timestamp};
 use switchboard_websocket::{Refusal, WebSocket};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -36,7 +36,7 @@ use crate::Chat;
 use crate::auth::{TokenError, unix_now};
 use crate::hub::{Out, Outbox};
 use crate::limits::{FrameLimit, IpSlot, Verdict, rate_limited};
-use crate::protocol::{self, ReadScope, Request as ClientRequest, error_frame, frame};
+use crate::protocol::{self, ReadScope, Request as ClientRequest, SendRequest, error_frame, frame};
 use crate::service::Me;
 
 /// Boxed: the connection task's nested futures then carry a pointer, not copies of the
@@ -45,6 +45,26 @@ type Socket = Box<WebSocket>;
 
 /// One typing indicator per conversation per this long (typing_stop always passes).
 const TYPING_THROTTLE: Duration = Duration::from_secs(3);
+
+/// Most client frames read and handled as one burst (see `Session::run`).
+const MAX_BURST: usize = 64;
+
+/// Bytes of outgoing frames gathered before a write: the frames of one wake-up go out in
+/// one `write` (a few hundred bytes each; a burst's replies are a few KiB).
+const WRITE_GATHER: usize = 8 * 1024;
+
+/// `message_sent` data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Sent<'a> {
+    id: i64,
+    client_msg_id: Option<&'a str>,
+    receiver_id: Option<i64>,
+    room_id: Option<i64>,
+    status: Status,
+    created_at: Timestamp,
+    duplicate: bool,
+}
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -93,7 +113,8 @@ pub async fn upgrade(
     let task = async move {
         // Counted until the connection ends.
         let _slot: Option<IpSlot> = slot;
-        let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes));
+        let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes))
+            .write_buffer_size(WRITE_GATHER);
         // Not `match … { Ok(socket) => connection(…).await }`: the matched value would
         // keep its room (the whole socket) in the task for the connection's life.
         let socket = match switchboard_websocket::established(on_upgrade, config).await {
@@ -384,26 +405,53 @@ impl Session {
                 // written messages it will never read (they stay `sent`, for its next
                 // connection). Queued frames cannot starve: they are written every turn.
                 biased;
-                incoming = socket.next() => match incoming {
-                    Some(Ok(WsMessage::Text(text))) if !self.admit(&text) => {}
-                    // Boxed: an idle connection's future stays small (handling a frame
-                    // needs far more state than waiting does).
-                    Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle(&text)).await,
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        if self.admit("") {
-                            self.refuse(protocol::INVALID_JSON, None);
+                incoming = socket.next() => {
+                    // Every frame already read or readable without waiting, handled as one
+                    // burst: a client's pipelined messages then cost one store commit
+                    // hand-off and one write of the replies, not one each.
+                    let mut burst = Vec::new();
+                    let mut item = incoming;
+                    let end = loop {
+                        match item {
+                            Some(Ok(WsMessage::Text(text))) => {
+                                if self.admit(&text) {
+                                    burst.push(text);
+                                }
+                            }
+                            Some(Ok(WsMessage::Binary(_))) => {
+                                if self.admit("") {
+                                    self.refuse(protocol::INVALID_JSON, None);
+                                }
+                            }
+                            Some(Ok(WsMessage::Pong(_))) => awaiting_pong = false,
+                            // tungstenite queued the pong; the flush below sends it.
+                            Some(Ok(WsMessage::Ping(_) | WsMessage::Frame(_))) => {}
+                            Some(Ok(WsMessage::Close(_))) | None => break Some(End::Closed),
+                            Some(Err(WsError::Capacity(_))) => {
+                                break Some(End::Close(1009, "Frame too big"));
+                            }
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "websocket read failed");
+                                break Some(End::Closed);
+                            }
                         }
+                        if burst.len() >= MAX_BURST {
+                            break None;
+                        }
+                        match socket.next().now_or_never() {
+                            Some(next) => item = next,
+                            None => break None,
+                        }
+                    };
+                    if !burst.is_empty() {
+                        // Boxed: an idle connection's future stays small (handling frames
+                        // needs far more state than waiting does).
+                        Box::pin(self.handle_burst(burst)).await;
                     }
-                    Some(Ok(WsMessage::Pong(_))) => awaiting_pong = false,
-                    // tungstenite queued the pong; the flush below sends it.
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Frame(_))) => {}
-                    Some(Ok(WsMessage::Close(_))) | None => return End::Closed,
-                    Some(Err(WsError::Capacity(_))) => return End::Close(1009, "Frame too big"),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
-                        return End::Closed;
+                    if let Some(end) = end {
+                        return end;
                     }
-                },
+                }
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= expires {
@@ -521,31 +569,49 @@ impl Session {
             .push(Out::Frame(error_frame(message, client_msg_id)));
     }
 
-    async fn handle(&mut self, text: &str) {
+    /// Handle client frames in order; consecutive `chat_message`s are stored together.
+    async fn handle_burst(&mut self, burst: Vec<Utf8Bytes>) {
+        let max = self.chat.inner.config.max_message_bytes;
+        let mut sends = Vec::new();
+        for text in &burst {
+            match protocol::parse(text, max) {
+                Ok(ClientRequest::ChatMessage(req)) => sends.push(req),
+                Ok(other) => {
+                    self.send_messages(std::mem::take(&mut sends)).await;
+                    self.handle(other).await;
+                }
+                Err(refusal) => self.refuse(&refusal.message, refusal.client_msg_id.as_deref()),
+            }
+        }
+        self.send_messages(sends).await;
+    }
+
+    /// Store `reqs` (one commit hand-off), then answer each and route the stored ones.
+    async fn send_messages(&mut self, reqs: Vec<SendRequest>) {
+        if reqs.is_empty() {
+            return;
+        }
         let received = Instant::now();
         let chat = self.chat.clone();
-        let request = match protocol::parse(text, chat.inner.config.max_message_bytes) {
-            Ok(r) => r,
-            Err(refusal) => return self.refuse(&refusal.message, refusal.client_msg_id.as_deref()),
-        };
-        match request {
-            ClientRequest::ChatMessage(req) => match chat.send(&self.me, &req).await {
+        let outcomes = chat.send_many(&self.me, &reqs).await;
+        let stored = received.elapsed();
+        for (req, outcome) in reqs.iter().zip(outcomes) {
+            match outcome {
                 Ok(sent) => {
-                    let stored = received.elapsed();
                     let inserted = &sent.inserted;
                     let m = &inserted.message;
-                    self.reply(
+                    self.outbox.push(Out::Frame(frame(
                         "message_sent",
-                        json!({
-                            "id": m.id,
-                            "clientMsgId": m.client_msg_id,
-                            "receiverId": m.receiver_id,
-                            "roomId": m.room_id,
-                            "status": m.status,
-                            "createdAt": m.created_at,
-                            "duplicate": inserted.duplicate,
-                        }),
-                    );
+                        Sent {
+                            id: m.id,
+                            client_msg_id: m.client_msg_id.as_deref(),
+                            receiver_id: m.receiver_id,
+                            room_id: m.room_id,
+                            status: m.status,
+                            created_at: m.created_at,
+                            duplicate: inserted.duplicate,
+                        },
+                    )));
                     if !inserted.duplicate {
                         chat.deliver(&self.me, &sent, Some(self.conn)).await;
                     }
@@ -558,7 +624,14 @@ impl Session {
                     );
                 }
                 Err(e) => self.refuse(&e.message, req.client_msg_id.as_deref()),
-            },
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: ClientRequest) {
+        let chat = self.chat.clone();
+        match request {
+            ClientRequest::ChatMessage(req) => self.send_messages(vec![req]).await,
             ClientRequest::Typing { target, typing } => {
                 let now = Instant::now();
                 if typing {

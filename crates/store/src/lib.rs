@@ -109,6 +109,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Persist a message. A second one from the same sender with the same `client_msg_id`
     /// is not stored again: the first is returned with `duplicate: true`.
     async fn insert_message(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError>;
+    /// Persist several messages, in order, each as [`MessageStore::insert_message`] would;
+    /// one outcome per message. A backend may commit them together (the SQLite writer
+    /// does: one hand-off for a connection's burst instead of one per message).
+    async fn insert_messages(&self, new: Vec<NewMessage<'_>>) -> Vec<Result<Inserted, StoreError>> {
+        let mut done = Vec::with_capacity(new.len());
+        for m in new {
+            done.push(self.insert_message(m).await);
+        }
+        done
+    }
     async fn message(&self, id: i64) -> Result<Option<Message>, StoreError>;
     /// Mark direct messages delivered (only those still `sent`); returns the ids changed.
     async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError>;

@@ -446,6 +446,7 @@ mod tests {
         let store = PgStore::open(&pg.url()).await.unwrap();
         crate::suite::message_store(&store).await;
         crate::suite::concurrency(&store).await;
+        crate::suite::batched_inserts(&store).await;
         store.close().await;
         // Opening again runs the migrations again: they must be recognised as applied.
         let reopened = PgStore::open(&pg.url()).await.unwrap();

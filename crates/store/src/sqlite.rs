@@ -275,6 +275,10 @@ impl MessageStore for SqliteStore {
         self.writer.insert(new).await
     }
 
+    async fn insert_messages(&self, new: Vec<NewMessage<'_>>) -> Vec<Result<Inserted, StoreError>> {
+        self.writer.insert_many(new).await
+    }
+
     async fn message(&self, id: i64) -> Result<Option<Message>, StoreError> {
         let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?");
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
@@ -388,6 +392,7 @@ mod tests {
         let store = SqliteStore::open(&url).await.unwrap();
         crate::suite::message_store(&store).await;
         crate::suite::concurrency(&store).await;
+        crate::suite::batched_inserts(&store).await;
         store.close().await;
         // Reopening runs the migrations again: they must be recognised as applied.
         let reopened = SqliteStore::open(&url).await.unwrap();

@@ -52,7 +52,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
-/// Most operations in one transaction: bounds the time a batch holds the write lock.
+/// Most rows (messages inserted or marked) one transaction takes jobs for: bounds the
+/// time a batch holds the write lock.
 const BATCH: usize = 256;
 
 /// Least time between two checkpoints: bounds their cost (and the log's growth: about
@@ -80,10 +81,26 @@ struct Pending {
     at: Timestamp,
 }
 
+impl From<NewMessage<'_>> for Pending {
+    fn from(new: NewMessage<'_>) -> Self {
+        Pending {
+            sender: new.sender,
+            target: new.target,
+            content: new.content.to_owned(),
+            message_type: new.message_type.to_owned(),
+            client_msg_id: new.client_msg_id.map(str::to_owned),
+            at: new.at,
+        }
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// One outcome per message of an insert job.
+type Inserts = Vec<Result<Inserted, StoreError>>;
 
 enum Job {
-    Insert(Pending, Reply<Inserted>),
+    /// Messages in order (a connection's burst, or one message): one job, one answer.
+    Insert(Vec<Pending>, oneshot::Sender<Inserts>),
     MarkDelivered(Vec<i64>, Timestamp, Reply<Vec<i64>>),
     /// Finish what is queued, close the connection, then answer.
     Close(oneshot::Sender<()>),
@@ -183,15 +200,22 @@ impl Writer {
     }
 
     pub(crate) async fn insert(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError> {
-        let pending = Pending {
-            sender: new.sender,
-            target: new.target,
-            content: new.content.to_owned(),
-            message_type: new.message_type.to_owned(),
-            client_msg_id: new.client_msg_id.map(str::to_owned),
-            at: new.at,
-        };
-        self.call(|reply| Job::Insert(pending, reply)).await
+        self.insert_many(vec![new])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    /// Insert `new` in order, in one job (so in one transaction unless the batch is full).
+    pub(crate) async fn insert_many(&self, new: Vec<NewMessage<'_>>) -> Inserts {
+        let count = new.len();
+        let all_stopped = || (0..count).map(|_| Err(stopped())).collect();
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Insert(new.into_iter().map(Pending::from).collect(), reply);
+        if self.jobs.send(job).is_err() {
+            return all_stopped();
+        }
+        answer.await.unwrap_or_else(|_| all_stopped())
     }
 
     pub(crate) async fn mark_delivered(
@@ -227,10 +251,14 @@ fn run(
         let Some(first) = rx.blocking_recv() else {
             break;
         };
+        let mut rows = first.rows();
         jobs.push(first);
-        while jobs.len() < BATCH {
+        while rows < BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => {
+                    rows += job.rows();
+                    jobs.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -273,9 +301,20 @@ async fn answer(mut batches: mpsc::UnboundedReceiver<Vec<Done>>) {
     }
 }
 
+impl Job {
+    /// Rows the job writes (a close counts as one).
+    fn rows(&self) -> usize {
+        match self {
+            Job::Insert(new, _) => new.len(),
+            Job::MarkDelivered(ids, ..) => ids.len(),
+            Job::Close(_) => 1,
+        }
+    }
+}
+
 /// One outcome per job, sent only once the batch is committed (or has failed).
 enum Done {
-    Insert(Result<Inserted, StoreError>, Reply<Inserted>),
+    Insert(Inserts, oneshot::Sender<Inserts>),
     MarkDelivered(Result<Vec<i64>, StoreError>, Reply<Vec<i64>>),
 }
 
@@ -295,7 +334,13 @@ impl Done {
     fn failed(self, e: &str) -> Done {
         let fail = || StoreError::Database(e.to_owned());
         match self {
-            Done::Insert(Ok(_), reply) => Done::Insert(Err(fail()), reply),
+            Done::Insert(results, reply) => Done::Insert(
+                results
+                    .into_iter()
+                    .map(|r| r.and_then(|_| Err(fail())))
+                    .collect(),
+                reply,
+            ),
             Done::MarkDelivered(Ok(_), reply) => Done::MarkDelivered(Err(fail()), reply),
             other => other,
         }
@@ -325,13 +370,23 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
         // A constraint failure only undoes its own statement in SQLite; anything else may
         // have ended the transaction, so the rest of the batch is failed, not run outside it.
         match job {
-            Job::Insert(p, reply) => match insert(&tx, p) {
-                Ok(r) => done.push(Done::Insert(r, reply)),
-                Err(e) => {
-                    fatal = Some(e.to_string());
-                    done.push(Done::Insert(Err(db_error(e)), reply));
+            Job::Insert(new, reply) => {
+                let mut results = Vec::with_capacity(new.len());
+                for p in new {
+                    if let Some(e) = &fatal {
+                        results.push(Err(StoreError::Database(e.clone())));
+                        continue;
+                    }
+                    match insert(&tx, p) {
+                        Ok(r) => results.push(r),
+                        Err(e) => {
+                            fatal = Some(e.to_string());
+                            results.push(Err(db_error(e)));
+                        }
+                    }
                 }
-            },
+                done.push(Done::Insert(results, reply));
+            }
             Job::MarkDelivered(ids, at, reply) => match mark_delivered(&tx, &ids, at) {
                 Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
                 Err(e) => {
@@ -361,7 +416,10 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
 fn fail(job: Job, e: &str) -> Option<Done> {
     let err = || StoreError::Database(e.to_owned());
     match job {
-        Job::Insert(_, reply) => Some(Done::Insert(Err(err()), reply)),
+        Job::Insert(new, reply) => Some(Done::Insert(
+            new.iter().map(|_| Err(err())).collect(),
+            reply,
+        )),
         Job::MarkDelivered(_, _, reply) => Some(Done::MarkDelivered(Err(err()), reply)),
         Job::Close(_) => None,
     }

@@ -279,6 +279,51 @@ pub async fn message_store(s: &dyn MessageStore) {
     assert!(!s.is_member(room.id, bob.id).await.unwrap());
 }
 
+/// A batch of inserts answers each message as `insert_message` would, in order: a refused
+/// one (unknown receiver) does not stop the others, a repeated `clientMsgId` is a duplicate
+/// even within the batch, and ids grow in batch order.
+pub async fn batched_inserts(s: &dyn MessageStore) {
+    let now = Timestamp::now();
+    let dana = s
+        .create_user(&unique("dana"), None, "h", now)
+        .await
+        .unwrap();
+    let eve = s.create_user(&unique("eve"), None, "h", now).await.unwrap();
+    let to_eve = Target::User(eve.id);
+    let key = unique("k");
+    let out = s
+        .insert_messages(vec![
+            msg(dana.id, to_eve, "first", Some(&key)),
+            msg(dana.id, Target::User(i64::MAX), "nobody", None),
+            msg(dana.id, to_eve, "again", Some(&key)),
+            msg(dana.id, to_eve, "second", None),
+        ])
+        .await;
+    assert_eq!(out.len(), 4, "one outcome per message");
+    let first = out[0].as_ref().expect("first stored");
+    assert!(!first.duplicate);
+    assert!(
+        matches!(out[1], Err(StoreError::NotFound("user"))),
+        "unknown receiver: {:?}",
+        out[1].as_ref().map(|i| i.message.id)
+    );
+    let again = out[2].as_ref().expect("duplicate answered");
+    assert!(again.duplicate, "same clientMsgId within one batch");
+    assert_eq!(again.message.id, first.message.id);
+    assert_eq!(again.message.content, "first", "the stored one is returned");
+    let second = out[3].as_ref().expect("the rest still stored");
+    assert!(second.message.id > first.message.id, "ids in batch order");
+    let pending: Vec<String> = s
+        .undelivered(eve.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(pending, ["first", "second"], "stored once each, in order");
+    assert!(s.insert_messages(Vec::new()).await.is_empty());
+}
+
 /// Racing writers get the same answers on every backend: one winner per username
 /// (regardless of case) and per (sender, clientMsgId), and cursor paging that returns
 /// every message once. The operations are started together on one task; the backend's

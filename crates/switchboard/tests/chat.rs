@@ -516,6 +516,126 @@ async fn direct_messages_receipts_history_and_idempotency() {
     assert!(page["nextCursor"].is_null());
 }
 
+/// Frames a client writes back to back are read as one burst and stored together: every
+/// send still gets its own answer, in order, a bad frame or a refused send in the middle
+/// gets its error without stopping the others, and recipients get the messages in order.
+#[tokio::test]
+async fn a_burst_of_pipelined_frames_is_answered_in_order() {
+    let db = TempDir::new("burst");
+    let s = Server::start(&db, &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let (_, general) = s
+        .post("/api/rooms", Some(&alice_token), json!({"name": "general"}))
+        .await;
+    let general = general["id"].as_i64().unwrap();
+    let (status, _) = s
+        .post(
+            &format!("/api/rooms/{general}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, bobs) = s
+        .post("/api/rooms", Some(&bob_token), json!({"name": "bobs"}))
+        .await;
+    let bobs = bobs["id"].as_i64().unwrap();
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+
+    let to_bob = |content: &str, id: &str| json!({"type": "chat_message", "data": {"receiverId": bob, "content": content, "clientMsgId": id}});
+    let to_room = |room: i64, content: &str, id: &str| json!({"type": "chat_message", "data": {"roomId": room, "content": content, "clientMsgId": id}});
+    let frames = [
+        to_bob("p0", "c0"),
+        to_bob("p1", "c1"),
+        Value::String("{nope".into()),
+        json!({"type": "chat_message", "data": {"receiverId": alice, "content": "me", "clientMsgId": "self"}}),
+        to_bob("p0 again", "c0"),
+        to_room(general, "r0", "g0"),
+        to_room(bobs, "r1", "b1"),
+        to_room(general, "r2", "g2"),
+        to_bob("p3", "c3"),
+    ];
+    for f in &frames {
+        let text = match f {
+            Value::String(raw) => raw.clone(),
+            other => other.to_string(),
+        };
+        a.ws.feed(Ws::Text(text.into())).await.unwrap();
+    }
+    a.ws.flush().await.unwrap();
+
+    let mut sent = Vec::new();
+    let mut errors = Vec::new();
+    while sent.len() < 6 || errors.len() < 3 {
+        match a.next_within(WAIT).await {
+            Some((k, d)) if k == "message_sent" => sent.push(d),
+            Some((k, d)) if k == "error" => errors.push((
+                d["message"].as_str().unwrap().to_owned(),
+                d["clientMsgId"].as_str().map(str::to_owned),
+            )),
+            Some((k, _)) if k == "message_delivered" => {}
+            other => panic!("expected answers to the burst, got {other:?}"),
+        }
+    }
+    let keys: Vec<&str> = sent
+        .iter()
+        .map(|d| d["clientMsgId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["c0", "c1", "c0", "g0", "g2", "c3"],
+        "one answer per send, in order"
+    );
+    let ids: Vec<i64> = sent.iter().map(|d| d["id"].as_i64().unwrap()).collect();
+    assert_eq!(sent[2]["duplicate"], true, "{}", sent[2]);
+    assert_eq!(ids[2], ids[0], "the duplicate names the stored message");
+    let fresh = [ids[0], ids[1], ids[3], ids[4], ids[5]];
+    assert!(
+        fresh.windows(2).all(|w| w[0] < w[1]),
+        "stored in send order: {ids:?}"
+    );
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            (
+                "Cannot send message to yourself".to_owned(),
+                Some("self".to_owned())
+            ),
+            (
+                "Invalid message format. Please send valid JSON.".to_owned(),
+                None
+            ),
+            (
+                "You are not a member of this room".to_owned(),
+                Some("b1".to_owned())
+            ),
+        ]
+    );
+
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = b.expect("new_message").await;
+        got.push(m["content"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        got,
+        ["p0", "p1", "r0", "r2", "p3"],
+        "delivered once each, in order"
+    );
+    b.expect_silence(300).await;
+    let (_, page) = s
+        .get(&format!("/api/rooms/{bobs}/messages"), Some(&bob_token))
+        .await;
+    assert_eq!(
+        contents(&page),
+        Vec::<&str>::new(),
+        "nothing stored in the refused room"
+    );
+}
+
 #[tokio::test]
 async fn rooms_membership_and_fan_out() {
     let db = TempDir::new("rooms");

@@ -24,7 +24,10 @@ impl MemoryRegistry {
 impl Registry for MemoryRegistry {
     async fn connect(&self, user: &str, conn: &str, node: &str) -> Result<bool, EngineError> {
         let mut users = lock(&self.users);
-        let conns = users.entry(user.to_owned()).or_default();
+        // Most users have one connection: room for one, not the four a first push makes.
+        let conns = users
+            .entry(user.to_owned())
+            .or_insert_with(|| Vec::with_capacity(1));
         let first = conns.is_empty();
         if !conns.iter().any(|(c, _)| c == conn) {
             conns.push((conn.to_owned(), node.to_owned()));
