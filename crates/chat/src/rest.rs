@@ -278,9 +278,9 @@ pub(crate) async fn send_message(
 ) -> Result<Response, ChatError> {
     let req = protocol::send_request(&body, chat.inner.config.max_message_bytes)
         .map_err(|r| ChatError::bad_request(r.message))?;
-    let inserted = chat.send(&me, &req).await?;
+    let (inserted, recipients) = chat.send(&me, &req).await?;
     if !inserted.duplicate {
-        chat.deliver(&me, &inserted.message, None).await;
+        chat.deliver(&me, &inserted.message, recipients, None).await;
     }
     let status = if inserted.duplicate {
         StatusCode::OK

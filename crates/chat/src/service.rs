@@ -3,10 +3,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
-use switchboard_store::{Inserted, Message, NewMessage, Target, Timestamp, User};
+use switchboard_store::{Inserted, Message, MessageStore, NewMessage, Target, Timestamp, User};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::ChatError;
@@ -79,6 +80,24 @@ pub(crate) async fn login(
     Ok(ok.then_some(account.user))
 }
 
+/// A room's members as [`Chat::send`] read them (`None` for a direct message), so that
+/// [`Chat::deliver`] routes the message without reading them again.
+pub(crate) struct Recipients(Option<Vec<i64>>);
+
+impl Recipients {
+    /// The members of `room`, from here or else from the store.
+    async fn read(
+        self,
+        store: &Arc<dyn MessageStore>,
+        room: i64,
+    ) -> Result<Vec<i64>, switchboard_store::StoreError> {
+        match self.0 {
+            Some(members) => Ok(members),
+            None => store.room_members(room).await,
+        }
+    }
+}
+
 /// A message as recipients get it: the stored row plus the sender's name.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -108,8 +127,13 @@ impl Chat {
         }
     }
 
-    /// Check and persist a message. Nothing is stored when it is refused.
-    pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Inserted, ChatError> {
+    /// Check and persist a message. Nothing is stored when it is refused. Returns the stored
+    /// message and, for a room, its members as read for the check, for [`Chat::deliver`].
+    pub(crate) async fn send(
+        &self,
+        me: &Me,
+        req: &SendRequest,
+    ) -> Result<(Inserted, Recipients), ChatError> {
         if req.sender_id.is_some_and(|s| s != me.id) {
             return Err(ChatError::forbidden(FORGED_SENDER));
         }
@@ -120,11 +144,19 @@ impl Chat {
             )));
         }
         let store = &self.inner.store;
-        match req.target {
+        let members = match req.target {
             Target::User(to) if to == me.id => return Err(ChatError::bad_request(TO_YOURSELF)),
-            Target::User(_) => {} // an unknown receiver fails the insert (foreign key)
-            Target::Room(room) => self.require_member(me.id, room).await?,
-        }
+            Target::User(_) => None, // an unknown receiver fails the insert (foreign key)
+            // The member list, not a membership test: routing needs it next, and this saves
+            // that second round trip to the store on every room message.
+            Target::Room(room) => {
+                let members = store.room_members(room).await?;
+                if !members.contains(&me.id) {
+                    return Err(self.not_member(room).await);
+                }
+                Some(members)
+            }
+        };
         let inserted = store
             .insert_message(NewMessage {
                 sender: me.id,
@@ -147,13 +179,19 @@ impl Chat {
             duplicate = inserted.duplicate,
             "message stored"
         );
-        Ok(inserted)
+        Ok((inserted, Recipients(members)))
     }
 
     /// Route a stored message to its recipients' connections (and the sender's other
     /// devices for rooms); `origin` is the sending connection, which gets `message_sent`
     /// instead.
-    pub(crate) async fn deliver(&self, me: &Me, message: &Message, origin: Option<u64>) {
+    pub(crate) async fn deliver(
+        &self,
+        me: &Me,
+        message: &Message,
+        recipients: Recipients,
+        origin: Option<u64>,
+    ) {
         let cluster = &self.inner.cluster;
         let out = Out::Message(
             message.id,
@@ -175,7 +213,7 @@ impl Chat {
                 };
                 cluster.send(&[to], &out, None, Some(receipt)).await;
             }
-            Target::Room(room) => match self.inner.store.room_members(room).await {
+            Target::Room(room) => match recipients.read(&self.inner.store, room).await {
                 Ok(members) => {
                     cluster.send(&members, &out, origin, None).await;
                 }

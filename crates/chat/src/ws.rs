@@ -495,7 +495,7 @@ impl Session {
         };
         match request {
             ClientRequest::ChatMessage(req) => match chat.send(&self.me, &req).await {
-                Ok(inserted) => {
+                Ok((inserted, recipients)) => {
                     let m = &inserted.message;
                     self.reply(
                         "message_sent",
@@ -510,7 +510,7 @@ impl Session {
                         }),
                     );
                     if !inserted.duplicate {
-                        chat.deliver(&self.me, m, Some(self.conn)).await;
+                        chat.deliver(&self.me, m, recipients, Some(self.conn)).await;
                     }
                 }
                 Err(e) => self.refuse(&e.message, req.client_msg_id.as_deref()),
