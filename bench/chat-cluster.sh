@@ -7,8 +7,12 @@
 # Clusters (each started fresh for every run, everything on 127.0.0.1, free ports):
 #   sio  two bench/peers/chat-sio.mjs processes with @socket.io/redis-adapter (REDIS_URL)
 #   sb   two `target/release/switchboard serve --redis-url …` nodes sharing one PostgreSQL
-#        (started here; a fresh database per run); extra flags for both in $SB_CLUSTER_ARGS.
-# $CLUSTERS (default "sio sb") picks the clusters. Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
+#        (started here; a fresh database per run); extra flags for both in $SB_CLUSTER_ARGS;
+#        $SB_BIN benchmarks a prebuilt switchboard binary instead of this tree's.
+#   base the same with the prebuilt binary $SB_BASE_BIN (another branch or commit), for an
+#        A/B comparison in one run: with $SB_BASE_BIN set, $CLUSTERS defaults to "sio sb base".
+# $CLUSTERS (default "sio sb") picks the clusters; run i of every cluster runs before run
+# i+1 of any, so a slow spell of a shared machine hits all of them alike. Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
 # publisher's); the others use node 2. The load is `switchboard-bench chat fanout --url <node 1>
 # --sub-url <node 2> --subscribers-on-publisher-node N`: users register on their own node, the
 # room is created on node 1 and joined on each subscriber's node, the publisher sends 10 msg/s
@@ -20,7 +24,12 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${1:-3}
 SPLITS=${SPLITS:-0 250}
-CLUSTERS=${CLUSTERS:-sio sb}
+if [ -n "${SB_BASE_BIN:-}" ]; then
+  SB_BASE=$(realpath "$SB_BASE_BIN")
+  CLUSTERS=${CLUSTERS:-sio sb base}
+else
+  CLUSTERS=${CLUSTERS:-sio sb}
+fi
 NODE_SECRET=$(openssl rand -hex 32) # the nodes of one cluster share it
 B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-cluster-bench.XXXXXX)
@@ -46,8 +55,18 @@ cleanup() {
 trap cleanup EXIT
 
 command -v redis-server >/dev/null || { echo "redis-server is missing (apt-get install redis-server)" >&2; exit 1; }
-cargo build --release --locked -p switchboard -p switchboard-bench >&2
-(cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2
+# $SB_BENCH_BIN: a prebuilt switchboard-bench too, so nothing is built (e.g. while a build runs).
+if [ -n "${SB_BENCH_BIN:-}" ]; then
+  B=$(realpath "$SB_BENCH_BIN")
+  SB=$(realpath "${SB_BIN:?SB_BENCH_BIN needs SB_BIN}")
+elif [ -n "${SB_BIN:-}" ]; then
+  SB=$(realpath "$SB_BIN")
+  cargo build --release --locked -p switchboard-bench >&2
+else
+  SB=$ROOT/target/release/switchboard
+  cargo build --release --locked -p switchboard -p switchboard-bench >&2
+fi
+if [[ " $CLUSTERS " == *" sio "* ]]; then (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2; fi
 
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -83,20 +102,21 @@ start_redis() {
   wait_port "$REDIS_PORT" || { echo "redis-server did not start, see $OUT/redis.log" >&2; return 1; }
 }
 
-start_nodes() { # start_nodes sio|sb: sets P1 P2 NODE_PIDS; fails if a node does not come up
+start_nodes() { # start_nodes sio|sb|base: sets P1 P2 NODE_PIDS; fails if a node does not come up
   P1=$(free_port); P2=$(free_port); NODE_PIDS=()
   for port in "$P1" "$P2"; do
     if [ "$1" = sio ]; then
       REDIS_URL="redis://127.0.0.1:$REDIS_PORT" node bench/peers/chat-sio.mjs "$port" >>"$OUT/sio-$port.log" 2>&1 &
     else
-      local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
+      local dir bin=$SB; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
+      if [ "$1" = base ]; then bin=$SB_BASE; fi
       # shellcheck disable=SC2086
       (cd "$dir" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
-        exec "$ROOT/target/release/switchboard" serve --port "$port" \
+        exec "$bin" serve --port "$port" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT" --database-url "$DB_URL" \
         --secret "$NODE_SECRET" --jwt-secret "$NODE_SECRET" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) \
-        >>"$OUT/sb-$port.log" 2>&1 &
+        >>"$OUT/$1-$port.log" 2>&1 &
     fi
     NODE_PIDS+=($!); PIDS+=($!)
   done
@@ -124,14 +144,15 @@ PY
 start_postgres
 declare -A MISSING
 for split in $SPLITS; do
-  for cluster in $CLUSTERS; do
-    key="$cluster-$split"
-    for i in $(seq "$RUNS"); do
-      if [ "$cluster" = sb ]; then fresh_database; fi
+  for i in $(seq "$RUNS"); do
+    for cluster in $CLUSTERS; do
+      key="$cluster-$split"
+      if [ -n "${MISSING[$key]:-}" ]; then continue; fi
+      if [ "$cluster" != sio ]; then fresh_database; fi
       start_redis
       if ! start_nodes "$cluster"; then
         MISSING[$key]="a node did not start: $(cat "$OUT/$cluster"-*.log 2>/dev/null | grep -i -m1 error || echo "see $OUT")"
-        stop_all; break
+        stop_all; continue
       fi
       echo "== $cluster, $split subscribers on node 1, run $i (load $(cut -d' ' -f1 /proc/loadavg))" >&2
       before=$(cpu_ticks "$REDIS_PID")
@@ -144,7 +165,6 @@ for split in $SPLITS; do
       else
         MISSING[$key]=$(grep -m1 -E 'Error|error' "$out.err" || tail -n 1 "$out.err")
         rm -f "$out"
-        stop_all; break
       fi
       stop_all
     done
@@ -154,17 +174,26 @@ done
 med() { for f in "$OUT/$1-"*.json; do [ -s "$f" ] && field "$2" <"$f"; done | median; }
 cell() { if [ -n "${MISSING[$1]:-}" ]; then echo "n/a"; else med "$1" "$2"; fi; }
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+title() { case $1 in
+  sb) echo "Switchboard (2 nodes, Redis, PostgreSQL)" ;;
+  base) echo "Switchboard \$SB_BASE_BIN" ;;
+  sio) echo "node socket.io + redis-adapter (2 nodes)" ;;
+esac; }
+row() { # row label field: one table row over $CLUSTERS
+  local line="| $1 |" c
+  for c in $CLUSTERS; do line+=" $(cell "$c-$split" "$2") |"; done
+  echo "$line"
+}
 for split in $SPLITS; do
-  cat <<EOF2
-
-| fan-out 1→500 at 10 msg/s, $split of 500 subscribers on the publisher's node (median of $RUNS) | Switchboard (2 nodes, Redis, PostgreSQL) | node socket.io + redis-adapter (2 nodes) |
-|---|---|---|
-| p50 µs | $(cell "sb-$split" p50_us) | $(cell "sio-$split" p50_us) |
-| p99 µs | $(cell "sb-$split" p99_us) | $(cell "sio-$split" p99_us) |
-| p99.9 µs | $(cell "sb-$split" p999_us) | $(cell "sio-$split" p999_us) |
-| delivered % | $(cell "sb-$split" delivered_pct) | $(cell "sio-$split" delivered_pct) |
-| redis-server CPU µs per delivered message | $(cell "sb-$split" redis_cpu_us_per_delivery) | $(cell "sio-$split" redis_cpu_us_per_delivery) |
-EOF2
+  header="| fan-out 1→500 at 10 msg/s, $split of 500 subscribers on the publisher's node (median of $RUNS) |"
+  rule="|---|"
+  for c in $CLUSTERS; do header+=" $(title "$c") |"; rule+="---|"; done
+  echo; echo "$header"; echo "$rule"
+  row "p50 µs" p50_us
+  row "p99 µs" p99_us
+  row "p99.9 µs" p999_us
+  row "delivered %" delivered_pct
+  row "redis-server CPU µs per delivered message" redis_cpu_us_per_delivery
 done
 for k in "${!MISSING[@]}"; do echo; echo "$k: ${MISSING[$k]}"; done
 echo "raw results: $OUT" >&2

@@ -233,6 +233,10 @@ pub async fn message_store(s: &dyn MessageStore) {
     let mut expected = vec![alice.id, bob.id];
     expected.sort_unstable();
     assert_eq!(s.room_members(room.id).await.unwrap(), expected);
+    assert!(
+        s.room_members(i64::MAX).await.unwrap().is_empty(),
+        "a missing room has no members (the chat answers 404 from that)"
+    );
     assert!(!s.is_member(room.id, carol.id).await.unwrap());
     assert_eq!(s.rooms(Some(bob.id), 10).await.unwrap(), vec![room.clone()]);
     assert!(s.rooms(Some(carol.id), 10).await.unwrap().is_empty());
