@@ -1135,6 +1135,37 @@ async fn a_connection_that_stops_answering_pings_is_closed_and_goes_offline() {
     a.expect_silence(500).await;
 }
 
+/// Alice sends `count` direct messages of `size` bytes to `to`, each once the previous one
+/// has its `message_sent`, and returns their ids; any other frame meanwhile goes to `other`.
+async fn flood(
+    a: &mut Client,
+    to: i64,
+    count: usize,
+    size: usize,
+    mut other: impl FnMut((String, Value)),
+) -> Vec<i64> {
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        let content = format!("{i:02}{}", "x".repeat(size - 2));
+        a.send(
+            "chat_message",
+            json!({"receiverId": to, "content": content}),
+        )
+        .await;
+        loop {
+            match a.next_within(WAIT).await {
+                Some((k, data)) if k == "message_sent" => {
+                    sent.push(data["id"].as_i64().unwrap());
+                    break;
+                }
+                Some(frame) => other(frame),
+                None => panic!("no message_sent for message {i}"),
+            }
+        }
+    }
+    sent
+}
+
 /// "Delivered" means written to the recipient's open connection. Bob's client stops
 /// reading until the server's writes to him stall, then closes: what the server had queued
 /// for him by then was never written, so it stays undelivered and comes as his offline
@@ -1154,31 +1185,17 @@ async fn messages_queued_for_a_connection_that_closes_come_as_backlog() {
     let mut b = s.connect(&bob_token).await;
     assert_eq!(a.expect("user_online").await["userId"].as_i64(), Some(bob));
 
-    let (mut sent, mut delivered) = (Vec::new(), Vec::new());
+    let mut delivered = Vec::new();
     // Receipts are collected; Bob coming back online is no surprise.
     let note = |(kind, data): (String, Value), delivered: &mut Vec<i64>| match kind.as_str() {
         "message_delivered" => delivered.push(data["messageId"].as_i64().unwrap()),
         "user_online" => assert_eq!(data["userId"].as_i64(), Some(bob)),
         _ => panic!("unexpected {kind} {data}"),
     };
-    for i in 0..COUNT {
-        let content = format!("{i:02}{}", "x".repeat(SIZE - 2));
-        a.send(
-            "chat_message",
-            json!({"receiverId": bob, "content": content}),
-        )
-        .await;
-        loop {
-            match a.next_within(WAIT).await {
-                Some((k, data)) if k == "message_sent" => {
-                    sent.push(data["id"].as_i64().unwrap());
-                    break;
-                }
-                Some(frame) => note(frame, &mut delivered),
-                None => panic!("no message_sent for message {i}"),
-            }
-        }
-    }
+    let sent = flood(&mut a, bob, COUNT, SIZE, |frame| {
+        note(frame, &mut delivered)
+    })
+    .await;
 
     // Bob closes, then reads what the server wrote to him.
     b.ws.close(None).await.unwrap();
@@ -1265,7 +1282,7 @@ async fn a_connection_whose_writes_stall_is_closed_and_keeps_its_backlog() {
     let stalled = s.connect(&bob_token).await;
     assert_eq!(a.expect("user_online").await["userId"].as_i64(), Some(bob));
 
-    let (mut sent, mut delivered, mut offline) = (Vec::new(), Vec::new(), false);
+    let (mut delivered, mut offline) = (Vec::new(), false);
     // Receipts are collected; `true` once Bob is reported offline.
     let note = |(kind, data): (String, Value), delivered: &mut Vec<i64>| match kind.as_str() {
         "message_delivered" => {
@@ -1278,24 +1295,10 @@ async fn a_connection_whose_writes_stall_is_closed_and_keeps_its_backlog() {
         }
         _ => panic!("unexpected {kind} {data}"),
     };
-    for i in 0..COUNT {
-        let content = format!("{i:02}{}", "x".repeat(SIZE - 2));
-        a.send(
-            "chat_message",
-            json!({"receiverId": bob, "content": content}),
-        )
-        .await;
-        loop {
-            match a.next_within(WAIT).await {
-                Some((k, data)) if k == "message_sent" => {
-                    sent.push(data["id"].as_i64().unwrap());
-                    break;
-                }
-                Some(frame) => offline |= note(frame, &mut delivered),
-                None => panic!("no message_sent for message {i}"),
-            }
-        }
-    }
+    let sent = flood(&mut a, bob, COUNT, SIZE, |frame| {
+        offline |= note(frame, &mut delivered);
+    })
+    .await;
     // Goes offline although its socket is still open: the server stopped waiting on it.
     while !offline {
         match a.next_within(WAIT).await {
