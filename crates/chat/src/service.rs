@@ -147,15 +147,10 @@ impl Chat {
 
     /// Check and persist a message. Nothing is stored when it is refused.
     pub(crate) async fn send(&self, me: &Me, req: &SendRequest) -> Result<Sent, ChatError> {
-        let members = self.check_send(me, req, &mut Vec::new()).await?;
-        let inserted = self
-            .inner
-            .store
-            .insert_message(new_message(me, req, Timestamp::now()))
+        self.send_many(me, std::slice::from_ref(req))
             .await
-            .map_err(insert_error)?;
-        log_stored(me, &inserted);
-        Ok(Sent { inserted, members })
+            .pop()
+            .unwrap_or_else(|| Err(ChatError::internal()))
     }
 
     /// [`Chat::send`] for a burst of one connection's messages, in order: one store call
@@ -240,14 +235,21 @@ impl Chat {
     pub(crate) async fn deliver(&self, me: &Me, sent: &Sent, origin: Option<u64>) {
         let cluster = &self.inner.cluster;
         let message = &sent.inserted.message;
-        let receipt = match message.target() {
-            Target::User(to) => Some(Arc::new(Delivered {
-                id: message.id,
-                sender: me.id,
-                receiver: to,
-                client_msg_id: message.client_msg_id.clone(),
-            })),
-            Target::Room(_) => None,
+        let receiver;
+        // A direct message carries its receipt; a room message goes to the members it was
+        // checked against, but not back to the sending connection.
+        let (users, except, receipt) = match message.target() {
+            Target::User(to) => {
+                receiver = [to];
+                let receipt = Delivered {
+                    id: message.id,
+                    sender: me.id,
+                    receiver: to,
+                    client_msg_id: message.client_msg_id.clone(),
+                };
+                (&receiver[..], None, Some(Arc::new(receipt)))
+            }
+            Target::Room(_) => (sent.members.as_deref().unwrap_or_default(), origin, None),
         };
         let text = frame(
             "new_message",
@@ -256,16 +258,9 @@ impl Chat {
                 sender_username: &me.username,
             },
         );
-        let out = Out::Message(message.id, text, receipt);
-        match message.target() {
-            Target::User(to) => {
-                cluster.send(&[to], &out, None).await;
-            }
-            Target::Room(_) => {
-                let members = sent.members.as_deref().unwrap_or_default();
-                cluster.send(members, &out, origin).await;
-            }
-        }
+        cluster
+            .send(users, &Out::Message(message.id, text, receipt), except)
+            .await;
     }
 
     /// The next page of direct messages that arrived while `me` had no connection, oldest

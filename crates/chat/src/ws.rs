@@ -56,7 +56,7 @@ const WRITE_GATHER: usize = 8 * 1024;
 /// `message_sent` data.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Sent<'a> {
+struct MessageSent<'a> {
     id: i64,
     client_msg_id: Option<&'a str>,
     receiver_id: Option<i64>,
@@ -602,7 +602,7 @@ impl Session {
                     let m = &inserted.message;
                     self.outbox.push(Out::Frame(frame(
                         "message_sent",
-                        Sent {
+                        MessageSent {
                             id: m.id,
                             client_msg_id: m.client_msg_id.as_deref(),
                             receiver_id: m.receiver_id,
