@@ -52,6 +52,21 @@ async fn next(sub: &mut Subscription, within: Duration) -> Recv {
         .expect("the subscriber hears something in time")
 }
 
+/// A subscription to `channel` that has heard a first message: the broker is subscribed
+/// on the channel's master before the test breaks something.
+async fn subscribed_and_hearing(broker: &dyn Broker, channel: &str) -> Subscription {
+    let mut sub = broker.subscribe(channel).await.unwrap();
+    broker
+        .publish(channel, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut sub, Duration::from_secs(5)).await,
+        Recv::Message(Bytes::from_static(b"before"))
+    );
+    sub
+}
+
 /// After a break, a new subscription to `channel` hears new messages once the broker is
 /// subscribed on the channel's (possibly new) master, in order, on the same subscription.
 /// Attempts before that may fail or be cut off (the client is still repairing), each
@@ -264,16 +279,7 @@ async fn a_killed_shard_connection_cuts_its_subscribers_off_then_resubscribing_w
     let cluster = RedisCluster::start(MASTERS);
     let engine = engine(common::cluster_options(&cluster)).await;
     let channel = channel_on(&cluster, 1);
-    let mut sub = engine.broker.subscribe(&channel).await.unwrap();
-    engine
-        .broker
-        .publish(&channel, Bytes::from_static(b"before"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut sub, Duration::from_secs(5)).await,
-        Recv::Message(Bytes::from_static(b"before"))
-    );
+    let mut sub = subscribed_and_hearing(engine.broker.as_ref(), &channel).await;
 
     let killed = cluster.cli(1, &["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_eq!(
@@ -296,16 +302,7 @@ async fn a_failed_over_master_cuts_its_channels_subscribers_off_then_they_work_a
     let mut cluster = RedisCluster::start_with_replicas(3, 1);
     let engine = engine(common::cluster_options(&cluster)).await;
     let channel = channel_on(&cluster, 0);
-    let mut sub = engine.broker.subscribe(&channel).await.unwrap();
-    engine
-        .broker
-        .publish(&channel, Bytes::from_static(b"before"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut sub, Duration::from_secs(5)).await,
-        Recv::Message(Bytes::from_static(b"before"))
-    );
+    let mut sub = subscribed_and_hearing(engine.broker.as_ref(), &channel).await;
 
     cluster.kill_node(0);
 
