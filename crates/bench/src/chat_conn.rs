@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::sio::{self, Engine};
 
@@ -108,9 +108,11 @@ impl ChatConn {
                     .with_context(|| format!("connecting to {}", endpoint.authority))?;
                 tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
                 let url = format!("ws://{}/ws?token={}", endpoint.authority, url_encode(token));
-                let (ws, _) = client_async(url.as_str(), tcp).await.with_context(|| {
-                    format!("websocket upgrade at ws://{}/ws", endpoint.authority)
-                })?;
+                let (ws, _) = client_async_with_config(url.as_str(), tcp, Some(sio::ws_config()))
+                    .await
+                    .with_context(|| {
+                        format!("websocket upgrade at ws://{}/ws", endpoint.authority)
+                    })?;
                 ws
             }
             Proto::Sio => sio::Client::connect(&endpoint.sio, Some(&json!({ "token": token })))

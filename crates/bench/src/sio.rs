@@ -10,8 +10,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+/// The bench's websocket clients (Socket.IO and native chat) read into a small buffer.
+/// tungstenite 0.30 zeroes the free part of its read buffer before every read, frame or
+/// not: with the default 128 KiB that memset was 40 % of the client's CPU in the fan-out
+/// benchmark (500 sockets on one thread), so the client, not the server, set the tail.
+/// A larger frame still arrives whole: the buffer grows to the frame's length.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
 
 /// Where to connect: a TCP authority and the websocket URL for Engine.IO v4.
 #[derive(Clone, Debug)]
@@ -76,7 +86,7 @@ impl Client {
             .await
             .with_context(|| format!("connecting to {}", target.authority))?;
         tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (ws, _response) = client_async(target.url.as_str(), tcp)
+        let (ws, _response) = client_async_with_config(target.url.as_str(), tcp, Some(ws_config()))
             .await
             .with_context(|| format!("websocket upgrade at {}", target.url))?;
         let mut client = Self { ws, next_ack_id: 1 };
