@@ -10,7 +10,9 @@
 #        (started here; a fresh database per run); extra flags for both in $SB_CLUSTER_ARGS;
 #        $SB_BIN benchmarks a prebuilt switchboard binary instead of this tree's.
 #   base the same with the prebuilt binary $SB_BASE_BIN (another branch or commit), for an
-#        A/B comparison in one run: with $SB_BASE_BIN set, $CLUSTERS defaults to "sio sb base".
+#        A/B comparison in one run: with $SB_BASE_BIN set, $CLUSTERS defaults to "sio sb base";
+#        $SB_BASE_ARGS are extra flags for base only (e.g. SB_BASE_BIN=target/release/switchboard
+#        SB_BASE_ARGS="--threads 2" compares one runtime thread with two, interleaved).
 # $CLUSTERS (default "sio sb") picks the clusters; run i of every cluster runs before run
 # i+1 of any, so a slow spell of a shared machine hits all of them alike. Layouts ($SPLITS, default "0 250"): how many of the 500 subscribers use node 1 (the
 # publisher's); the others use node 2. The load is `switchboard-bench chat fanout --url <node 1>
@@ -108,14 +110,14 @@ start_nodes() { # start_nodes sio|sb|base: sets P1 P2 NODE_PIDS; fails if a node
     if [ "$1" = sio ]; then
       REDIS_URL="redis://127.0.0.1:$REDIS_PORT" node bench/peers/chat-sio.mjs "$port" >>"$OUT/sio-$port.log" 2>&1 &
     else
-      local dir bin=$SB; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
-      if [ "$1" = base ]; then bin=$SB_BASE; fi
+      local dir bin=$SB extra=${SB_CLUSTER_ARGS:-}; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
+      if [ "$1" = base ]; then bin=$SB_BASE; extra+=" ${SB_BASE_ARGS:-}"; fi
       # shellcheck disable=SC2086
       (cd "$dir" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
         exec "$bin" serve --port "$port" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT" --database-url "$DB_URL" \
         --secret "$NODE_SECRET" --jwt-secret "$NODE_SECRET" \
-        --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_CLUSTER_ARGS:-}) \
+        --rate-limit-max 100000000 --max-connections-per-ip 0 $extra) \
         >>"$OUT/$1-$port.log" 2>&1 &
     fi
     NODE_PIDS+=($!); PIDS+=($!)

@@ -117,25 +117,17 @@ impl Hub {
         lock(&self.watchers).remove(&conn);
     }
 
-    /// Queue `out` on every connection of `user` but `except`; returns how many took it.
-    pub(crate) fn send_to_user(&self, user: i64, out: &Out, except: Option<u64>) -> usize {
-        let users = lock(&self.users);
-        let Some(u) = users.get(&user) else {
-            return 0;
-        };
-        u.conns
+    /// Queue `out` on every connection of `users` (a room's members, or one user) but
+    /// `except`; returns how many took it. One lock of the user map for the whole list (a room fan-out is hundreds of users).
+    pub(crate) fn send_to_users(&self, users: &[i64], out: &Out, except: Option<u64>) -> usize {
+        let map = lock(&self.users);
+        users
             .iter()
+            .filter_map(|user| map.get(user))
+            .flat_map(|u| &u.conns)
             .filter(|(id, _)| Some(*id) != except)
             .filter(|(_, outbox)| outbox.push(out.clone()))
             .count()
-    }
-
-    /// Queue `out` for each of `users` (a room's members); returns connections reached.
-    pub(crate) fn send_to_users(&self, users: &[i64], out: &Out, except: Option<u64>) -> usize {
-        users
-            .iter()
-            .map(|u| self.send_to_user(*u, out, except))
-            .sum()
     }
 
     /// Close every connection of this node (they missed frames; see `cluster`).
@@ -183,8 +175,11 @@ mod tests {
         let a2 = Arc::new(Outbox::new(2));
         let c1 = hub.register(1, "alice", a1.clone());
         let _c2 = hub.register(1, "alice", a2.clone());
-        assert_eq!(hub.send_to_user(1, &Out::Frame("x".into()), Some(c1)), 1);
-        assert_eq!(hub.send_to_user(2, &Out::Frame("x".into()), None), 0);
+        assert_eq!(
+            hub.send_to_users(&[1], &Out::Frame("x".into()), Some(c1)),
+            1
+        );
+        assert_eq!(hub.send_to_users(&[2], &Out::Frame("x".into()), None), 0);
         let mut got = Vec::new();
         a2.drain(&mut got);
         assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["x"]);
@@ -197,7 +192,7 @@ mod tests {
         assert!(a1.overflowed());
 
         hub.unregister(1, c1);
-        assert_eq!(hub.send_to_user(1, &Out::Frame("y".into()), None), 1);
+        assert_eq!(hub.send_to_users(&[1], &Out::Frame("y".into()), None), 1);
         assert_eq!(hub.username(1).as_deref(), Some("alice"));
     }
 }
