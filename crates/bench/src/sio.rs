@@ -16,7 +16,7 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 /// The bench's websocket clients (Socket.IO and native chat) read into a small buffer.
 /// tungstenite 0.30 zeroes the free part of its read buffer before every read, frame or
-/// not: with the default 128 KiB that memset was 40 % of the client's CPU in the fan-out
+/// not: with the default 128 KiB that memset was 43 % of the client's CPU in the fan-out
 /// benchmark (500 sockets on one thread), so the client, not the server, set the tail.
 /// A larger frame still arrives whole: the buffer grows to the frame's length.
 pub fn ws_config() -> WebSocketConfig {

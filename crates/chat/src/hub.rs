@@ -118,7 +118,8 @@ impl Hub {
     }
 
     /// Queue `out` on every connection of `users` (a room's members, or one user) but
-    /// `except`; returns how many took it. One lock of the user map for the whole list (a room fan-out is hundreds of users).
+    /// `except`; returns how many took it. The user map is locked once for the whole list
+    /// (a room fan-out is hundreds of users), not once per user.
     pub(crate) fn send_to_users(&self, users: &[i64], out: &Out, except: Option<u64>) -> usize {
         let map = lock(&self.users);
         users

@@ -523,7 +523,7 @@ impl Session {
     ///
     /// The timer is armed only if the socket does not take the batch at once: a room
     /// fan-out is hundreds of these writes in a row, almost all of which complete on the
-    /// first poll, and a timer each (registered, then cancelled) was measurable there.
+    /// first poll, so a timer each (registered, then cancelled) was work for nothing.
     async fn write_all(&self, socket: &mut Socket, texts: Vec<Utf8Bytes>) -> Result<(), End> {
         let write = async {
             for text in texts {
