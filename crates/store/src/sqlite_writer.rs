@@ -187,7 +187,7 @@ impl Checkpointer {
     }
 
     fn pass(&self) {
-        let log = match self.checkpoint("PASSIVE") {
+        let log = match checkpoint(&self.conn, "PASSIVE") {
             Ok((_, log, _)) => log,
             Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
@@ -212,11 +212,6 @@ impl Checkpointer {
         if log >= self.rewind_frames {
             self.rewind.store(true, Ordering::Release);
         }
-    }
-
-    /// `(busy, log frames, checkpointed frames)` of one `wal_checkpoint`.
-    fn checkpoint(&self, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
-        checkpoint(&self.conn, mode)
     }
 }
 
