@@ -11,8 +11,11 @@
 #   sio  bench/peers/chat-sio.mjs (node + socket.io 4, the same events as Socket.IO events)
 # Scenarios (switchboard-bench chat …):
 #   throughput  50 pairs, 16 messages in flight per sender (closed loop): deliveries/s
-#   rate        1000 connections x 10 msg/s open loop (10k msg/s): latency p50/p99/p99.9, delivered %
+#   rate        1000 connections x 10 msg/s open loop (10k msg/s): latency p50/p99/p99.9 from each
+#               message's scheduled instant, delivered %; also the latency from the actual write and
+#               the generator's own lateness (write - schedule), so a lagging generator shows
 #   fanout      1 publisher -> room of 500 at 10 msg/s open loop (5k deliveries/s): p99, delivered %
+#               (BENCH_TIMER=tokio wakes the senders with tokio's millisecond timer, as before session 6)
 #   idle        RSS growth of the server for 1000 idle authenticated connections
 # If Switchboard has no chat endpoint yet (POST /api/auth/register answers 404), its column says so
 # and the peers are still measured. Loopback only; every load is bounded in count and time; only
@@ -117,6 +120,8 @@ for server in sb ws sio; do
           >"$out" 2>"$out.err"; then
         echo "   failed: $(tail -n 3 "$out.err" | tr '\n' ' ')" >&2
         rm -f "$out"
+      elif [ "$(field generator_lagged <"$out" 2>/dev/null)" = True ]; then
+        echo "   warning: over 1 % of messages were written > 1 ms late (the generator lagged)" >&2
       fi
       stop
     done
@@ -149,6 +154,8 @@ $(row "throughput, 50 pairs: deliveries/s" throughput delivered_per_s delivered_
 $(row "throughput: delivered %" throughput delivered_pct delivered_pct)
 $(row "10k msg/s (1000 conns x 10/s): p50 / p99 / p99.9 µs (ratio of p99)" rate p99_us p50_us p99_us p999_us)
 $(row "10k msg/s: delivered %" rate delivered_pct delivered_pct)
+$(row "10k msg/s: from the actual write p50 / p99 µs" rate from_write_p99_us from_write_p50_us from_write_p99_us)
+$(row "10k msg/s: generator lateness (write − schedule) p50 / p99 µs" rate late_p99_us late_p50_us late_p99_us)
 $(row "fan-out 1→500 at 10 msg/s: p50 / p99 µs (ratio of p99)" fanout p99_us p50_us p99_us)
 $(row "fan-out: delivered %" fanout delivered_pct delivered_pct)
 $(row "RSS per idle authenticated connection (bytes, 1000 conns, growth over the second 500)" idle bytes_per_conn bytes_per_conn)

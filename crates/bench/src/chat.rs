@@ -6,13 +6,19 @@
 //! microseconds, and its `clientMsgId` with the same stamp, so a receiver (or
 //! the sender, on `message_sent`) computes latency from the schedule, not from
 //! when the bench got round to writing: a stalled server cannot hide queueing
-//! behind a stalled sender (coordinated omission).
+//! behind a stalled sender (coordinated omission). The content also carries the
+//! instant the message was actually written, and the report gives the
+//! generator's own lateness (write − schedule) and the latency from the write,
+//! so a generator that lags is visible rather than silently counted as server
+//! latency (the report warns when it lags by more than [`LATE_BOUND`]).
 //!
 //! Senders run open loop (message k of a connection is due at
 //! `start + phase + k / rate`, sent late but stamped on time if the loop falls
-//! behind), except in the throughput scenario, which keeps a window of
-//! messages in flight per sender (credit returned by `message_sent`): an open
-//! loop above capacity measures queue growth, not throughput.
+//! behind), woken by a [`Ticker`] (tens of microseconds late, where Tokio's
+//! millisecond timer is up to two milliseconds late), except in the throughput
+//! scenario, which keeps a window of messages in flight per sender (credit
+//! returned by `message_sent`): an open loop above capacity measures queue
+//! growth, not throughput.
 //!
 //! Messages stamped before the warm-up ends are delivered but not counted.
 
@@ -32,6 +38,7 @@ use crate::chat_conn::{ChatConn, Endpoint, Event};
 use crate::chat_setup::{RoomApi, Setup, User};
 use crate::report::{ChatReport, IdleReport};
 use crate::rss;
+use crate::ticker::Ticker;
 
 /// Connections opened concurrently.
 const CONNECT_BATCH: usize = 100;
@@ -45,6 +52,9 @@ const START_DELAY: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(10);
 /// Time the server gets to settle before RSS is sampled.
 const SETTLE: Duration = Duration::from_secs(1);
+/// A run whose generator writes more than 1 % of its messages later than this after
+/// their scheduled instant is flagged: its latencies include the generator's own lag.
+const LATE_BOUND: Duration = Duration::from_millis(1);
 
 /// What to run.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +97,18 @@ pub struct ChatParams {
     pub messages: u64,
     /// Padding added to each message's content.
     pub content_bytes: usize,
+    /// What wakes the open-loop senders.
+    pub timer: Timer,
+}
+
+/// What wakes an open-loop sender at its scheduled instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Timer {
+    /// The bench's [`Ticker`] thread (tens of microseconds late).
+    Precise,
+    /// `tokio::time::sleep_until` (up to about 2 ms late); what runs before
+    /// session 6 used, kept to compare.
+    Tokio,
 }
 
 /// Wall-clock microseconds, derived from one reading and a monotonic clock
@@ -125,10 +147,17 @@ struct Shared {
     sent: AtomicU64,
     senders_left: AtomicUsize,
     stats: Mutex<Stats>,
+    /// `None` with [`Timer::Tokio`].
+    ticker: Option<Ticker>,
 }
 
 struct Stats {
+    /// From the scheduled instant to receipt (the reported latency).
     delivery: Histogram<u64>,
+    /// From the actual write to receipt.
+    from_write: Histogram<u64>,
+    /// Actual write − scheduled instant, per measured message.
+    late: Histogram<u64>,
     ack: Histogram<u64>,
     delivered: u64,
     last_delivery: Option<Instant>,
@@ -137,7 +166,7 @@ struct Stats {
 }
 
 impl Shared {
-    fn new(clock: Clock, measure_from_us: u64, senders: usize) -> Result<Self> {
+    fn new(clock: Clock, measure_from_us: u64, senders: usize, timer: Timer) -> Result<Self> {
         Ok(Self {
             clock,
             measure_from_us,
@@ -146,12 +175,18 @@ impl Shared {
             senders_left: AtomicUsize::new(senders),
             stats: Mutex::new(Stats {
                 delivery: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+                from_write: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+                late: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
                 ack: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
                 delivered: 0,
                 last_delivery: None,
                 errors: 0,
                 first_error: None,
             }),
+            ticker: match timer {
+                Timer::Precise => Some(Ticker::start().context("starting the ticker thread")?),
+                Timer::Tokio => None,
+            },
         })
     }
 
@@ -353,7 +388,7 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let measure_from = start + params.warmup;
     let deadline = measure_from + params.duration;
     let measure_from_us = clock.unix_us(measure_from);
-    let shared = Arc::new(Shared::new(clock, measure_from_us, senders)?);
+    let shared = Arc::new(Shared::new(clock, measure_from_us, senders, params.timer)?);
     let limit = params.messages / senders.max(1) as u64;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -459,9 +494,23 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
         max_us: stats.delivery.max(),
         ack_p50_us: q(&stats.ack, 0.5),
         ack_p99_us: q(&stats.ack, 0.99),
+        from_write_p50_us: q(&stats.from_write, 0.5),
+        from_write_p99_us: q(&stats.from_write, 0.99),
+        late_p50_us: q(&stats.late, 0.5),
+        late_p99_us: q(&stats.late, 0.99),
+        late_max_us: stats.late.max(),
+        generator_lagged: lagged(&stats.late),
         errors: stats.errors,
         first_error: stats.first_error.clone(),
     })
+}
+
+/// Whether more than 1 % of the measured messages were written later than
+/// [`LATE_BOUND`] after their scheduled instant.
+fn lagged(late: &Histogram<u64>) -> bool {
+    let bound = micros(LATE_BOUND);
+    let over = late.len() - late.count_between(0, bound);
+    over * 100 > late.len()
 }
 
 /// Connects everyone, `CONNECT_BATCH` at a time; one result per target, in order.
@@ -498,6 +547,8 @@ async fn drive(
 ) -> Option<ChatConn> {
     let padding = "x".repeat(content_bytes);
     let own_index = sender.as_ref().map(|s| s.index);
+    // The deadline registered with the ticker (see `Ticker::until`).
+    let mut armed = None;
     loop {
         let now = Instant::now();
         let due = sender.as_mut().and_then(|s| s.next_due(now, &shared));
@@ -521,7 +572,7 @@ async fn drive(
                     }
                 }
             }
-            () = sleep_until(due.unwrap_or(now).into()), if due.is_some() => {
+            () = wait(&shared, due.unwrap_or(now), &mut armed), if due.is_some() => {
                 if let Some(sender) = sender.as_mut()
                     && let Err(e) = send_due(&mut conn, sender, &shared, &padding).await
                 {
@@ -530,6 +581,14 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+/// Waits for `at` with the run's timer.
+async fn wait(shared: &Shared, at: Instant, armed: &mut Option<Instant>) {
+    match &shared.ticker {
+        Some(ticker) => ticker.until(at, armed).await,
+        None => sleep_until(at.into()).await,
     }
 }
 
@@ -542,6 +601,8 @@ async fn send_due(
 ) -> Result<()> {
     let mut burst = 0;
     let now = Instant::now();
+    let written_us = shared.clock.unix_us(now);
+    let mut late = Vec::new();
     while burst < MAX_BURST {
         let Some(due) = sender.next_due(now, shared) else {
             break;
@@ -555,7 +616,7 @@ async fn send_due(
         data.insert(sender.to.field.into(), sender.to.id.clone());
         data.insert(
             "content".into(),
-            format!("{stamp} {}:{seq} {padding}", sender.index).into(),
+            format!("{stamp} {}:{seq} {written_us} {padding}", sender.index).into(),
         );
         data.insert(
             "clientMsgId".into(),
@@ -571,8 +632,15 @@ async fn send_due(
             shared
                 .expected
                 .fetch_add(sender.to.fanout, Ordering::Relaxed);
+            late.push(written_us.saturating_sub(stamp));
         }
         burst += 1;
+    }
+    if !late.is_empty() {
+        let mut stats = shared.stats();
+        for l in late {
+            stats.late.saturating_record(l.max(1));
+        }
     }
     conn.flush().await
 }
@@ -583,7 +651,12 @@ fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_inde
     let now_us = shared.clock.unix_us(now);
     match event {
         Event::NewMessage(data) => {
-            let Some((stamp, from)) = data.content.as_deref().and_then(parse_content) else {
+            let Some(Stamped {
+                stamp,
+                from,
+                written,
+            }) = data.content.as_deref().and_then(parse_content)
+            else {
                 shared.error(format!(
                     "new_message without a bench stamp: {:?}",
                     data.content
@@ -598,6 +671,9 @@ fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_inde
             stats
                 .delivery
                 .saturating_record(now_us.saturating_sub(stamp).max(1));
+            stats
+                .from_write
+                .saturating_record(now_us.saturating_sub(written).max(1));
             stats.delivered += 1;
             stats.last_delivery = Some(now);
         }
@@ -631,12 +707,28 @@ fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_inde
     }
 }
 
-/// `(stamp, sender index)` from `"<stamp> <index>:<seq> <padding>"`.
-fn parse_content(content: &str) -> Option<(u64, usize)> {
+/// What a bench message's content carries.
+#[derive(Debug, PartialEq)]
+struct Stamped {
+    /// Scheduled send instant, Unix µs.
+    stamp: u64,
+    /// Sender's connection index.
+    from: usize,
+    /// Instant the message was written, Unix µs.
+    written: u64,
+}
+
+/// From `"<stamp> <index>:<seq> <written> <padding>"`.
+fn parse_content(content: &str) -> Option<Stamped> {
     let mut parts = content.split(' ');
     let stamp = parts.next()?.parse().ok()?;
-    let index = parts.next()?.split_once(':')?.0.parse().ok()?;
-    Some((stamp, index))
+    let from = parts.next()?.split_once(':')?.0.parse().ok()?;
+    let written = parts.next()?.parse().ok()?;
+    Some(Stamped {
+        stamp,
+        from,
+        written,
+    })
 }
 
 /// Idle memory: registers `connections` users, then measures the server's
@@ -662,7 +754,7 @@ pub async fn idle(
         .map(|u| (params.endpoint.clone(), u.token.clone()))
         .collect();
     // Connections keep being read (pings answered) while held.
-    let shared = Arc::new(Shared::new(Clock::new(), 0, 0)?);
+    let shared = Arc::new(Shared::new(Clock::new(), 0, 0, params.timer)?);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut failed = 0;
@@ -731,16 +823,28 @@ mod tests {
     #[test]
     fn parses_stamped_content() {
         assert_eq!(
-            parse_content("1700000000000000 3:17 xxxx"),
-            Some((1_700_000_000_000_000, 3))
+            parse_content("1700000000000000 3:17 1700000000000450 xxxx"),
+            Some(Stamped {
+                stamp: 1_700_000_000_000_000,
+                from: 3,
+                written: 1_700_000_000_000_450
+            })
         );
-        assert_eq!(parse_content("1700 3:17 "), Some((1700, 3)));
+        assert_eq!(
+            parse_content("1700 3:17 1800 "),
+            Some(Stamped {
+                stamp: 1700,
+                from: 3,
+                written: 1800
+            })
+        );
+        assert_eq!(parse_content("1700 3:17 xxxx"), None);
         assert_eq!(parse_content("hello there"), None);
         assert_eq!(parse_content("12"), None);
     }
 
     fn shared() -> Shared {
-        Shared::new(Clock::new(), 0, 1).unwrap()
+        Shared::new(Clock::new(), 0, 1, Timer::Tokio).unwrap()
     }
 
     fn sender(pace: Pace, limit: u64, deadline: Duration) -> (Sender, Instant) {
@@ -826,9 +930,9 @@ mod tests {
                 ..Default::default()
             })
         };
-        on_event(msg("2000 1:0 x"), &shared, None, Some(0));
-        on_event(msg("2000 0:0 x"), &shared, None, Some(0)); // own message
-        on_event(msg("999 1:1 x"), &shared, None, Some(0)); // warm-up
+        on_event(msg("2000 1:0 2100 x"), &shared, None, Some(0));
+        on_event(msg("2000 0:0 2100 x"), &shared, None, Some(0)); // own message
+        on_event(msg("999 1:1 1000 x"), &shared, None, Some(0)); // warm-up
         on_event(msg("not stamped"), &shared, None, Some(0));
         let stats = shared.stats();
         assert_eq!(stats.delivered, 1);

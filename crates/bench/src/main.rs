@@ -14,13 +14,14 @@ mod irc;
 mod report;
 mod rss;
 mod sio;
+mod ticker;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::chat::{ChatParams, Scenario};
+use crate::chat::{ChatParams, Scenario, Timer};
 use crate::chat_conn::{Endpoint, Proto};
 use crate::chat_setup::RoomApi;
 use crate::report::RssReport;
@@ -207,6 +208,10 @@ struct LoadArgs {
     /// Padding bytes in each message's content.
     #[arg(long, default_value_t = 64)]
     content_bytes: usize,
+    /// What wakes open-loop senders: the bench's own timer thread, or tokio's
+    /// millisecond timer (what runs before session 6 used).
+    #[arg(long, value_enum, default_value_t = Timer::Precise, env = "BENCH_TIMER")]
+    timer: Timer,
 }
 
 impl ChatServerArgs {
@@ -224,6 +229,7 @@ impl ChatServerArgs {
             drain: Duration::from_secs(load.map_or(0, |l| l.drain_secs)),
             messages: load.map_or(0, |l| l.messages),
             content_bytes: load.map_or(0, |l| l.content_bytes),
+            timer: load.map_or(Timer::Tokio, |l| l.timer),
         })
     }
 }

@@ -84,6 +84,18 @@ pub struct ChatReport {
     /// `message_sent` latency seen by the sender.
     pub ack_p50_us: u64,
     pub ack_p99_us: u64,
+    /// From the instant each message was actually written to its receipt: the latency
+    /// without the generator's own lateness (which `p50_us`… include, as they must to
+    /// charge a server that holds the sender up).
+    pub from_write_p50_us: u64,
+    pub from_write_p99_us: u64,
+    /// The generator's lateness: actual write − scheduled instant, per message.
+    pub late_p50_us: u64,
+    pub late_p99_us: u64,
+    pub late_max_us: u64,
+    /// More than 1 % of messages were written over 1 ms late: the latencies include
+    /// the generator's own lag (or the server held the senders up).
+    pub generator_lagged: bool,
     /// Server `error` frames, broken connections, unparseable events.
     pub errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,7 +181,21 @@ impl Human for ChatReport {
                 "ack us      p50 {}  p99 {}",
                 self.ack_p50_us, self.ack_p99_us
             ),
+            format!(
+                "from write  p50 {}  p99 {} us (latency from the actual write)",
+                self.from_write_p50_us, self.from_write_p99_us
+            ),
+            format!(
+                "sent late   p50 {}  p99 {}  max {} us (write - schedule)",
+                self.late_p50_us, self.late_p99_us, self.late_max_us
+            ),
         ];
+        if self.generator_lagged {
+            lines.push(
+                "warning     over 1 % of messages were written > 1 ms late: latencies include the generator's lag"
+                    .to_owned(),
+            );
+        }
         if let Some(error) = &self.first_error {
             lines.push(format!("first error {error}"));
         }

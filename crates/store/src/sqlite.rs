@@ -447,18 +447,19 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// The writer checkpoints often enough for the WAL to rewind: it stays near the
-    /// writer's threshold (here 8 MiB) instead of growing with every message (20,000
-    /// messages write about 30 MB of log). Also runs the batched WAL writes
-    /// ([`wal_batch`](crate::wal_batch)) through many rewinds: every message reads back.
+    /// While the writer is busy, the checkpointer rewinds the log (at half the writer's
+    /// limit, here 64 MiB), so the log never reaches the size at which the writer would
+    /// stop to rewind it itself (80,000 messages write about 120 MB of log, and the
+    /// writer never pauses between them). Also runs the batched WAL writes ([`wal_batch`](crate::wal_batch)) through the
+    /// rewinds: every message reads back after a restart.
     #[tokio::test]
-    async fn the_log_stays_bounded_under_a_stream_of_messages() {
+    async fn the_checkpointer_rewinds_the_log_before_the_writer_has_to() {
         let dir = std::env::temp_dir().join(format!("sb-store-wal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("wal.db");
         let store = SqliteStore::open_with_log_limit(
             &format!("sqlite://{}?mode=rwc", db.display()),
-            8 << 20,
+            64 << 20,
         )
         .await
         .unwrap();
@@ -475,7 +476,7 @@ mod tests {
         }
         let wal = dir.join("wal.db-wal");
         let mut largest = 0;
-        for round in 0..100 {
+        for round in 0..400 {
             let contents: Vec<String> = (0..200)
                 .map(|i| format!("round {round} message {i}"))
                 .collect();
@@ -495,7 +496,11 @@ mod tests {
             }
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
-        assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
+        assert!(largest < 64 << 20, "the WAL grew to {largest} bytes");
+        // The log header's checkpoint sequence number counts rewinds.
+        let header = std::fs::read(&wal).unwrap();
+        let rewinds = u32::from_be_bytes(header[12..16].try_into().unwrap());
+        assert!(rewinds >= 2, "the log was rewound {rewinds} times");
         store.close().await;
         // Every message survived the rewinds: user 0 sent 10 a round to user 1.
         let reopened = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
@@ -505,9 +510,9 @@ mod tests {
             .history(Conversation::Direct(users[0], users[1]), None, 5000)
             .await
             .unwrap();
-        assert_eq!(page.len(), 1000);
-        assert_eq!(page[0].content, "round 99 message 180");
-        assert_eq!(page[999].content, "round 0 message 0");
+        assert_eq!(page.len(), 4000);
+        assert_eq!(page[0].content, "round 399 message 180");
+        assert_eq!(page[3999].content, "round 0 message 0");
         reopened.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

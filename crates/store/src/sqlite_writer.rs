@@ -24,25 +24,34 @@
 //! file and fsyncing it, which stalled the writer every few batches and was the largest
 //! single cost of a message. Here a checkpointer thread runs passive checkpoints (which
 //! never block the writer) once [`CHECKPOINT_AFTER`] operations have committed, at most
-//! every [`CHECKPOINT_EVERY`], so a hot page written by many batches is copied once.
+//! every [`CHECKPOINT_EVERY`], so a hot page written by many batches is copied once, and
+//! `fsync`s the database file after each (SQLite itself syncs it only once a checkpoint
+//! has copied the whole log).
 //! Not after every commit: once a checkpoint has copied the whole log, the writer's next
 //! commit rewinds it, and SQLite then `fsync`s the log's new header before writing the
 //! commit (a reordered write after a rewind could corrupt the database otherwise). A
 //! checkpoint per commit at a low message rate put that `fsync` (1 to 10 ms here, more on
-//! a busy disk) in front of every other message and its room fan-out. The writer still checkpoints itself when
-//! the log passes [`LOG_LIMIT`]: SQLite only rewinds the log from its start
-//! when a write begins with every frame copied, which a checkpoint running alongside a
-//! busy writer never achieves, and a log that only grows makes every append allocate new
-//! file pages. By then the checkpointer has copied nearly everything, so the writer's own
-//! pass copies little, but it still waits for three `fsync`s (the log, the database, the
-//! rewound log's header), each 5 to 50 ms on a shared virtual disk: every message queued
-//! meanwhile waits too. That stall is why the limit is large (the log is rewound every
-//! few seconds at 10k messages/s, not several times a second) rather than small.
+//! a busy disk) in front of every other message and its room fan-out.
+//!
+//! Rewinding the log under load: SQLite only rewinds the log from its start when a write
+//! begins with every frame copied, which a checkpoint running alongside a busy writer
+//! never achieves, and a log that only grows makes every append allocate new file pages.
+//! So once the log passes half of [`LOG_LIMIT`], the checkpointer asks the writer to run
+//! one passive checkpoint itself between two batches, right after the checkpointer's own
+//! pass: it copies only what committed since, and the `fsync`s the writer then waits for
+//! (the log, the database, the rewound log's header) find little left to write. Until
+//! session 6 the writer's automatic checkpoint at the limit did this, after the log had
+//! grown for seconds: those `fsync`s wrote everything since the last rewind (the database
+//! file's pages were never synced before), tens of milliseconds on a shared virtual disk
+//! while every message queued behind the writer waited. The automatic checkpoint at
+//! [`LOG_LIMIT`] remains as a backstop (a reader that held on to the log throughout).
 //!
 //! The writer's connection writes the log through [`wal_batch`](crate::wal_batch), one
 //! `pwrite` per 64 KiB of a commit instead of two per page.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::Duration;
@@ -68,7 +77,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// as before; at low rates the log holds a few MiB at most before it is copied.
 const CHECKPOINT_AFTER: usize = 256;
 
-/// Log size (bytes) at which the writer checkpoints itself, so that the log restarts.
+/// Log size (bytes) at which the writer checkpoints itself (SQLite's automatic
+/// checkpoint), so that the log restarts: a backstop. Normally the log is rewound at half
+/// this size (see [`Checkpointer::pass`]).
 pub(crate) const LOG_LIMIT: u64 = 128 << 20;
 
 /// A message to insert, owned so it can cross to the writer thread.
@@ -154,15 +165,61 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError
         .map_err(|e| StoreError::Database(format!("cannot start the {name} thread: {e}")))
 }
 
-/// The checkpointer thread: a passive checkpoint per nudge, at most every
-/// [`CHECKPOINT_EVERY`]; ends when the writer does.
-fn checkpoints(conn: Connection, nudged: std_mpsc::Receiver<()>) {
-    while nudged.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+/// The checkpointer thread's connection and what it needs to prepare a rewind.
+struct Checkpointer {
+    conn: Connection,
+    /// The database file, to `fsync` after each checkpoint (`None` in memory).
+    db: Option<std::fs::File>,
+    /// Log frames past which the writer is asked to finish the checkpoint.
+    rewind_frames: i64,
+    /// Set to ask the writer for it (see [`Checkpointer::pass`]).
+    rewind: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    /// Per nudge: a passive checkpoint (which never blocks the writer) and an `fsync` of
+    /// the database file; at most every [`CHECKPOINT_EVERY`]. Ends when the writer does.
+    fn run(self, nudged: std_mpsc::Receiver<()>) {
+        while nudged.recv().is_ok() {
+            self.pass();
+            thread::sleep(CHECKPOINT_EVERY);
         }
-        thread::sleep(CHECKPOINT_EVERY);
     }
+
+    fn pass(&self) {
+        let log = match checkpoint(&self.conn, "PASSIVE") {
+            Ok((_, log, _)) => log,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                return;
+            }
+        };
+        // SQLite syncs the database file only when a checkpoint has copied the whole
+        // log, which beside a busy writer happens at the rewind: the pages copied by
+        // every pass before it would all be written out then, while the writer waits.
+        // Written out here instead, a little at a time, off the writer's path.
+        if let Some(db) = &self.db
+            && let Err(e) = db.sync_data()
+        {
+            tracing::warn!(error = %e, "cannot sync the database file");
+        }
+        // Beside a busy writer a checkpoint never copies the whole log (more commits
+        // arrive meanwhile), so the log is never rewound. The writer finishes the job
+        // between two of its batches, right after this pass: it copies only what
+        // committed since, and the `fsync`s it waits for (log, database, then the
+        // rewound log's header) find little left to write, where at the log limit they
+        // wrote everything since the last pass.
+        if log >= self.rewind_frames {
+            self.rewind.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// `(busy, log frames, checkpointed frames)` of one `wal_checkpoint` on `conn`.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })
 }
 
 impl Writer {
@@ -180,16 +237,30 @@ impl Writer {
         conn.pragma_update(None, "wal_autocheckpoint", pages)
             .map_err(db_error)?;
         let checkpointer = open(path, false)?;
+        let db = match checkpointer.path() {
+            Some(file) if !file.is_empty() => Some(
+                std::fs::File::open(file)
+                    .map_err(|e| StoreError::Database(format!("cannot open {file}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let rewind = Arc::new(AtomicBool::new(false));
+        let checkpointer = Checkpointer {
+            conn: checkpointer,
+            db,
+            rewind_frames: pages / 2,
+            rewind: Arc::clone(&rewind),
+        };
         let (nudge, nudged) = std_mpsc::sync_channel(1);
-        spawn("sqlite-checkpoint", move || {
-            checkpoints(checkpointer, nudged)
-        })?;
+        spawn("sqlite-checkpoint", move || checkpointer.run(nudged))?;
         // Unbounded is fine: every sender awaits its reply, so the queue holds at most one
         // job per waiting caller.
         let (jobs, rx) = mpsc::unbounded_channel();
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(answer(answers_rx));
-        spawn("sqlite-writer", move || run(conn, rx, answers, nudge))?;
+        spawn("sqlite-writer", move || {
+            run(conn, rx, answers, nudge, &rewind)
+        })?;
         Ok(Writer { jobs })
     }
 
@@ -242,6 +313,7 @@ fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     answers: mpsc::UnboundedSender<Vec<Done>>,
     checkpoint: std_mpsc::SyncSender<()>,
+    rewind: &AtomicBool,
 ) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut closing = None;
@@ -281,6 +353,13 @@ fn run(
                 uncheckpointed = 0;
                 // Full: a checkpoint is already due.
                 let _ = checkpoint.try_send(());
+            }
+            if rewind.swap(false, Ordering::Acquire) {
+                // Passive: on the only writer's connection between batches it copies the
+                // whole log (unless a reader still uses it), so the next commit rewinds.
+                if let Err(e) = self::checkpoint(&conn, "PASSIVE") {
+                    tracing::warn!(error = %e, "WAL checkpoint before a rewind failed");
+                }
             }
         }
     }
