@@ -13,6 +13,7 @@ mod auth;
 mod cluster;
 mod config;
 mod error;
+mod frame_writer;
 mod hub;
 mod limits;
 mod openapi;

@@ -1,7 +1,11 @@
 //! The `/ws` wire format: JSON frames `{"type": …, "data": {…}}` both ways, and the
 //! validation of what clients send (shared with `POST /api/messages`).
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use switchboard_store::{Target, Timestamp};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -14,6 +18,9 @@ pub(crate) const FORGED_SENDER: &str = "senderId does not match the authenticate
 const MAX_CLIENT_MSG_ID: usize = 128;
 const MAX_MESSAGE_TYPE: usize = 32;
 
+/// Initial buffer of a serialised frame (bytes).
+const FRAME_CAPACITY: usize = 512;
+
 #[derive(Serialize)]
 struct Frame<'a, T: Serialize> {
     #[serde(rename = "type")]
@@ -23,10 +30,13 @@ struct Frame<'a, T: Serialize> {
 
 /// One server frame, serialised once (shared by every connection it goes to).
 pub(crate) fn frame(kind: &str, data: impl Serialize) -> Utf8Bytes {
-    match serde_json::to_string(&Frame { kind, data }) {
-        Ok(s) => s.into(),
+    // Room for a typical chat frame up front: growing from serde_json's 128 bytes took
+    // two or three reallocations per `new_message`.
+    let mut out = Vec::with_capacity(FRAME_CAPACITY);
+    match serde_json::to_writer(&mut out, &Frame { kind, data }).map(|()| String::from_utf8(out)) {
+        Ok(Ok(s)) => s.into(),
         // Our own types always serialise; keep the connection usable regardless.
-        Err(_) => r#"{"type":"error","data":{"message":"Server error"}}"#.into(),
+        _ => r#"{"type":"error","data":{"message":"Server error"}}"#.into(),
     }
 }
 
@@ -87,6 +97,18 @@ impl Refusal {
 
 /// Parse one text frame.
 pub(crate) fn parse(text: &str, max_content: usize) -> Result<Request, Refusal> {
+    // The frame nearly every client sends, read without building a `Value` tree; anything
+    // else (or anything odd about it) goes the general way below, which has every error.
+    if let Ok(frame) = serde_json::from_str::<FastFrame>(text)
+        && frame.kind.as_deref() == Some("chat_message")
+    {
+        return send_fields(&frame.data, max_content).map(Request::ChatMessage);
+    }
+    parse_value(text, max_content)
+}
+
+/// [`parse`] through a `serde_json::Value`: every frame type and every error.
+fn parse_value(text: &str, max_content: usize) -> Result<Request, Refusal> {
     let value: Value = serde_json::from_str(text).map_err(|_| Refusal::new(INVALID_JSON))?;
     let Value::Object(mut frame) = value else {
         return Err(Refusal::new(INVALID_JSON));
@@ -104,14 +126,17 @@ pub(crate) fn parse(text: &str, max_content: usize) -> Result<Request, Refusal> 
     match kind.as_str() {
         "chat_message" => send_request(&data, max_content).map(Request::ChatMessage),
         "typing_start" | "typing_stop" => Ok(Request::Typing {
-            target: target(&data)
-                .map_err(Refusal::new)?
-                .ok_or_else(|| Refusal::new("Missing required fields: receiverId or roomId"))?,
+            target: target(
+                &Field::of(data.get("receiverId")),
+                &Field::of(data.get("roomId")),
+            )
+            .map_err(Refusal::new)?
+            .ok_or_else(|| Refusal::new("Missing required fields: receiverId or roomId"))?,
             typing: kind == "typing_start",
         }),
         "mark_read" => {
-            let sender = id_field(&data, "senderId").map_err(Refusal::new)?;
-            let room = id_field(&data, "roomId").map_err(Refusal::new)?;
+            let sender = id_of(&data, "senderId").map_err(Refusal::new)?;
+            let room = id_of(&data, "roomId").map_err(Refusal::new)?;
             match (sender, room) {
                 (Some(s), None) => Ok(Request::MarkRead(ReadScope::From(s))),
                 (None, Some(r)) => Ok(Request::MarkRead(ReadScope::Room(r))),
@@ -129,10 +154,24 @@ pub(crate) fn send_request(
     data: &Map<String, Value>,
     max_content: usize,
 ) -> Result<SendRequest, Refusal> {
-    let client_msg_id = match data.get("clientMsgId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CLIENT_MSG_ID => Some(s.clone()),
-        Some(_) => {
+    let field = |name| Field::of(data.get(name));
+    let fields = SendFields {
+        receiver_id: field("receiverId"),
+        room_id: field("roomId"),
+        sender_id: field("senderId"),
+        content: field("content"),
+        message_type: field("messageType"),
+        client_msg_id: field("clientMsgId"),
+    };
+    send_fields(&fields, max_content)
+}
+
+/// Validate a `chat_message` payload's fields, however they were read.
+fn send_fields(data: &SendFields<'_>, max_content: usize) -> Result<SendRequest, Refusal> {
+    let client_msg_id = match &data.client_msg_id {
+        Field::Absent => None,
+        Field::Str(s) if !s.is_empty() && s.len() <= MAX_CLIENT_MSG_ID => Some(s.to_string()),
+        _ => {
             return Err(Refusal::new(format!(
                 "clientMsgId must be a non-empty string of at most {MAX_CLIENT_MSG_ID} bytes"
             )));
@@ -142,9 +181,9 @@ pub(crate) fn send_request(
         message,
         client_msg_id: client_msg_id.clone(),
     };
-    let target = target(data).map_err(|m| refuse(m.into()))?;
-    let content = match data.get("content") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
+    let target = target(&data.receiver_id, &data.room_id).map_err(|m| refuse(m.into()))?;
+    let content = match &data.content {
+        Field::Str(s) if !s.trim().is_empty() => s,
         _ => None.ok_or_else(|| refuse(MISSING_FIELDS.into()))?,
     };
     let Some(target) = target else {
@@ -155,19 +194,19 @@ pub(crate) fn send_request(
             "Message content is too long: at most {max_content} bytes"
         )));
     }
-    let message_type = match data.get("messageType") {
-        None | Some(Value::Null) => "text".to_owned(),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_MESSAGE_TYPE => s.clone(),
-        Some(_) => {
+    let message_type = match &data.message_type {
+        Field::Absent => "text".to_owned(),
+        Field::Str(s) if !s.is_empty() && s.len() <= MAX_MESSAGE_TYPE => s.to_string(),
+        _ => {
             return Err(refuse(format!(
                 "messageType must be a non-empty string of at most {MAX_MESSAGE_TYPE} bytes"
             )));
         }
     };
-    let sender_id = id_field(data, "senderId").map_err(|m| refuse(m.into()))?;
+    let sender_id = id_field(&data.sender_id, "senderId").map_err(|m| refuse(m.into()))?;
     Ok(SendRequest {
         target,
-        content: content.clone(),
+        content: content.to_string(),
         message_type,
         client_msg_id,
         sender_id,
@@ -175,8 +214,8 @@ pub(crate) fn send_request(
 }
 
 /// `receiverId` or `roomId` (exactly one), if either is present.
-fn target(data: &Map<String, Value>) -> Result<Option<Target>, &'static str> {
-    match (id_field(data, "receiverId")?, id_field(data, "roomId")?) {
+fn target(receiver: &Field<'_>, room: &Field<'_>) -> Result<Option<Target>, &'static str> {
+    match (id_field(receiver, "receiverId")?, id_field(room, "roomId")?) {
         (Some(u), None) => Ok(Some(Target::User(u))),
         (None, Some(r)) => Ok(Some(Target::Room(r))),
         (Some(_), Some(_)) => Err("Give either receiverId or roomId, not both"),
@@ -184,18 +223,220 @@ fn target(data: &Map<String, Value>) -> Result<Option<Target>, &'static str> {
     }
 }
 
+/// An id field of the general path's `data` map.
+fn id_of(data: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, &'static str> {
+    id_field(&Field::of(data.get(name)), name)
+}
+
 /// An id field: a JSON integer or a string of one (`null` counts as absent).
-fn id_field(data: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, &'static str> {
+fn id_field(field: &Field<'_>, name: &'static str) -> Result<Option<i64>, &'static str> {
     let bad = match name {
         "receiverId" => "receiverId must be a user id (an integer)",
         "roomId" => "roomId must be a room id (an integer)",
         _ => "senderId must be a user id (an integer)",
     };
-    match data.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(bad),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad),
-        Some(_) => Err(bad),
+    match field {
+        Field::Absent => Ok(None),
+        Field::Int(n) => Ok(Some(*n)),
+        Field::Str(s) => s.trim().parse().map(Some).map_err(|_| bad),
+        Field::Other => Err(bad),
+    }
+}
+
+/// A payload field as validation sees it: what the general path reads from a `Value`, or
+/// the fast path straight from the text.
+#[derive(Debug, Default)]
+enum Field<'a> {
+    /// Missing or `null`.
+    #[default]
+    Absent,
+    Str(Cow<'a, str>),
+    /// A JSON integer that fits an `i64`.
+    Int(i64),
+    /// Anything else (a fraction, a boolean, an array, an object, a huge integer).
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn of(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Field::Absent,
+            Some(Value::String(s)) => Field::Str(Cow::Borrowed(s)),
+            Some(Value::Number(n)) => n.as_i64().map_or(Field::Other, Field::Int),
+            Some(_) => Field::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Absent)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Field::Int(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(n).map_or(Field::Other, Field::Int))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A `chat_message` payload's fields, read by the fast path.
+#[derive(Debug, Default)]
+struct SendFields<'a> {
+    receiver_id: Field<'a>,
+    room_id: Field<'a>,
+    sender_id: Field<'a>,
+    content: Field<'a>,
+    message_type: Field<'a>,
+    client_msg_id: Field<'a>,
+}
+
+/// A frame on the fast path: `{"type": …, "data": {…}}` with `data` an object. Read like
+/// the general path reads a map: other keys ignored, a repeated key's last value wins.
+#[derive(Default)]
+struct FastFrame<'a> {
+    kind: Option<Cow<'a, str>>,
+    data: SendFields<'a>,
+}
+
+/// A key of interest, matched without allocating (escaped keys are rare and still match).
+enum Key {
+    Type,
+    Data,
+    ReceiverId,
+    RoomId,
+    SenderId,
+    Content,
+    MessageType,
+    ClientMsgId,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(match s {
+                    "type" => Key::Type,
+                    "data" => Key::Data,
+                    "receiverId" => Key::ReceiverId,
+                    "roomId" => Key::RoomId,
+                    "senderId" => Key::SenderId,
+                    "content" => Key::Content,
+                    "messageType" => Key::MessageType,
+                    "clientMsgId" => Key::ClientMsgId,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for SendFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = SendFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = SendFields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::ReceiverId => &mut fields.receiver_id,
+                        Key::RoomId => &mut fields.room_id,
+                        Key::SenderId => &mut fields.sender_id,
+                        Key::Content => &mut fields.content,
+                        Key::MessageType => &mut fields.message_type,
+                        Key::ClientMsgId => &mut fields.client_msg_id,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value()?;
+                }
+                Ok(fields)
+            }
+        }
+        // A map only: the general path refuses `data` that is not an object.
+        d.deserialize_map(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for FastFrame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = FastFrame<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a frame object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut frame = FastFrame::default();
+                let mut has_data = false;
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Type => {
+                            frame.kind = match map.next_value::<Field<'de>>()? {
+                                Field::Str(s) => Some(s),
+                                _ => None,
+                            }
+                        }
+                        Key::Data => {
+                            frame.data = map.next_value()?;
+                            has_data = true;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                if !has_data {
+                    // No payload: the general path answers it.
+                    frame.kind = None;
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -239,6 +480,40 @@ mod tests {
             parse(r#"{"type":"get_online_users"}"#, 10).unwrap(),
             Request::GetOnlineUsers
         );
+    }
+
+    /// The fast path answers exactly what the general one does, including the errors.
+    #[test]
+    fn the_fast_path_agrees_with_the_general_one() {
+        let frames = [
+            r#"{"type":"chat_message","data":{"receiverId":7,"content":"hi","clientMsgId":"c"}}"#,
+            r#"{"data":{"roomId":"3","content":"h\u00e9 \"q\"","messageType":"note"},"type":"chat_message"}"#,
+            r#"{"type":"chat_message","data":{"receiverId":7,"content":"x","senderId":7,"extra":[1,{"a":2}]}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":7,"receiverId":null,"content":"x"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":7.5,"content":"x","clientMsgId":"k"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":9223372036854775808,"content":"x"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":true,"content":"x"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":5}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"x","clientMsgId":""}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"x","clientMsgId":3}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"x","messageType":[]}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"x","senderId":"z"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"roomId":2,"content":"x"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"12345678901"}}"#,
+            r#"{"type":"chat_message","data":[1,"x"]}"#,
+            r#"{"type":"chat_message","data":null}"#,
+            r#"{"type":"chat_message"}"#,
+            r#"{"type":"chat_message","data":{}}"#,
+            r#"{"type":"chat_message","type":5,"data":{"receiverId":1,"content":"x"}}"#,
+            r#"{"type":5,"type":"chat_message","data":{"receiverId":1,"content":"x"}}"#,
+            r#"{"type":"chat_message","data":{"receiverId":1,"content":"x"}} trailing"#,
+            r#"{"type":"typing_start","data":{"receiverId":1}}"#,
+        ];
+        for text in frames {
+            assert_eq!(parse(text, 10), parse_value(text, 10), "{text}");
+        }
+        let fast = serde_json::from_str::<FastFrame>(frames[1]).expect("fast path");
+        assert_eq!(fast.kind.as_deref(), Some("chat_message"));
     }
 
     #[test]

@@ -20,13 +20,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use switchboard_store::{MessageStore, Timestamp};
+use switchboard_store::{MessageStore, Status, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::cluster::Cluster;
+use crate::frame_writer::FrameWriter;
 use crate::hub::Out;
-use crate::protocol::frame;
 
 /// Most messages marked in one statement.
 const BATCH: usize = 512;
@@ -99,15 +98,15 @@ async fn run(
 
 /// Tell the sender's connections, on any node, that `d` reached a device of its recipient.
 pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
-    let data = json!({
-        "messageId": d.id,
-        "receiverId": d.receiver,
-        "clientMsgId": d.client_msg_id,
-        "status": "delivered",
-        "deliveredAt": at,
-    });
-    let out = Out::Frame(frame("message_delivered", data));
-    cluster.send(&[d.sender], &out, None).await;
+    let text = d.client_msg_id.as_ref().map_or(0, String::len);
+    let data = FrameWriter::new("message_delivered", text)
+        .int("messageId", d.id)
+        .int("receiverId", d.receiver)
+        .opt_text("clientMsgId", d.client_msg_id.as_deref())
+        .status("status", Status::Delivered)
+        .time("deliveredAt", at)
+        .finish();
+    cluster.send(&[d.sender], &Out::Frame(data), None).await;
 }
 
 #[cfg(test)]

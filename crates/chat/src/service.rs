@@ -5,12 +5,12 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::json;
 use switchboard_store::{Inserted, Message, NewMessage, Target, Timestamp, User};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::ChatError;
+use crate::frame_writer::FrameWriter;
 use crate::hub::Out;
 use crate::protocol::{FORGED_SENDER, NOT_MEMBER, SendRequest, TO_YOURSELF, frame};
 use crate::receipts::Delivered;
@@ -88,12 +88,15 @@ pub(crate) struct Sent {
 }
 
 /// A message as recipients get it: the stored row plus the sender's name.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Incoming<'a> {
-    #[serde(flatten)]
-    message: &'a Message,
-    sender_username: &'a str,
+fn incoming(message: &Message, sender_username: &str) -> Utf8Bytes {
+    let text = message.content.len()
+        + message.message_type.len()
+        + message.client_msg_id.as_ref().map_or(0, String::len)
+        + sender_username.len();
+    FrameWriter::new("new_message", text)
+        .message(message)
+        .text("senderUsername", sender_username)
+        .finish()
 }
 
 fn new_message<'a>(me: &Me, req: &'a SendRequest, at: Timestamp) -> NewMessage<'a> {
@@ -251,13 +254,7 @@ impl Chat {
             }
             Target::Room(_) => (sent.members.as_deref().unwrap_or_default(), origin, None),
         };
-        let text = frame(
-            "new_message",
-            Incoming {
-                message,
-                sender_username: &me.username,
-            },
-        );
+        let text = incoming(message, &me.username);
         cluster
             .send(users, &Out::Message(message.id, text, receipt), except)
             .await;
@@ -282,13 +279,7 @@ impl Chat {
                     e.insert(user.map(|u| u.username).unwrap_or_default())
                 }
             };
-            let text = frame(
-                "new_message",
-                Incoming {
-                    message: &m,
-                    sender_username: name,
-                },
-            );
+            let text = incoming(&m, name);
             out.push((m, text));
         }
         Ok(out)

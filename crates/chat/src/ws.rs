@@ -22,9 +22,9 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use switchboard_store::{Status, Target, Timestamp};
+use switchboard_store::{Target, Timestamp};
 use switchboard_websocket::{Refusal, WebSocket};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use crate::Chat;
 use crate::auth::{TokenError, unix_now};
+use crate::frame_writer::FrameWriter;
 use crate::hub::{Out, Outbox};
 use crate::limits::{FrameLimit, IpSlot, Verdict, rate_limited};
 use crate::protocol::{self, ReadScope, Request as ClientRequest, SendRequest, error_frame, frame};
@@ -52,19 +53,6 @@ const MAX_BURST: usize = 64;
 /// Bytes of outgoing frames gathered before a write: the frames of one wake-up go out in
 /// one `write` (a few hundred bytes each; a burst's replies are a few KiB).
 const WRITE_GATHER: usize = 8 * 1024;
-
-/// `message_sent` data.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageSent<'a> {
-    id: i64,
-    client_msg_id: Option<&'a str>,
-    receiver_id: Option<i64>,
-    room_id: Option<i64>,
-    status: Status,
-    created_at: Timestamp,
-    duplicate: bool,
-}
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -616,18 +604,17 @@ impl Session {
                 Ok(sent) => {
                     let inserted = &sent.inserted;
                     let m = &inserted.message;
-                    self.outbox.push(Out::Frame(frame(
-                        "message_sent",
-                        MessageSent {
-                            id: m.id,
-                            client_msg_id: m.client_msg_id.as_deref(),
-                            receiver_id: m.receiver_id,
-                            room_id: m.room_id,
-                            status: m.status,
-                            created_at: m.created_at,
-                            duplicate: inserted.duplicate,
-                        },
-                    )));
+                    let text = m.client_msg_id.as_ref().map_or(0, String::len);
+                    let ack = FrameWriter::new("message_sent", text)
+                        .int("id", m.id)
+                        .opt_text("clientMsgId", m.client_msg_id.as_deref())
+                        .opt_int("receiverId", m.receiver_id)
+                        .opt_int("roomId", m.room_id)
+                        .status("status", m.status)
+                        .time("createdAt", m.created_at)
+                        .bool("duplicate", inserted.duplicate)
+                        .finish();
+                    self.outbox.push(Out::Frame(ack));
                     if !inserted.duplicate {
                         chat.deliver(&self.me, &sent, Some(self.conn)).await;
                     }

@@ -27,7 +27,95 @@ impl Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0; 24];
+        match self.rfc3339_into(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
+    }
+}
+
+impl Timestamp {
+    /// [`Timestamp::to_rfc3339`] without chrono or an allocation, for the years 0 to 9999
+    /// (`None` otherwise). Every chat frame carries one or two times, and chrono's general
+    /// formatter cost more than the rest of a `message_sent` frame.
+    pub fn rfc3339_into(self, buf: &mut [u8; 24]) -> Option<&str> {
+        let days = self.0.div_euclid(86_400_000);
+        let ms_of_day = self.0.rem_euclid(86_400_000);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let (secs, ms) = (ms_of_day / 1000, ms_of_day % 1000);
+        let fields = [
+            (0, 4, year),
+            (5, 2, month),
+            (8, 2, day),
+            (11, 2, secs / 3600),
+            (14, 2, secs / 60 % 60),
+            (17, 2, secs % 60),
+            (20, 3, ms),
+        ];
+        for (at, width, mut value) in fields {
+            for i in (at..at + width).rev() {
+                buf[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        for (at, sep) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
+            buf[at] = sep;
+        }
+        buf[23] = b'Z';
+        std::str::from_utf8(buf).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn fast_rfc3339_matches_chrono() {
+        let mut buf = [0; 24];
+        let mut ms: i64 = -62_167_219_200_000; // 0000-01-01
+        let samples = [
+            0,
+            1,
+            999,
+            86_399_999,
+            951_782_400_000, // 2000-02-29
+            1_763_866_800_123,
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            -1,
+        ];
+        for t in samples.into_iter().chain(std::iter::from_fn(|| {
+            ms += 7_777_777_777;
+            (ms < 253_402_300_799_999).then_some(ms)
+        })) {
+            let t = Timestamp(t);
+            assert_eq!(
+                t.rfc3339_into(&mut buf),
+                Some(t.to_rfc3339().as_str()),
+                "{t:?}"
+            );
+        }
+        assert_eq!(Timestamp(253_402_300_800_000).rfc3339_into(&mut buf), None);
     }
 }
 

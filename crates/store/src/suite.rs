@@ -326,6 +326,32 @@ pub async fn batched_inserts(s: &dyn MessageStore) {
         .collect();
     assert_eq!(pending, ["first", "second"], "stored once each, in order");
     assert!(s.insert_messages(Vec::new()).await.is_empty());
+
+    // A burst long enough to be written several rows per statement: every id answered
+    // names its own message.
+    let burst: Vec<String> = (0..21).map(|i| format!("burst {i}")).collect();
+    let out = s
+        .insert_messages(
+            burst
+                .iter()
+                .map(|c| msg(dana.id, to_eve, c, None))
+                .collect(),
+        )
+        .await;
+    assert_eq!(out.len(), burst.len());
+    let mut last = second.message.id;
+    for (content, outcome) in burst.iter().zip(&out) {
+        let m = &outcome.as_ref().expect("stored").message;
+        assert!(m.id > last, "ids in batch order");
+        last = m.id;
+        let stored = s
+            .message(m.id)
+            .await
+            .unwrap()
+            .expect("the answered id exists");
+        assert_eq!(&stored.content, content, "message {}", m.id);
+        assert_eq!(stored, *m, "the answer is the stored row");
+    }
 }
 
 /// Racing writers get the same answers on every backend: one winner per username
