@@ -15,8 +15,12 @@
 #               message's scheduled instant, delivered %; also the latency from the actual write and
 #               the generator's own lateness (write - schedule), so a lagging generator shows
 #   fanout      1 publisher -> room of 500 at 10 msg/s open loop (5k deliveries/s): p99, delivered %
-#               (BENCH_TIMER=tokio wakes the senders with tokio's millisecond timer, as before session 6)
+#               (senders wake on tokio's millisecond timer, so p50 includes up to ~1 ms of generator
+#               lateness, shown in its own row; BENCH_TIMER=precise uses the bench's timer thread:
+#               accurate p50, but its per-message wake-ups inflate every server's p99 on 2 cores)
 #   idle        RSS growth of the server for 1000 idle authenticated connections
+# Subsets for quick A/B runs: $SERVERS (default "sb ws sio"), $SCENARIOS (default all four);
+# $SB_BENCH_BIN runs a prebuilt switchboard-bench (another commit's generator), nothing built.
 # If Switchboard has no chat endpoint yet (POST /api/auth/register answers 404), its column says so
 # and the peers are still measured. Loopback only; every load is bounded in count and time; only
 # PIDs started here are stopped.
@@ -34,7 +38,10 @@ cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true
 trap cleanup EXIT
 
 # SB_BIN benchmarks a prebuilt switchboard binary (another branch or commit) instead of this tree's.
-if [ -n "${SB_BIN:-}" ]; then
+if [ -n "${SB_BENCH_BIN:-}" ]; then
+  B=$(realpath "$SB_BENCH_BIN")
+  SB=$(realpath "${SB_BIN:-$ROOT/target/release/switchboard}")
+elif [ -n "${SB_BIN:-}" ]; then
   SB=$(realpath "$SB_BIN")
   cargo build --release --locked -p switchboard-bench >&2
 else
@@ -99,14 +106,14 @@ med() { # med server scenario field
 }
 
 declare -A MISSING
-for server in sb ws sio; do
+for server in ${SERVERS:-sb ws sio}; do
   if [ $server = sb ]; then
     start sb
     MISSING[sb]=$(sb_missing)
     stop
     if [ -n "${MISSING[sb]}" ]; then echo "Switchboard: ${MISSING[sb]}; measuring the peers only" >&2; continue; fi
   fi
-  for scenario in throughput rate fanout idle; do
+  for scenario in ${SCENARIOS:-throughput rate fanout idle}; do
     for i in $(seq "$RUNS"); do
       start "$server"
       out="$OUT/$server-$scenario-$i.json"

@@ -14,8 +14,11 @@
 //!
 //! Senders run open loop (message k of a connection is due at
 //! `start + phase + k / rate`, sent late but stamped on time if the loop falls
-//! behind), woken by a [`Ticker`] (tens of microseconds late, where Tokio's
-//! millisecond timer is up to two milliseconds late), except in the throughput
+//! behind), woken by Tokio's millisecond timer (up to about two milliseconds
+//! late, which the report shows as the generator's lateness) or, with
+//! [`Timer::Precise`], by a [`Ticker`] (tens of microseconds late, but one
+//! cross-thread wake-up per message, which on 2 cores costs the client enough
+//! CPU to inflate every server's p99), except in the throughput
 //! scenario, which keeps a window of messages in flight per sender (credit
 //! returned by `message_sent`): an open loop above capacity measures queue
 //! growth, not throughput.
@@ -106,8 +109,8 @@ pub struct ChatParams {
 pub enum Timer {
     /// The bench's [`Ticker`] thread (tens of microseconds late).
     Precise,
-    /// `tokio::time::sleep_until` (up to about 2 ms late); what runs before
-    /// session 6 used, kept to compare.
+    /// `tokio::time::sleep_until` (up to about 2 ms late): the default, whose
+    /// wake-ups are batched per millisecond tick.
     Tokio,
 }
 

@@ -51,8 +51,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::Duration;
 
