@@ -33,7 +33,6 @@ else
   CLUSTERS=${CLUSTERS:-sio sb}
 fi
 NODE_SECRET=$(openssl rand -hex 32) # the nodes of one cluster share it
-B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-cluster-bench.XXXXXX)
 PIDS=()
 PG_BIN=""
@@ -57,17 +56,9 @@ cleanup() {
 trap cleanup EXIT
 
 command -v redis-server >/dev/null || { echo "redis-server is missing (apt-get install redis-server)" >&2; exit 1; }
-# $SB_BENCH_BIN: a prebuilt switchboard-bench too, so nothing is built (e.g. while a build runs).
-if [ -n "${SB_BENCH_BIN:-}" ]; then
-  B=$(realpath "$SB_BENCH_BIN")
-  SB=$(realpath "${SB_BIN:?SB_BENCH_BIN needs SB_BIN}")
-elif [ -n "${SB_BIN:-}" ]; then
-  SB=$(realpath "$SB_BIN")
-  cargo build --release --locked -p switchboard-bench >&2
-else
-  SB=$ROOT/target/release/switchboard
-  cargo build --release --locked -p switchboard -p switchboard-bench >&2
-fi
+# SB and B: prebuilt binaries from $SB_BIN / $SB_BENCH_BIN, or this tree's (built).
+# shellcheck source=bench/binaries.sh
+. bench/binaries.sh
 if [[ " $CLUSTERS " == *" sio "* ]]; then (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2; fi
 
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }

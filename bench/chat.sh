@@ -20,7 +20,8 @@
 #               accurate p50, but its per-message wake-ups inflate every server's p99 on 2 cores)
 #   idle        RSS growth of the server for 1000 idle authenticated connections
 # Subsets for quick A/B runs: $SERVERS (default "sb ws sio"), $SCENARIOS (default all four);
-# $SB_BENCH_BIN runs a prebuilt switchboard-bench (another commit's generator), nothing built.
+# $SB_BENCH_BIN runs a prebuilt switchboard-bench (another commit's generator; needs $SB_BIN too,
+# nothing is built).
 # If Switchboard has no chat endpoint yet (POST /api/auth/register answers 404), its column says so
 # and the peers are still measured. Loopback only; every load is bounded in count and time; only
 # PIDs started here are stopped.
@@ -29,7 +30,6 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${1:-3}
 PORT=${PORT:-10591}
-B=target/release/switchboard-bench
 OUT=$(mktemp -d /tmp/sb-chat-bench.XXXXXX)
 DEFAULT_JOIN='/api/rooms/{id}/join'
 ROOM_ARGS=(--room-create "${ROOM_CREATE:-/api/rooms}" --room-join "${ROOM_JOIN:-$DEFAULT_JOIN}")
@@ -37,17 +37,9 @@ SERVER_PID=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-# SB_BIN benchmarks a prebuilt switchboard binary (another branch or commit) instead of this tree's.
-if [ -n "${SB_BENCH_BIN:-}" ]; then
-  B=$(realpath "$SB_BENCH_BIN")
-  SB=$(realpath "${SB_BIN:-$ROOT/target/release/switchboard}")
-elif [ -n "${SB_BIN:-}" ]; then
-  SB=$(realpath "$SB_BIN")
-  cargo build --release --locked -p switchboard-bench >&2
-else
-  SB=$ROOT/target/release/switchboard
-  cargo build --release --locked -p switchboard -p switchboard-bench >&2
-fi
+# SB and B: prebuilt binaries from $SB_BIN / $SB_BENCH_BIN, or this tree's (built).
+# shellcheck source=bench/binaries.sh
+. bench/binaries.sh
 (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
