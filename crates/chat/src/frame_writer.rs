@@ -54,7 +54,7 @@ impl FrameWriter {
         self
     }
 
-    /// A value that needs no escaping (a status name).
+    /// A value that needs no escaping (a status name, a time).
     fn plain(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
         self.out.push(b'"');
@@ -67,12 +67,9 @@ impl FrameWriter {
         self.plain(key, status.as_str())
     }
 
+    /// RFC 3339 needs no escaping (digits, `-`, `:`, `T`, `.`, `Z`, a sign).
     pub(crate) fn time(&mut self, key: &str, at: Timestamp) -> &mut Self {
-        let mut buf = [0; 24];
-        match at.rfc3339_into(&mut buf) {
-            Some(text) => self.plain(key, text),
-            None => self.text(key, &at.to_rfc3339()),
-        }
+        at.with_rfc3339(|text| self.plain(key, text))
     }
 
     pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Self {

@@ -27,19 +27,25 @@ impl Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0; 24];
-        match self.rfc3339_into(&mut buf) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&self.to_rfc3339()),
-        }
+        self.with_rfc3339(|text| s.serialize_str(text))
     }
 }
 
 impl Timestamp {
-    /// [`Timestamp::to_rfc3339`] without chrono or an allocation, for the years 0 to 9999
-    /// (`None` otherwise). Every chat frame carries one or two times, and chrono's general
-    /// formatter cost more than the rest of a `message_sent` frame.
-    pub fn rfc3339_into(self, buf: &mut [u8; 24]) -> Option<&str> {
+    /// `f` of [`Timestamp::to_rfc3339`]'s text, written without chrono or an allocation for
+    /// the years 0 to 9999 (chrono's outside them). Every chat frame carries one or two
+    /// times, and chrono's general formatter cost more than the rest of a `message_sent`
+    /// frame.
+    pub fn with_rfc3339<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        let mut buf = [0; 24];
+        match self.rfc3339_into(&mut buf) {
+            Some(text) => f(text),
+            None => f(&self.to_rfc3339()),
+        }
+    }
+
+    /// The fast path of [`Timestamp::with_rfc3339`] (`None` outside the years 0 to 9999).
+    fn rfc3339_into(self, buf: &mut [u8; 24]) -> Option<&str> {
         let days = self.0.div_euclid(86_400_000);
         let ms_of_day = self.0.rem_euclid(86_400_000);
         // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
