@@ -44,6 +44,9 @@ log "npm bench peers (bench/peers)"
 (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
 
 # --- Rust --------------------------------------------------------------------------------
+# One build from scratch gains nothing from incremental state, which would add gigabytes of
+# query caches to target/. (Set CARGO_INCREMENTAL=1 to keep it when re-running locally.)
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 log "cargo fmt --check"
 cargo fmt --all --check
 
@@ -57,3 +60,5 @@ cargo test --locked --workspace
 log "npm client tests (socket.io-client, @sockethub/client)"
 cargo build --locked -p switchboard
 (cd tests/clients && SWITCHBOARD_BIN="$PWD/../../target/debug/switchboard" npm test)
+
+log "disk used by target/: $(du -sh target 2>/dev/null | cut -f1)"
