@@ -13,10 +13,13 @@
 //! Batching is per node, not per socket: the [`Registry`] says in one call which nodes hold
 //! connections of which recipients ([`Registry::locate`]), and each remote node gets one
 //! publish carrying the frame once and its recipients' ids; the publishes go out
-//! concurrently, pipelined on the broker's one command connection. The answer is cached
-//! per recipient set (a room's members) until a connection anywhere in the cluster comes
-//! or goes: every node announces each connect and disconnect on `chat:presence`, so a
-//! busy room costs one lookup, not one per message. With the embedded engine every
+//! concurrently, pipelined on the broker's one command connection. The answer is kept per
+//! recipient set (a room's members) with the registry's version, and the next message
+//! asks only whether anything moved since (one `GET` on Redis while nothing has), so a
+//! busy room costs one lookup, not one per message. Asking every time, rather than
+//! waiting to be told of moves, is what makes a device that was just answered
+//! `connection_established` on another node get the very next message: a notice that a
+//! connection came would race the message itself. With the embedded engine every
 //! connection is on this node, so nothing is looked up or published: chat runs exactly
 //! as on one node.
 //!
@@ -29,7 +32,6 @@
 //! sender hears `message_delivered` wherever they are connected.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_engine::broker::Recv;
-use switchboard_engine::registry::EXPIRED_CHANNEL;
+use switchboard_engine::registry::{EXPIRED_CHANNEL, Located};
 use switchboard_engine::{Broker, Engine, EngineError, Registry};
 use switchboard_store::{MessageStore, Timestamp};
 use tokio::sync::oneshot;
@@ -76,9 +78,6 @@ struct Header {
     /// Mark this direct message delivered if the node hands it to a connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     receipt: Option<Delivered>,
-    /// (Presence channel) a connection came or went: where users are may have changed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    moved: bool,
 }
 
 impl Header {
@@ -89,15 +88,20 @@ impl Header {
             message: None,
             close: None,
             receipt: None,
-            moved: false,
         }
     }
 }
 
 /// Remote nodes holding connections of some recipients, with those recipients.
-type Located = Arc<BTreeMap<String, Vec<i64>>>;
+type Remote = Arc<BTreeMap<String, Vec<i64>>>;
 
-/// Most recipient sets whose location is remembered (then all are forgotten).
+/// Where some recipients were, as of a registry version.
+struct Kept {
+    version: u64,
+    remote: Remote,
+}
+
+/// Most recipient sets whose location is kept (then all are forgotten).
 const LOCATED_CAPACITY: usize = 4096;
 
 fn encode(header: &Header, text: &str) -> Bytes {
@@ -124,10 +128,7 @@ pub(crate) struct Cluster {
     /// The engine is this process's own (embedded): no other node can hold a connection,
     /// so nothing is looked up or published.
     alone: bool,
-    located: Mutex<HashMap<Vec<i64>, Located>>,
-    /// Bumped whenever a connection comes or goes anywhere: a lookup that started before
-    /// must not be cached.
-    moves: AtomicU64,
+    located: Mutex<HashMap<Vec<i64>, Kept>>,
 }
 
 impl Cluster {
@@ -139,78 +140,75 @@ impl Cluster {
             alone: !engine.distributed,
             node,
             located: Mutex::new(HashMap::new()),
-            moves: AtomicU64::new(0),
         }
     }
 
-    /// Record a connection of `user` in the registry (`true`: the user just came online)
-    /// and tell every node that where users are has changed.
+    /// Record a connection of `user` in the registry (`true`: the user just came online).
     pub(crate) async fn connect(&self, user: i64, conn: &str) -> Result<bool, EngineError> {
-        let first = self
-            .registry
+        self.registry
             .connect(&user.to_string(), conn, &self.node)
-            .await;
-        self.moved().await;
-        first
+            .await
     }
 
-    /// Forget a connection (`true`: it was the user's last), and tell every node.
+    /// Forget a connection (`true`: it was the user's last).
     pub(crate) async fn disconnect(&self, user: i64, conn: &str) -> Result<bool, EngineError> {
-        let last = self.registry.disconnect(&user.to_string(), conn).await;
-        self.moved().await;
-        last
+        self.registry.disconnect(&user.to_string(), conn).await
     }
 
-    async fn moved(&self) {
-        if self.alone {
-            return;
-        }
-        self.forget_locations();
-        let header = Header {
-            moved: true,
-            ..Header::from(&self.node)
-        };
-        if let Err(e) = self.broker.publish(PRESENCE, encode(&header, "")).await {
-            tracing::error!(error = %e, "cannot tell the other nodes a connection moved");
-        }
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<i64>, Kept>> {
+        self.located.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn forget_locations(&self) {
-        self.moves.fetch_add(1, Ordering::SeqCst);
-        self.located
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-
-    /// The remote nodes holding connections of `users`, from the cache or the registry.
-    async fn locate(&self, users: &[i64]) -> Result<Located, EngineError> {
-        if let Some(hit) = self
-            .located
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(users)
-        {
-            return Ok(hit.clone());
-        }
-        let moves = self.moves.load(Ordering::SeqCst);
+    /// The remote nodes holding connections of `users`: what was kept, if nothing moved
+    /// since, or the registry's new answer.
+    async fn locate(&self, users: &[i64]) -> Result<Remote, EngineError> {
+        let known = self.kept().get(users).map(|k| k.version);
         let ids: Vec<String> = users.iter().map(i64::to_string).collect();
-        let mut nodes = self.registry.locate(&ids).await?;
+        let (version, mut nodes) = match self.registry.locate(&ids, known).await? {
+            Located::At { version, nodes } => (version, nodes),
+            Located::Unchanged => {
+                let kept = self.kept().get(users).map(|k| k.remote.clone());
+                match kept {
+                    Some(remote) => return Ok(remote),
+                    // Forgotten meanwhile (the cache was full): ask again in full.
+                    None => match self.registry.locate(&ids, None).await? {
+                        Located::At { version, nodes } => (version, nodes),
+                        Located::Unchanged => return Ok(Remote::default()),
+                    },
+                }
+            }
+        };
         nodes.remove(&self.node);
-        let located: Located = Arc::new(
+        let remote: Remote = Arc::new(
             nodes
                 .into_iter()
                 .map(|(node, held)| (node, held.iter().filter_map(|u| u.parse().ok()).collect()))
                 .collect(),
         );
-        let mut cache = self.located.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.moves.load(Ordering::SeqCst) == moves {
-            if cache.len() >= LOCATED_CAPACITY {
-                cache.clear();
-            }
-            cache.insert(users.to_vec(), located.clone());
+        let mut kept = self.kept();
+        if kept.len() >= LOCATED_CAPACITY {
+            kept.clear();
         }
-        Ok(located)
+        // Answers to concurrent lookups may come back in any order: keep the newest.
+        match kept.get(users) {
+            Some(k) if k.version >= version => {}
+            _ => {
+                kept.insert(
+                    users.to_vec(),
+                    Kept {
+                        version,
+                        remote: remote.clone(),
+                    },
+                );
+            }
+        }
+        Ok(remote)
+    }
+
+    /// Forget every kept location (the broker was cut off: the registry may have been
+    /// restarted and lost its version).
+    fn forget_locations(&self) {
+        self.kept().clear();
     }
 
     /// Queue `out` on every connection of `users`, on every node, except this node's
@@ -381,7 +379,6 @@ async fn listen(
                     Recv::Message(payload) => {
                         match decode(&payload) {
                             Some((h, _)) if h.from == cluster.node => {}
-                            Some((h, _)) if h.moved => cluster.forget_locations(),
                             Some((_, text)) => cluster.hub.presence_event(text),
                             None => tracing::warn!("unreadable presence event from another node"),
                         }
@@ -391,7 +388,6 @@ async fn listen(
                 },
                 r = expired.recv() => match r {
                     Recv::Message(user) => {
-                        cluster.forget_locations();
                         cluster.expired(store.as_ref(), &String::from_utf8_lossy(&user)).await;
                         continue;
                     }
@@ -412,6 +408,7 @@ async fn listen(
         // closed, and reconnecting brings the direct messages it missed (stored, still
         // `sent`) as offline backlog.
         tracing::warn!(reason = ?ended, "chat channels cut off; closing this node's connections and subscribing again");
+        cluster.forget_locations();
         cluster.hub.close_all(1012, MISSED);
     }
 }

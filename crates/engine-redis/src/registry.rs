@@ -17,12 +17,19 @@
 //! | `{prefix}{registry}:node:<node>` | string, TTL | the node is alive while it exists |
 //! | `{prefix}{registry}:conns:<node>` | set | the node's `"<len(user)>:<user><conn>"` |
 //! | `{prefix}{registry}:seq` | counter | |
+//! | `{prefix}{registry}:version` | counter | bumped by every connection added or removed |
 //!
 //! Every script first *sweeps*: a node in `nodes` whose liveness key has expired loses its
 //! connections (and users left with none go offline, each announced on
 //! [`EXPIRED_CHANNEL`](switchboard_engine::registry::EXPIRED_CHANNEL) so every node can
 //! tell its clients). So reads are exact the moment a dead
 //! node's TTL runs out, and the cost is one `EXISTS` per known node while all are alive.
+//!
+//! The version lets a node keep where a room's members are and ask only "has anything
+//! moved since version v?" ([`Registry::locate`]): one `GET` while nothing has. A key that
+//! Redis lost (restarted without persistence) starts again from the current time in
+//! microseconds, not from 0, so a version a node kept from before is not handed out again
+//! for a different state.
 //!
 //! Each instance remembers its own connections and refreshes its nodes' liveness every
 //! third of the TTL. When a refresh finds the key gone (Redis restarted empty, or this
@@ -31,12 +38,13 @@
 //! instead of losing live users or keeping departed ones. (It assumes, as chat does, that
 //! a connection is disconnected through the instance that connected it.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
+use switchboard_engine::registry::{Located, Nodes};
 use switchboard_engine::{EngineError, Registry};
 use tokio::task::JoinHandle;
 
@@ -54,6 +62,14 @@ local function member(user, conn)
 end
 local function node_of(v)
   return string.sub(v, string.find(v, ' ', 1, true) + 1)
+end
+local function bump()
+  local key = base .. 'version'
+  if redis.call('EXISTS', key) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', key, t[1] .. string.format('%06d', t[2]))
+  end
+  redis.call('INCR', key)
 end
 local function sweep()
   for _, n in ipairs(redis.call('SMEMBERS', base .. 'nodes')) do
@@ -75,6 +91,7 @@ local function sweep()
       end
       redis.call('DEL', base .. 'conns:' .. n)
       redis.call('SREM', base .. 'nodes', n)
+      bump()
     end
   end
 end
@@ -92,6 +109,7 @@ if redis.call('HEXISTS', ukey, conn) == 0 then
   local seq = redis.call('INCR', base .. 'seq')
   redis.call('HSET', ukey, conn, string.format('%d', seq) .. ' ' .. node)
   redis.call('SADD', base .. 'conns:' .. node, member(user, conn))
+  bump()
 end
 redis.call('SADD', KEYS[1], user)
 if first then return 1 end
@@ -106,6 +124,7 @@ local v = redis.call('HGET', ukey, conn)
 if not v then return 0 end
 redis.call('HDEL', ukey, conn)
 redis.call('SREM', base .. 'conns:' .. node_of(v), member(user, conn))
+bump()
 if redis.call('HLEN', ukey) == 0 then
   redis.call('SREM', KEYS[1], user)
   return 1
@@ -118,10 +137,14 @@ const CONNECTIONS: &str = r"
 return redis.call('HGETALL', base .. 'user:' .. ARGV[2])
 ";
 
-/// ARGV: base, user… A flat node, user list: each node holding a connection of each user.
+/// ARGV: base, known version (or ''), user…. Nothing if the version is still the known
+/// one; else the version, then a flat node, user list: each node holding a connection
+/// of each user.
 const LOCATE: &str = r"
-local out = {}
-for i = 2, #ARGV do
+local version = redis.call('GET', base .. 'version') or '0'
+if version == ARGV[2] then return {} end
+local out = {version}
+for i = 3, #ARGV do
   local seen = {}
   for _, v in ipairs(redis.call('HVALS', base .. 'user:' .. ARGV[i])) do
     local n = node_of(v)
@@ -374,24 +397,31 @@ impl Registry for RedisRegistry {
         Ok(conns.into_iter().map(|(_, c, n)| (c, n)).collect())
     }
 
-    async fn locate(&self, users: &[String]) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+    async fn locate(&self, users: &[String], known: Option<u64>) -> Result<Located, EngineError> {
         let s = &self.shared;
         let flat: Vec<String> = s
             .locate
             .key(s.online_key())
             .arg(&s.base)
+            .arg(known.map(|v| v.to_string()).unwrap_or_default())
             .arg(users)
             .invoke_async(&mut s.conn.clone())
             .await
             .map_err(unavailable)?;
-        let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for pair in flat.chunks_exact(2) {
+        let Some((version, pairs)) = flat.split_first() else {
+            return Ok(Located::Unchanged);
+        };
+        let version = version.parse().map_err(|_| {
+            EngineError::Unavailable(format!("the registry answered a bad version {version:?}"))
+        })?;
+        let mut nodes = Nodes::new();
+        for pair in pairs.chunks_exact(2) {
             nodes
                 .entry(pair[0].clone())
                 .or_default()
                 .push(pair[1].clone());
         }
-        Ok(nodes)
+        Ok(Located::At { version, nodes })
     }
 
     async fn online_users(&self) -> Result<Vec<String>, EngineError> {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use switchboard_engine::broker::Recv;
-use switchboard_engine::registry::EXPIRED_CHANNEL;
+use switchboard_engine::registry::{EXPIRED_CHANNEL, Located};
 use switchboard_engine::{EngineError, Registry};
 use switchboard_engine_redis::{RedisOptions, RedisRegistry};
 
@@ -156,6 +156,11 @@ async fn dead_node_vanishes(options: RedisOptions) {
     doomed.connect("alice", "d/1", "D").await.unwrap();
     doomed.connect("carol", "d/2", "D").await.unwrap();
     assert_eq!(live.online_users().await.unwrap().len(), 2);
+    let carol = ["carol".to_owned()];
+    let Located::At { version, nodes } = live.locate(&carol, None).await.unwrap() else {
+        panic!("no version known: a full answer");
+    };
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["D"]);
     let engine = switchboard_engine_redis::connect(options.clone())
         .await
         .expect("connect engine");
@@ -182,6 +187,14 @@ async fn dead_node_vanishes(options: RedisOptions) {
     }
     assert_eq!(live.online_users().await.unwrap(), ["alice"]);
     assert_eq!(
+        live.locate(&carol, Some(version)).await.unwrap(),
+        Located::At {
+            version: version + 1,
+            nodes: Default::default()
+        },
+        "the sweep is a move: a node that kept where carol was learns she is nowhere"
+    );
+    assert_eq!(
         expired.recv().await,
         Recv::Message("carol".into()),
         "the user taken offline is announced (alice is still on L)"
@@ -198,6 +211,38 @@ async fn dead_node_vanishes(options: RedisOptions) {
         live.disconnect("alice", "l/1").await.unwrap(),
         "its last live connection takes alice offline"
     );
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_keys_does_not_hand_out_a_kept_version_again() {
+    let mut redis = common::RedisServer::start();
+    let options = RedisOptions {
+        presence_ttl: Duration::from_secs(30),
+        ..redis.options()
+    };
+    let users = ["alice".to_owned()];
+    let kept = {
+        let r = node(&options).await;
+        r.connect("alice", "c1", "A").await.unwrap();
+        let Located::At { version, .. } = r.locate(&users, None).await.unwrap() else {
+            panic!("no version known: a full answer");
+        };
+        version
+    };
+    // Restarted without persistence: every key is gone, the version counter too.
+    redis.kill();
+    redis.restart();
+    let r = node(&options).await;
+    // As many moves as the first life had: a counter starting again from zero would now
+    // stand exactly at the kept version, with alice nowhere and bob on B.
+    r.connect("bob", "b1", "B").await.unwrap();
+    match r.locate(&users, Some(kept)).await.unwrap() {
+        Located::At { version, nodes } => {
+            assert!(version > kept, "{version} after {kept}");
+            assert!(nodes.is_empty(), "alice's connection went with the keys");
+        }
+        Located::Unchanged => panic!("a state from before the restart was taken as current"),
+    }
 }
 
 #[tokio::test]

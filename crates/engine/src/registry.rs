@@ -16,6 +16,18 @@ use crate::EngineError;
 /// saw them leave, so nobody else could announce it).
 pub const EXPIRED_CHANNEL: &str = "{registry}:expired";
 
+/// Nodes, each with the users (of those asked about) it holds connections of.
+pub type Nodes = BTreeMap<String, Vec<String>>;
+
+/// An answer of [`Registry::locate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// No connection came or went anywhere since the version the caller knew.
+    Unchanged,
+    /// Where the users are, as of registry version `version`.
+    At { version: u64, nodes: Nodes },
+}
+
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
     /// Record connection `conn` of `user` on `node`; `true` when it is the user's first
@@ -35,18 +47,13 @@ pub trait Registry: Send + Sync + 'static {
     /// The nodes holding a connection of any of `users`, each with those of `users` it
     /// holds (a room's members → where to route the room's message), in one round trip
     /// on a networked backend.
-    async fn locate(&self, users: &[String]) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
-        let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for user in users {
-            for (_, node) in self.connections(user).await? {
-                let held = nodes.entry(node).or_default();
-                if held.last() != Some(user) {
-                    held.push(user.clone());
-                }
-            }
-        }
-        Ok(nodes)
-    }
+    ///
+    /// `known` is the version of an earlier answer the caller kept: if no connection has
+    /// come or gone anywhere since, the answer is [`Located::Unchanged`] and costs the
+    /// backend next to nothing. The version changes in the same step as the change it
+    /// counts, so a caller that learns of a new connection by any route (its client was
+    /// answered, say) and then asks, never gets an answer from before it.
+    async fn locate(&self, users: &[String], known: Option<u64>) -> Result<Located, EngineError>;
 
     /// Whether `user` has at least one connection.
     async fn is_online(&self, user: &str) -> Result<bool, EngineError> {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::broker::{Recv, SUBSCRIBER_BUFFER};
 use crate::queue::RetryPolicy;
+use crate::registry::Located;
 use crate::seal::random_id;
 use crate::{Broker, CredentialStore, JobQueue, Leases, NackOutcome, Registry};
 
@@ -303,17 +304,49 @@ pub async fn registry(r: &dyn Registry) {
     assert!(r.is_online(&alice).await.unwrap());
     assert!(!r.is_online(&bob).await.unwrap());
     r.connect(&bob, "c3", "n2").await.unwrap();
-    let located = r
-        .locate(&[alice.clone(), bob.clone(), unique("nobody")])
-        .await
-        .unwrap();
+    let asked = [alice.clone(), bob.clone(), unique("nobody")];
+    let Located::At { version, nodes } = r.locate(&asked, None).await.unwrap() else {
+        panic!("with no version known, locate answers where the users are");
+    };
     assert_eq!(
-        located.into_iter().collect::<Vec<_>>(),
+        nodes.into_iter().collect::<Vec<_>>(),
         vec![
             ("n1".to_owned(), vec![alice.clone()]),
             ("n2".to_owned(), vec![alice.clone(), bob.clone()]),
         ],
         "each node with the users it holds; users without connections nowhere"
+    );
+    assert_eq!(
+        r.locate(&asked, Some(version)).await.unwrap(),
+        Located::Unchanged,
+        "nothing moved since that answer"
+    );
+    r.connect(&alice, "c2", "n2").await.unwrap();
+    assert_eq!(
+        r.locate(&asked, Some(version)).await.unwrap(),
+        Located::Unchanged,
+        "a connection recorded twice moves nothing"
+    );
+    // Any connection, of anyone, anywhere, makes a kept answer stale: the registry
+    // does not know which answers it concerns.
+    let carol = unique("carol");
+    r.connect(&carol, "c4", "n3").await.unwrap();
+    let Located::At {
+        version: after_connect,
+        nodes,
+    } = r.locate(&asked, Some(version)).await.unwrap()
+    else {
+        panic!("a connection came since that version");
+    };
+    assert_ne!(after_connect, version);
+    assert_eq!(nodes.len(), 2, "carol was not asked about");
+    r.disconnect(&carol, "c4").await.unwrap();
+    assert!(
+        matches!(
+            r.locate(&asked, Some(after_connect)).await.unwrap(),
+            Located::At { version: v, .. } if v != after_connect && v != version
+        ),
+        "a connection going is a change too, and versions are not reused"
     );
     assert!(r.disconnect(&bob, "c3").await.unwrap());
     let online = r.online_users().await.unwrap();
