@@ -302,16 +302,9 @@ impl Session {
             seen: None,
             limit: FrameLimit::default(),
         };
-        let end = if Box::pin(session.write_all(&mut socket, vec![hello]))
-            .await
-            .is_ok()
-        {
-            // Boxed so the idle connection's future does not carry its state.
-            if Box::pin(session.send_backlog(&mut socket)).await {
-                session.run(&mut socket, expires).await
-            } else {
-                End::Closed
-            }
+        // Boxed so the idle connection's future does not carry its state.
+        let end = if Box::pin(session.send_backlog(&mut socket, hello)).await {
+            session.run(&mut socket, expires).await
         } else {
             End::Closed
         };
@@ -349,20 +342,33 @@ impl Session {
         tracing::debug!("disconnected");
     }
 
-    /// Write the offline backlog straight to the socket, before anything queued live;
-    /// `false` if the socket failed.
-    async fn send_backlog(&mut self, socket: &mut Socket) -> bool {
+    /// Write `hello` and the offline backlog straight to the socket, before anything
+    /// queued live; `false` if the socket failed.
+    ///
+    /// The backlog's first page is read before `hello` is written: a message sent once the
+    /// client has seen `connection_established` is then never in the backlog, so it comes
+    /// live, in send order with everything else sent since (live and backlog copies of an
+    /// earlier message are told apart by id).
+    async fn send_backlog(&mut self, socket: &mut Socket, hello: Utf8Bytes) -> bool {
         const PAGE: u32 = 500;
         const MAX_PAGES: usize = 40;
+        let mut hello = Some(hello);
         for _ in 0..MAX_PAGES {
             let page = match self.chat.backlog_page(&self.me, PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e.message, user = self.me.id, "cannot read the offline backlog");
-                    return true;
+                    return match hello {
+                        Some(hello) => self.write_all(socket, vec![hello]).await.is_ok(),
+                        None => true,
+                    };
                 }
             };
-            let texts = page.iter().map(|(_, text)| text.clone()).collect();
+            let texts = hello
+                .take()
+                .into_iter()
+                .chain(page.iter().map(|(_, text)| text.clone()))
+                .collect();
             if self.write_all(socket, texts).await.is_err() {
                 return false;
             }

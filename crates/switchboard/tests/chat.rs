@@ -542,6 +542,8 @@ async fn a_burst_of_pipelined_frames_is_answered_in_order() {
         .await;
     let bobs = bobs["id"].as_i64().unwrap();
     let mut a = s.connect(&alice_token).await;
+    // bob has just been answered `connection_established`: his offline backlog was read
+    // before that, so every message of the burst reaches him live, in send order.
     let mut b = s.connect(&bob_token).await;
 
     let to_bob = |content: &str, id: &str| json!({"type": "chat_message", "data": {"receiverId": bob, "content": content, "clientMsgId": id}});
