@@ -55,6 +55,13 @@ const MAX_BURST: usize = 64;
 
 /// Bytes of outgoing frames gathered before a write: the frames of one wake-up go out in
 /// one `write` (a few hundred bytes each; a burst's replies are a few KiB).
+///
+/// The gathering happens in tungstenite's write buffer, which keeps its largest capacity
+/// for the connection's life (up to this plus one frame after a burst; 163 bytes for a
+/// connection that was only greeted): tungstenite has no way to release it, and gathering
+/// and framing here instead, writing to the socket under tungstenite, would lose its
+/// closing-state checks and, when a stalled write is given up mid-frame, the close frame
+/// (see "Branch idle2" in BENCHMARKS.md).
 const WRITE_GATHER: usize = 8 * 1024;
 
 #[derive(Deserialize)]
