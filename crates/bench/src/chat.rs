@@ -40,7 +40,7 @@ use tokio::time::{sleep, sleep_until};
 use crate::chat_conn::{ChatConn, Endpoint, Event};
 use crate::chat_setup::{RoomApi, Setup, User};
 use crate::report::{ChatReport, IdleReport};
-use crate::rss::{self, Settled};
+use crate::rss;
 use crate::ticker::Ticker;
 
 /// Connections opened concurrently.
@@ -764,7 +764,9 @@ pub async fn idle(
     let mut tasks = JoinSet::new();
     let mut failed = 0;
     let mut first_error = None;
-    let mut half_rss = None;
+    // The server's settled RSS after each half; the figure is the growth between them.
+    let mut settled = Vec::with_capacity(2);
+    let mut opened_at = Instant::now();
     let mut second_half = 0;
     let (first, second) = targets.split_at(connections / 2);
     for (half, targets) in [first, second].into_iter().enumerate() {
@@ -780,20 +782,13 @@ pub async fn idle(
                 }
             }
         }
-        if half == 0 {
-            half_rss = Some(rss::settled_kb(pid).await?);
-        }
+        opened_at = Instant::now();
+        settled.push(rss::settled_kb(pid).await?);
     }
+    let (half, after) = (settled[0], settled[1]);
     let opened = tasks.len();
-    let held = Instant::now();
-    let after = rss::settled_kb(pid).await?;
-    sleep(hold.saturating_sub(held.elapsed())).await;
+    sleep(hold.saturating_sub(opened_at.elapsed())).await;
     let rss_end_kb = rss::rss_kb(pid)?;
-    let half = half_rss.unwrap_or(Settled {
-        kb: rss_before_kb,
-        after_s: 0.0,
-        settled: true,
-    });
     let _ = stop.send(true);
     let mut dropped = 0;
     while let Some(joined) = tasks.join_next().await {
