@@ -18,7 +18,9 @@
 #               (senders wake on tokio's millisecond timer, so p50 includes up to ~1 ms of generator
 #               lateness, shown in its own row; BENCH_TIMER=precise uses the bench's timer thread:
 #               accurate p50, but its per-message wake-ups inflate every server's p99 on 2 cores)
-#   idle        RSS growth of the server for 1000 idle authenticated connections
+#   idle        RSS growth of the server for 1000 idle authenticated connections (over the second
+#               500; after each half the server's RSS is sampled every 250 ms until the last second's
+#               samples agree within 0.2 %, at most 5 s: the steady idle cost, not handshake leftovers)
 # Subsets for quick A/B runs: $SERVERS (default "sb ws sio"), $SCENARIOS (default all four);
 # $SB_BENCH_BIN runs a prebuilt switchboard-bench (another commit's generator; needs $SB_BIN too,
 # nothing is built).

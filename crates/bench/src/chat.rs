@@ -738,7 +738,9 @@ fn parse_content(content: &str) -> Option<Stamped> {
 /// RSS as they open authenticated connections, in two halves. The reported
 /// cost per connection is the growth over the second half: registration
 /// (password hashing) leaves memory in the server's allocator that the first
-/// connections reuse, which would otherwise hide in the baseline.
+/// connections reuse, which would otherwise hide in the baseline. After each
+/// half the RSS is sampled until it settles ([`rss::settled_kb`]), so the
+/// figure is what idle connections hold, not the handshakes' leftovers.
 pub async fn idle(
     params: &ChatParams,
     connections: usize,
@@ -762,7 +764,9 @@ pub async fn idle(
     let mut tasks = JoinSet::new();
     let mut failed = 0;
     let mut first_error = None;
-    let mut rss_half_kb = rss_before_kb;
+    // The server's settled RSS after each half; the figure is the growth between them.
+    let mut settled = Vec::with_capacity(2);
+    let mut opened_at = Instant::now();
     let mut second_half = 0;
     let (first, second) = targets.split_at(connections / 2);
     for (half, targets) in [first, second].into_iter().enumerate() {
@@ -778,16 +782,12 @@ pub async fn idle(
                 }
             }
         }
-        if half == 0 {
-            sleep(SETTLE).await;
-            rss_half_kb = rss::rss_kb(pid)?;
-        }
+        opened_at = Instant::now();
+        settled.push(rss::settled_kb(pid).await?);
     }
+    let (half, after) = (settled[0], settled[1]);
     let opened = tasks.len();
-    let settle = SETTLE.min(hold);
-    sleep(settle).await;
-    let rss_after_kb = rss::rss_kb(pid)?;
-    sleep(hold.saturating_sub(settle)).await;
+    sleep(hold.saturating_sub(opened_at.elapsed())).await;
     let rss_end_kb = rss::rss_kb(pid)?;
     let _ = stop.send(true);
     let mut dropped = 0;
@@ -797,7 +797,7 @@ pub async fn idle(
             _ => dropped += 1,
         }
     }
-    let grown_bytes = rss_after_kb.saturating_sub(rss_half_kb) as f64 * 1024.0;
+    let grown_bytes = after.kb.saturating_sub(half.kb) as f64 * 1024.0;
     Ok(IdleReport {
         mode: "chat-idle",
         requested: connections,
@@ -806,9 +806,10 @@ pub async fn idle(
         dropped,
         hold_s: hold.as_secs_f64(),
         rss_before_kb,
-        rss_half_kb: Some(rss_half_kb),
-        rss_after_kb,
+        rss_half_kb: Some(half.kb),
+        rss_after_kb: after.kb,
         rss_end_kb,
+        settle: Some([half, after]),
         bytes_per_conn: if second_half > 0 {
             grown_bytes / second_half as f64
         } else {

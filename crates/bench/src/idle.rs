@@ -109,6 +109,7 @@ pub async fn run(target: &Target, params: &IdleParams) -> Result<IdleReport> {
         hold_s: params.hold.as_secs_f64(),
         rss_before_kb,
         rss_half_kb: None,
+        settle: None,
         rss_after_kb,
         rss_end_kb,
         bytes_per_conn: if opened > 0 {

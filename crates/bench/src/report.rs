@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::rss::ProcRss;
+use crate::rss::{ProcRss, Settled};
 
 /// Outcome of an echo run (latencies in microseconds).
 #[derive(Debug, Serialize)]
@@ -43,13 +43,16 @@ pub struct IdleReport {
     /// opened; `bytes_per_conn` is then the growth over the second half.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_half_kb: Option<u64>,
-    /// Sampled about a second after the last connection opened.
+    /// Sampled about a second after the last connection opened (chat idle: once settled).
     pub rss_after_kb: u64,
     /// Sampled at the end of the hold.
     pub rss_end_kb: u64,
     /// `(rss_after - rss_before) / connections`, or over the second half
     /// only when `rss_half_kb` is set.
     pub bytes_per_conn: f64,
+    /// Chat idle only: how the half and after samples settled (see `rss::settled_kb`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle: Option<[Settled; 2]>,
     pub fd_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -211,12 +214,31 @@ impl Human for IdleReport {
                 self.connections, self.requested, self.failed, self.dropped, self.hold_s
             ),
             format!("rss before  {}", mib(self.rss_before_kb)),
-            format!("rss after   {} (1 s after opening)", mib(self.rss_after_kb)),
+            format!(
+                "rss after   {} ({})",
+                mib(self.rss_after_kb),
+                if self.settle.is_some() {
+                    "settled"
+                } else {
+                    "1 s after opening"
+                }
+            ),
             format!("rss end     {} (end of hold)", mib(self.rss_end_kb)),
             format!("per conn    {:.0} bytes", self.bytes_per_conn),
         ];
         if let Some(kb) = self.rss_half_kb {
             lines.insert(2, format!("rss half    {} (first half open)", mib(kb)));
+        }
+        if let Some(settle) = &self.settle {
+            let how = |s: &Settled| {
+                let state = if s.settled { "settled" } else { "still moving" };
+                format!("{state} after {:.2} s", s.after_s)
+            };
+            lines.push(format!(
+                "settle      half {}, after {}",
+                how(&settle[0]),
+                how(&settle[1])
+            ));
         }
         if let Some(limit) = self.fd_limit {
             lines.push(format!("fd limit    {limit}"));

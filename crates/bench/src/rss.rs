@@ -1,6 +1,7 @@
 //! Resident memory of a process and its direct children, read from `/proc`.
 
 use std::fs;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
@@ -16,6 +17,57 @@ pub struct ProcRss {
 /// `VmRSS` of `pid` in KiB (0 for a process without one, such as a zombie).
 pub fn rss_kb(pid: u32) -> Result<u64> {
     Ok(status(pid)?.1)
+}
+
+/// How often [`settled_kb`] samples, how many samples its window holds (one second's),
+/// how far apart they may be, and its bound.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const WINDOW: usize = 5;
+const TOLERANCE: f64 = 0.002;
+const SETTLE_BOUND: Duration = Duration::from_secs(5);
+
+/// An RSS sample taken once the process's RSS had settled (or the bound passed).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Settled {
+    pub kb: u64,
+    /// Seconds from the first sample to this one.
+    pub after_s: f64,
+    /// `false`: still moving when the bound passed (`kb` is then the last sample).
+    pub settled: bool,
+}
+
+/// `VmRSS` of `pid` once it has stopped moving: sampled every 250 ms until the samples of
+/// the last second are within 0.2 % of each other (about 60 KB of a 30 MB server), or 5 s
+/// pass. Why a settled value rather than one sample at a fixed delay: servers return
+/// freed memory lazily (mimalloc `purge_delay` = 1 s after a free, V8's garbage collector
+/// when it gets to it), so a sample shortly after a burst of work may still count that
+/// work's transient memory; a window one second long is at least mimalloc's delay.
+pub async fn settled_kb(pid: u32) -> Result<Settled> {
+    let start = Instant::now();
+    let mut window = Vec::with_capacity(WINDOW + 1);
+    loop {
+        window.push(rss_kb(pid)?);
+        if window.len() > WINDOW {
+            window.remove(0);
+        }
+        let steady = window.len() == WINDOW && steady(&window);
+        if steady || start.elapsed() >= SETTLE_BOUND {
+            return Ok(Settled {
+                kb: window[window.len() - 1],
+                after_s: start.elapsed().as_secs_f64(),
+                settled: steady,
+            });
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+/// Whether samples are within [`TOLERANCE`] of their largest.
+fn steady(samples: &[u64]) -> bool {
+    let (Some(lo), Some(hi)) = (samples.iter().min(), samples.iter().max()) else {
+        return false;
+    };
+    (hi - lo) as f64 <= *hi as f64 * TOLERANCE
 }
 
 /// `pid` followed by its direct children, each with its RSS.
@@ -102,6 +154,14 @@ mod tests {
     fn parses_ppid_after_odd_comm() {
         assert_eq!(parent_of("42 (a) b (c)) S 7 42 42 0"), Some(7));
         assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn steady_means_within_the_tolerance_of_the_largest() {
+        assert!(steady(&[30_000, 30_040, 30_010, 30_000, 30_050]));
+        // A purge of a few hundred KB (mimalloc returns 64 KiB slices) is movement.
+        assert!(!steady(&[32_548, 32_548, 32_548, 32_548, 30_228]));
+        assert!(!steady(&[]));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,16 +22,18 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_store::{Target, Timestamp};
-use switchboard_websocket::{Refusal, WebSocket};
+use switchboard_websocket::{OnUpgrade, Refusal, WebSocket};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
-use tracing::Instrument;
+use tracing::instrument::Instrumented;
+use tracing::{Instrument, Span};
 
 use crate::Chat;
 use crate::auth::{TokenError, unix_now};
@@ -52,6 +55,13 @@ const MAX_BURST: usize = 64;
 
 /// Bytes of outgoing frames gathered before a write: the frames of one wake-up go out in
 /// one `write` (a few hundred bytes each; a burst's replies are a few KiB).
+///
+/// The gathering happens in tungstenite's write buffer, which keeps its largest capacity
+/// for the connection's life (up to this plus one frame after a burst; 163 bytes for a
+/// connection that was only greeted): tungstenite has no way to release it, and gathering
+/// and framing here instead, writing to the socket under tungstenite, would lose its
+/// closing-state checks and, when a stalled write is given up mid-frame, the close frame
+/// (see "Branch idle2" in BENCHMARKS.md).
 const WRITE_GATHER: usize = 8 * 1024;
 
 #[derive(Deserialize)]
@@ -98,24 +108,78 @@ pub async fn upgrade(
         );
     };
     let token = query.token.or_else(|| bearer(req.headers()));
-    let task = async move {
-        // Counted until the connection ends.
-        let _slot: Option<IpSlot> = slot;
-        let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes))
-            .write_buffer_size(WRITE_GATHER);
-        // Not `match … { Ok(socket) => connection(…).await }`: the matched value would
-        // keep its room (the whole socket) in the task for the connection's life.
-        let socket = match switchboard_websocket::established(on_upgrade, config).await {
-            Ok(socket) => Box::new(socket),
-            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
-        };
-        connection(chat, socket, token).await;
-    };
+    let task = connection(chat, slot, on_upgrade, token);
     // The largest single allocation of an idle connection (see the idle benchmark in
     // BENCHMARKS.md).
     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task");
     tokio::spawn(task);
     response
+}
+
+/// The connection's task: open it (the upgrade, authentication, registering and announcing
+/// it), then run its session until either side closes.
+///
+/// Every idle connection carries this future for its whole life, and a future is as large
+/// as its largest state plus whatever it captured. So everything that runs once is one boxed
+/// future, created here (not inside the task, where its arguments would stay captured) and
+/// freed once the connection is open; the task itself holds only the address slot, the
+/// session and what waiting needs.
+fn connection(
+    chat: Chat,
+    slot: Option<IpSlot>,
+    on_upgrade: OnUpgrade,
+    token: Option<String>,
+) -> impl Future<Output = ()> {
+    let opening = Box::pin(open(chat, on_upgrade, token));
+    async move {
+        // `let … else`, not `match` or `if let`: a matched value would keep its room in the
+        // task for the connection's life.
+        let Some((session, socket, span)) = opening.await else {
+            return;
+        };
+        in_span(span, session.live(socket)).await;
+        // Counted until the connection ends. (Named here, not bound to a local at the top:
+        // a captured value moved into a local takes room twice.)
+        drop(slot);
+    }
+}
+
+/// `future` in `span`, which is attached (and boxed with the future) only when enabled: an
+/// instrumented future carries its `Span` (40 bytes) even when the span is disabled, and
+/// this one is the connection's whole life.
+fn in_span<F: Future>(span: Span, future: F) -> Either<F, Pin<Box<Instrumented<F>>>> {
+    if span.is_disabled() {
+        Either::Left(future)
+    } else {
+        Either::Right(Box::pin(future.instrument(span)))
+    }
+}
+
+/// Upgrade, authenticate, register and announce the connection: the open session, its
+/// socket and its debug span, or `None` once the connection is closed (and forgotten).
+async fn open(
+    chat: Chat,
+    on_upgrade: OnUpgrade,
+    token: Option<String>,
+) -> Option<(Session, Socket, Span)> {
+    let config = switchboard_websocket::config(max_frame(chat.inner.config.max_message_bytes))
+        .write_buffer_size(WRITE_GATHER);
+    let mut socket: Socket = match switchboard_websocket::established(on_upgrade, config).await {
+        Ok(socket) => Box::new(socket),
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return None;
+        }
+    };
+    // The token and its claims are gone before the session starts.
+    let (me, expires) = authenticate(&chat, &mut socket, token).await?;
+    // A debug span: an enabled span lives in the subscriber as long as the connection
+    // (a few hundred bytes each); the log lines that matter name the user themselves.
+    let span = tracing::debug_span!("ws", user = me.id);
+    let session = Session::start(chat, me, &mut socket, expires)
+        .instrument(span.clone())
+        .await?;
+    Some((session, socket, span))
 }
 
 /// The client's address (the server is served with connect info; loopback otherwise).
@@ -171,22 +235,6 @@ async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     .await;
 }
 
-/// Authenticate, then run the session until either side closes.
-async fn connection(chat: Chat, mut socket: Socket, token: Option<String>) {
-    // The token and its claims are gone before the session starts. Boxed, like every
-    // step that runs once or rarely: the task's future is as large as its largest state,
-    // and every idle connection carries that size for its whole life.
-    let Some((me, expires)) = Box::pin(authenticate(&chat, &mut socket, token)).await else {
-        return;
-    };
-    // A debug span: an enabled span lives in the subscriber as long as the connection
-    // (a few hundred bytes each); the log lines that matter name the user themselves.
-    let span = tracing::debug_span!("ws", user = me.id);
-    Session::start(chat, me, socket, expires)
-        .instrument(span)
-        .await;
-}
-
 /// The user a token names and when the token expires; `None` once the socket is closed
 /// with the reason.
 async fn authenticate(
@@ -239,6 +287,8 @@ struct Session {
     /// carries a null pointer instead of two empty maps.
     seen: Option<Box<Seen>>,
     limit: FrameLimit,
+    /// When the token expires (the connection is closed then).
+    expires: Instant,
 }
 
 #[derive(Default)]
@@ -261,7 +311,9 @@ fn conn_name(chat: &Chat, conn: u64) -> String {
 }
 
 impl Session {
-    async fn start(chat: Chat, me: Me, mut socket: Socket, expires: Instant) {
+    /// Register and announce the connection, then write `connection_established` and the
+    /// offline backlog; `None` if the socket failed (the connection is then forgotten).
+    async fn start(chat: Chat, me: Me, socket: &mut Socket, expires: Instant) -> Option<Self> {
         let inner = &chat.inner;
         let outbox = Arc::new(Outbox::new(inner.config.max_queued_frames));
         let conn = inner.hub.register(me.id, &me.username, outbox.clone());
@@ -270,15 +322,20 @@ impl Session {
         if inner.shutdown.is_cancelled() {
             outbox.push(Out::Close(1001, "Server shutting down"));
         }
-        // The steps below run once: boxed (see `connection`).
         if inner.config.single_session {
             let replaced = "Replaced by a newer connection";
-            Box::pin(inner.cluster.close_others(me.id, conn, 4005, replaced)).await;
+            inner
+                .cluster
+                .close_others(me.id, conn, 4005, replaced)
+                .await;
         }
-        match Box::pin(inner.cluster.connect(me.id, &conn_name(&chat, conn))).await {
+        match inner.cluster.connect(me.id, &conn_name(&chat, conn)).await {
             Ok(true) => {
                 let online = json!({ "userId": me.id, "username": me.username });
-                Box::pin(inner.cluster.presence_event(frame("user_online", online))).await
+                inner
+                    .cluster
+                    .presence_event(frame("user_online", online))
+                    .await
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, user = me.id, "registry unavailable"),
@@ -301,18 +358,32 @@ impl Session {
             outbox,
             seen: None,
             limit: FrameLimit::default(),
+            expires,
         };
-        // Boxed so the idle connection's future does not carry its state.
-        let end = if Box::pin(session.send_backlog(&mut socket, hello)).await {
-            session.run(&mut socket, expires).await
-        } else {
-            End::Closed
-        };
-        if let End::Close(code, reason) = end {
-            close(&mut socket, code, reason).await;
+        if session.send_backlog(socket, hello).await {
+            return Some(session);
         }
-        drop(socket);
-        Box::pin(session.end()).await;
+        session.end().await;
+        None
+    }
+
+    /// The session loop, then the closing handshake if this side ends it, then forget the
+    /// connection.
+    ///
+    /// Not an `async fn`: those keep each argument twice for the future's life (as passed,
+    /// and as the body's binding), a block only as captured.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    fn live(mut self, mut socket: Socket) -> impl Future<Output = ()> {
+        async move {
+            if let End::Close(code, reason) = self.run(&mut socket).await {
+                close(&mut socket, code, reason).await;
+            }
+            drop(socket);
+            Box::pin(self.end()).await;
+        }
     }
 
     /// Forget the connection; the user goes offline if it was their last.
@@ -389,10 +460,8 @@ impl Session {
 
     /// Read client frames and write queued ones until either side closes. One timer
     /// serves both the pings and the token's expiry.
-    async fn run(&mut self, socket: &mut Socket, expires: Instant) -> End {
-        let interval = self.chat.inner.config.ping_interval;
-        let mut next_ping = Instant::now() + interval;
-        let timer = tokio::time::sleep_until(next_ping.min(expires));
+    async fn run(&mut self, socket: &mut Socket) -> End {
+        let timer = tokio::time::sleep_until(self.next_deadline(Instant::now()));
         tokio::pin!(timer);
         let mut awaiting_pong = false;
         loop {
@@ -450,7 +519,7 @@ impl Session {
                 }
                 () = &mut timer => {
                     let now = Instant::now();
-                    if now >= expires {
+                    if now >= self.expires {
                         let expired = vec![error_frame("Token expired", None)];
                         let _ = Box::pin(self.write_all(socket, expired)).await;
                         return End::Close(4002, "Token expired");
@@ -462,8 +531,7 @@ impl Session {
                     if socket.feed(WsMessage::Ping(Default::default())).await.is_err() {
                         return End::Closed;
                     }
-                    next_ping = now + interval;
-                    timer.as_mut().reset(next_ping.min(expires));
+                    timer.as_mut().reset(self.next_deadline(now));
                 }
                 _ = self.outbox.ready() => {}
             }
@@ -475,6 +543,12 @@ impl Session {
                 return end;
             }
         }
+    }
+
+    /// The next ping or, if sooner, the token's expiry. Computed each time rather than kept in
+    /// `run`'s locals: those would be in every idle connection's future.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        (now + self.chat.inner.config.ping_interval).min(self.expires)
     }
 
     /// Everything queued for this connection, in one flush, then the receipts of the
@@ -687,21 +761,22 @@ impl Session {
 mod tests {
     use super::*;
 
-    /// The size of the future an async fn returns (without calling it).
-    fn future_size<A, B, C, F: Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+    /// The size of the future a function returns (without calling it).
+    fn future_size<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
         size_of::<F>()
     }
 
     /// Every idle connection holds its task's future for its whole life, and a future is as
-    /// large as its largest state: authenticating, announcing, writing and closing are
-    /// boxed so that the future is the size of waiting (see the idle benchmark in
-    /// BENCHMARKS.md). Bounds for a debug build (release futures are smaller); with those
-    /// steps inline the two futures are 1184 and 752 bytes.
+    /// large as its largest state plus what it captured: everything that runs once is boxed
+    /// so that the future is the size of waiting (see the idle benchmarks in BENCHMARKS.md).
+    /// What the allocator sees is tokio's task cell: the future plus 104 bytes (header 32;
+    /// scheduler, task id and the `repr(C)` stage's tag 24; trailer 48), 128-byte aligned on
+    /// x86_64, so the cell grows in steps of 128 bytes. At 536 bytes or less the cell is 640
+    /// bytes; session 6's 944-byte future made a 1152-byte cell (1280 in mimalloc's classes).
+    /// Layouts do not depend on the optimisation level, so this holds for release builds.
     #[test]
     fn an_idle_connection_holds_a_small_future() {
-        let connection = future_size(connection);
-        assert!(connection <= 900, "connection future: {connection} bytes");
-        let run = future_size(Session::run);
-        assert!(run <= 450, "session loop future: {run} bytes");
+        let task = future_size(connection);
+        assert!(task <= 536, "connection task future: {task} bytes");
     }
 }

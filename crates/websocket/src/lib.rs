@@ -13,7 +13,7 @@
 //! callers close with 1009.
 
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
-use hyper::upgrade::OnUpgrade;
+pub use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
