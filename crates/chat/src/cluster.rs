@@ -15,8 +15,9 @@
 //! publish carrying the frame once and its recipients' ids; the publishes go out
 //! concurrently, pipelined on the broker's one command connection. The answer is kept per
 //! recipient set (a room's members) with the registry's version, and the next message
-//! asks only whether anything moved since (one `GET` on Redis while nothing has), so a
-//! busy room costs one lookup, not one per message. Asking every time, rather than
+//! asks only whether anything moved since: one script call on Redis that answers
+//! "unchanged" while nothing has, so a busy room's members are looked up once, not once
+//! per message. Asking every time, rather than
 //! waiting to be told of moves, is what makes a device that was just answered
 //! `connection_established` on another node get the very next message: a notice that a
 //! connection came would race the message itself. With the embedded engine every
@@ -162,21 +163,17 @@ impl Cluster {
     /// The remote nodes holding connections of `users`: what was kept, if nothing moved
     /// since, or the registry's new answer.
     async fn locate(&self, users: &[i64]) -> Result<Remote, EngineError> {
-        let known = self.kept().get(users).map(|k| k.version);
+        // Taken (an `Arc`) before asking, so an "unchanged" answer needs no second look.
+        let kept = self
+            .kept()
+            .get(users)
+            .map(|k| (k.version, k.remote.clone()));
         let ids: Vec<String> = users.iter().map(i64::to_string).collect();
+        let known = kept.as_ref().map(|(version, _)| *version);
         let (version, mut nodes) = match self.registry.locate(&ids, known).await? {
             Located::At { version, nodes } => (version, nodes),
-            Located::Unchanged => {
-                let kept = self.kept().get(users).map(|k| k.remote.clone());
-                match kept {
-                    Some(remote) => return Ok(remote),
-                    // Forgotten meanwhile (the cache was full): ask again in full.
-                    None => match self.registry.locate(&ids, None).await? {
-                        Located::At { version, nodes } => (version, nodes),
-                        Located::Unchanged => return Ok(Remote::default()),
-                    },
-                }
-            }
+            // Only ever the answer to a known version, so `kept` is there.
+            Located::Unchanged => return Ok(kept.map(|(_, remote)| remote).unwrap_or_default()),
         };
         nodes.remove(&self.node);
         let remote: Remote = Arc::new(

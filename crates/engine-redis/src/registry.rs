@@ -26,10 +26,10 @@
 //! node's TTL runs out, and the cost is one `EXISTS` per known node while all are alive.
 //!
 //! The version lets a node keep where a room's members are and ask only "has anything
-//! moved since version v?" ([`Registry::locate`]): one `GET` while nothing has. A key that
-//! Redis lost (restarted without persistence) starts again from the current time in
-//! microseconds, not from 0, so a version a node kept from before is not handed out again
-//! for a different state.
+//! moved since version v?" ([`Registry::locate`]): past the sweep, the script reads one
+//! key and answers nothing more while nothing has. A key that Redis lost (restarted
+//! without persistence) starts again from the current time in microseconds, not from 0,
+//! so a version a node kept from before is not handed out again for a different state.
 //!
 //! Each instance remembers its own connections and refreshes its nodes' liveness every
 //! third of the TTL. When a refresh finds the key gone (Redis restarted empty, or this

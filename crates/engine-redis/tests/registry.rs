@@ -229,8 +229,8 @@ async fn a_redis_that_lost_its_keys_does_not_hand_out_a_kept_version_again() {
         };
         version
     };
-    // Restarted without persistence: every key is gone, the version counter too.
-    redis.kill();
+    // Killed and started again without persistence: every key is gone, the version
+    // counter too.
     redis.restart();
     let r = node(&options).await;
     // As many moves as the first life had: a counter starting again from zero would now
