@@ -15,9 +15,9 @@
 #               message's scheduled instant, delivered %; also the latency from the actual write and
 #               the generator's own lateness (write - schedule), so a lagging generator shows
 #   fanout      1 publisher -> room of 500 at 10 msg/s open loop (5k deliveries/s): p99, delivered %
-#               (senders wake on tokio's millisecond timer, so p50 includes up to ~1 ms of generator
-#               lateness, shown in its own row; BENCH_TIMER=precise uses the bench's timer thread:
-#               accurate p50, but its per-message wake-ups inflate every server's p99 on 2 cores)
+#               (open-loop senders wake on a timerfd in the bench's event loop, tens of µs late;
+#               BENCH_TIMER=tokio uses tokio's millisecond timer instead, up to ~2 ms late; the
+#               generator's lateness has its own row either way)
 #   idle        RSS growth of the server for 1000 idle authenticated connections (over the second
 #               500; after each half the server's RSS is sampled every 250 ms until the last second's
 #               samples agree within 0.2 %, at most 5 s: the steady idle cost, not handshake leftovers)

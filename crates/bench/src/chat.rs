@@ -14,11 +14,10 @@
 //!
 //! Senders run open loop (message k of a connection is due at
 //! `start + phase + k / rate`, sent late but stamped on time if the loop falls
-//! behind), woken by Tokio's millisecond timer (up to about two milliseconds
-//! late, which the report shows as the generator's lateness) or, with
-//! [`Timer::Precise`], by a [`Ticker`] (tens of microseconds late, but one
-//! cross-thread wake-up per message, which on 2 cores costs the client enough
-//! CPU to inflate every server's p99), except in the throughput
+//! behind), woken by a [`Ticker`] on the runtime's own event loop (a `timerfd`:
+//! tens of microseconds late, [`Timer::Precise`], the default) or by Tokio's
+//! millisecond timer (up to about two milliseconds late, [`Timer::Tokio`]); the
+//! report shows that lateness either way, except in the throughput
 //! scenario, which keeps a window of messages in flight per sender (credit
 //! returned by `message_sent`): an open loop above capacity measures queue
 //! growth, not throughput.
@@ -107,10 +106,11 @@ pub struct ChatParams {
 /// What wakes an open-loop sender at its scheduled instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Timer {
-    /// The bench's [`Ticker`] thread (tens of microseconds late).
+    /// The bench's [`Ticker`], a `timerfd` in the runtime's event loop (tens of
+    /// microseconds late): the default.
     Precise,
-    /// `tokio::time::sleep_until` (up to about 2 ms late): the default, whose
-    /// wake-ups are batched per millisecond tick.
+    /// `tokio::time::sleep_until` (up to about 2 ms late), whose wake-ups are
+    /// batched per millisecond tick.
     Tokio,
 }
 
@@ -187,7 +187,7 @@ impl Shared {
                 first_error: None,
             }),
             ticker: match timer {
-                Timer::Precise => Some(Ticker::start().context("starting the ticker thread")?),
+                Timer::Precise => Some(Ticker::start().context("starting the ticker")?),
                 Timer::Tokio => None,
             },
         })

@@ -208,11 +208,11 @@ struct LoadArgs {
     /// Padding bytes in each message's content.
     #[arg(long, default_value_t = 64)]
     content_bytes: usize,
-    /// What wakes open-loop senders: tokio's millisecond timer (the default), or
-    /// the bench's own timer thread (`precise`: a sub-millisecond p50, but its
-    /// wake-up per message costs the client enough CPU on 2 cores to inflate
-    /// every server's p99; BENCHMARKS.md, "Merged tree, session 6").
-    #[arg(long, value_enum, default_value_t = Timer::Tokio, env = "BENCH_TIMER")]
+    /// What wakes open-loop senders: a `timerfd` on the bench's own event loop
+    /// (`precise`, the default: tens of microseconds late), or tokio's
+    /// millisecond timer (`tokio`: up to about 2 ms late, which lands in every
+    /// latency from the schedule; BENCHMARKS.md, "Session 8").
+    #[arg(long, value_enum, default_value_t = Timer::Precise, env = "BENCH_TIMER")]
     timer: Timer,
 }
 
