@@ -36,6 +36,7 @@ OUT=$(mktemp -d /tmp/sb-chat-bench.XXXXXX)
 DEFAULT_JOIN='/api/rooms/{id}/join'
 ROOM_ARGS=(--room-create "${ROOM_CREATE:-/api/rooms}" --room-join "${ROOM_JOIN:-$DEFAULT_JOIN}")
 SERVER_PID=
+SB_DIR=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
@@ -52,9 +53,9 @@ start() { # start sb|ws|sio: sets SERVER_PID
       # Own directory per start, so an embedded database begins empty; limits lifted because the
       # bench is one client address opening 1000 connections (the chat limits as variables, which
       # older binaries under SB_BIN ignore).
-      local dir; dir=$(mktemp -d "$OUT/sb-data.XXXXXX")
+      SB_DIR=$(mktemp -d "$OUT/sb-data.XXXXXX")
       # shellcheck disable=SC2086
-      (cd "$dir" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
+      (cd "$SB_DIR" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
         exec "$SB" serve --port "$PORT" \
         --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_ARGS:-}) >>"$OUT/sb.log" 2>&1 &
       ;;
@@ -64,7 +65,11 @@ start() { # start sb|ws|sio: sets SERVER_PID
   SERVER_PID=$!
   wait_port "$PORT" || { echo "server $1 did not start, see $OUT/$1.log" >&2; return 1; }
 }
-stop() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+# The database of a stopped server is not a result: a full run would leave over 1 GB of it.
+stop() {
+  kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  if [ -n "$SB_DIR" ]; then rm -rf "$SB_DIR"; SB_DIR=; fi
+}
 
 proto() { [ "$1" = sio ] && echo sio || echo ws; }
 
