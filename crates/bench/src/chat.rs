@@ -24,6 +24,8 @@
 //!
 //! Messages stamped before the warm-up ends are delivered but not counted.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -101,6 +103,8 @@ pub struct ChatParams {
     pub content_bytes: usize,
     /// What wakes the open-loop senders.
     pub timer: Timer,
+    /// Where to write one line per measured delivery (see [`write_trace`]), if anywhere.
+    pub trace: Option<PathBuf>,
 }
 
 /// What wakes an open-loop sender at its scheduled instant.
@@ -166,6 +170,8 @@ struct Stats {
     last_delivery: Option<Instant>,
     errors: u64,
     first_error: Option<String>,
+    /// `[scheduled, latency, from the write]` µs per measured delivery, when tracing.
+    trace: Option<Vec<[u64; 3]>>,
 }
 
 impl Shared {
@@ -185,6 +191,7 @@ impl Shared {
                 last_delivery: None,
                 errors: 0,
                 first_error: None,
+                trace: None,
             }),
             ticker: match timer {
                 Timer::Precise => Some(Ticker::start().context("starting the ticker")?),
@@ -392,6 +399,10 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let deadline = measure_from + params.duration;
     let measure_from_us = clock.unix_us(measure_from);
     let shared = Arc::new(Shared::new(clock, measure_from_us, senders, params.timer)?);
+    if params.trace.is_some() {
+        // Sized for the offered load, so recording stays a push.
+        shared.stats().trace = Some(Vec::with_capacity(1 << 20));
+    }
     let limit = params.messages / senders.max(1) as u64;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -455,6 +466,9 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
         last.saturating_duration_since(measure_from)
     });
     let elapsed_s = elapsed.as_secs_f64();
+    if let (Some(path), Some(trace)) = (&params.trace, &stats.trace) {
+        write_trace(path, trace).with_context(|| format!("writing {}", path.display()))?;
+    }
     let q = |h: &Histogram<u64>, q: f64| {
         if h.is_empty() {
             0
@@ -648,6 +662,19 @@ async fn send_due(
     conn.flush().await
 }
 
+/// The trace file: a header, then `scheduled_us latency_us from_write_us` per measured
+/// delivery in the order received (scheduled instants are wall-clock µs since the Unix
+/// epoch). A histogram says how slow the tail is; the trace says *when* it was slow, e.g.
+/// whether slow deliveries cluster at a period of the server's (BENCHMARKS.md, session 9).
+fn write_trace(path: &Path, trace: &[[u64; 3]]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# scheduled_us latency_us from_write_us")?;
+    for [scheduled, latency, from_write] in trace {
+        writeln!(out, "{scheduled} {latency} {from_write}")?;
+    }
+    out.flush()
+}
+
 /// Accounts for one incoming event.
 fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_index: Option<usize>) {
     let now = Instant::now();
@@ -671,14 +698,15 @@ fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_inde
                 return;
             }
             let mut stats = shared.stats();
-            stats
-                .delivery
-                .saturating_record(now_us.saturating_sub(stamp).max(1));
-            stats
-                .from_write
-                .saturating_record(now_us.saturating_sub(written).max(1));
+            let latency = now_us.saturating_sub(stamp);
+            let from_write = now_us.saturating_sub(written);
+            stats.delivery.saturating_record(latency.max(1));
+            stats.from_write.saturating_record(from_write.max(1));
             stats.delivered += 1;
             stats.last_delivery = Some(now);
+            if let Some(trace) = &mut stats.trace {
+                trace.push([stamp, latency, from_write]);
+            }
         }
         Event::MessageSent(data) => {
             if let Some(sender) = sender
@@ -849,6 +877,38 @@ mod tests {
 
     fn shared() -> Shared {
         Shared::new(Clock::new(), 0, 1, Timer::Tokio).unwrap()
+    }
+
+    #[test]
+    fn trace_has_one_line_per_measured_delivery() {
+        let shared = Shared::new(Clock::new(), 1000, 1, Timer::Tokio).unwrap();
+        shared.stats().trace = Some(Vec::new());
+        let now = shared.clock.unix_us(Instant::now());
+        let delivery = |stamp: u64, written: u64, from: usize| {
+            Event::NewMessage(crate::chat_conn::EventData {
+                content: Some(format!("{stamp} {from}:1 {written} xx")),
+                client_msg_id: None,
+                message: None,
+            })
+        };
+        on_event(delivery(now - 5000, now - 4000, 3), &shared, None, Some(0));
+        // Warm-up (stamped before the measured phase) and the sender's own copy: not traced.
+        on_event(delivery(999, 999, 3), &shared, None, Some(0));
+        on_event(delivery(now, now, 0), &shared, None, Some(0));
+
+        let path = std::env::temp_dir().join(format!("bench-trace-{}", std::process::id()));
+        let trace = shared.stats().trace.take().unwrap();
+        write_trace(&path, &trace).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "# scheduled_us latency_us from_write_us");
+        assert_eq!(lines.len(), 2, "{text}");
+        let fields: Vec<u64> = lines[1].split(' ').map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields[0], now - 5000);
+        // Received after it was scheduled and after it was written, 1 ms apart.
+        assert!(fields[1] >= 5000 && fields[1] < 5_000_000, "{fields:?}");
+        assert_eq!(fields[1] - fields[2], 1000);
     }
 
     fn sender(pace: Pace, limit: u64, deadline: Duration) -> (Sender, Instant) {

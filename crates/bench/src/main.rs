@@ -16,6 +16,7 @@ mod rss;
 mod sio;
 mod ticker;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -214,6 +215,10 @@ struct LoadArgs {
     /// latency from the schedule; BENCHMARKS.md, "Session 8").
     #[arg(long, value_enum, default_value_t = Timer::Precise, env = "BENCH_TIMER")]
     timer: Timer,
+    /// Also write every measured delivery to this file, one line each
+    /// (`scheduled_us latency_us from_write_us`): when the slow ones happened.
+    #[arg(long, env = "BENCH_TRACE")]
+    trace: Option<PathBuf>,
 }
 
 impl ChatServerArgs {
@@ -232,6 +237,7 @@ impl ChatServerArgs {
             messages: load.map_or(0, |l| l.messages),
             content_bytes: load.map_or(0, |l| l.content_bytes),
             timer: load.map_or(Timer::Tokio, |l| l.timer),
+            trace: load.and_then(|l| l.trace.clone()),
         })
     }
 }
