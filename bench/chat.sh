@@ -37,8 +37,8 @@ DEFAULT_JOIN='/api/rooms/{id}/join'
 ROOM_ARGS=(--room-create "${ROOM_CREATE:-/api/rooms}" --room-join "${ROOM_JOIN:-$DEFAULT_JOIN}")
 SERVER_PID=
 SB_DIR=
-cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
+# On any exit (an interrupted run too): the server stops and its database goes (see stop).
+trap stop EXIT
 
 # SB and B: prebuilt binaries from $SB_BIN / $SB_BENCH_BIN, or this tree's (built).
 # shellcheck source=bench/binaries.sh
@@ -67,7 +67,8 @@ start() { # start sb|ws|sio: sets SERVER_PID
 }
 # The database of a stopped server is not a result: a full run would leave over 1 GB of it.
 stop() {
-  kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  SERVER_PID=
   if [ -n "$SB_DIR" ]; then rm -rf "$SB_DIR"; SB_DIR=; fi
 }
 

@@ -388,6 +388,14 @@ async fn muc_join_send_correct_query_and_leave() {
         "{old}"
     );
     carol.ok("leave", room_target()).await;
+    // Bob's occupant list follows the presences his own connection receives, which may
+    // come after Carol's leave is acknowledged to her.
+    bob.expect("Carol leaving", |v| {
+        v["type"] == "update"
+            && v["object"]["presence"] == "offline"
+            && v["actor"]["name"] == "Carol"
+    })
+    .await;
 
     // Attendance and room info.
     let mut q = room_target();
