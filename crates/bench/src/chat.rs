@@ -400,7 +400,9 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let measure_from_us = clock.unix_us(measure_from);
     let shared = Arc::new(Shared::new(clock, measure_from_us, senders, params.timer)?);
     if params.trace.is_some() {
-        // Sized for the offered load, so recording stays a push.
+        // A million deliveries (24 MB) up front, more than a 10 s rate or fan-out run
+        // receives: a Vec doubling mid-run would copy megabytes on the bench's only thread,
+        // a stall inside the very latencies being traced.
         shared.stats().trace = Some(Vec::with_capacity(1 << 20));
     }
     let limit = params.messages / senders.max(1) as u64;
