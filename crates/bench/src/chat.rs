@@ -25,7 +25,7 @@
 //! Messages stamped before the warm-up ends are delivered but not counted.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -379,6 +379,15 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     {
         bail!("--rate must be at least 0.01 messages/s");
     }
+    // Created before the run: a path that cannot be written fails now, not after the run
+    // has been measured.
+    let trace_file = match &params.trace {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create the trace file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let setup = Setup::new()?;
     let plans = plan(scenario, params, &setup).await?;
     let senders = plans.iter().filter(|p| p.to.is_some()).count();
@@ -399,7 +408,7 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
     let deadline = measure_from + params.duration;
     let measure_from_us = clock.unix_us(measure_from);
     let shared = Arc::new(Shared::new(clock, measure_from_us, senders, params.timer)?);
-    if params.trace.is_some() {
+    if trace_file.is_some() {
         // A million deliveries (24 MB) up front, more than a 10 s rate or fan-out run
         // receives: a Vec doubling mid-run would copy megabytes on the bench's only thread,
         // a stall inside the very latencies being traced.
@@ -468,8 +477,8 @@ pub async fn run(scenario: Scenario, params: &ChatParams) -> Result<ChatReport> 
         last.saturating_duration_since(measure_from)
     });
     let elapsed_s = elapsed.as_secs_f64();
-    if let (Some(path), Some(trace)) = (&params.trace, &stats.trace) {
-        write_trace(path, trace).with_context(|| format!("writing {}", path.display()))?;
+    if let (Some(file), Some(path), Some(trace)) = (trace_file, &params.trace, &stats.trace) {
+        write_trace(file, trace).with_context(|| format!("writing {}", path.display()))?;
     }
     let q = |h: &Histogram<u64>, q: f64| {
         if h.is_empty() {
@@ -668,8 +677,8 @@ async fn send_due(
 /// delivery in the order received (scheduled instants are wall-clock µs since the Unix
 /// epoch). A histogram says how slow the tail is; the trace says *when* it was slow, e.g.
 /// whether slow deliveries cluster at a period of the server's (BENCHMARKS.md, session 9).
-fn write_trace(path: &Path, trace: &[[u64; 3]]) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+fn write_trace(file: std::fs::File, trace: &[[u64; 3]]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(file);
     writeln!(out, "# scheduled_us latency_us from_write_us")?;
     for [scheduled, latency, from_write] in trace {
         writeln!(out, "{scheduled} {latency} {from_write}")?;
@@ -900,7 +909,7 @@ mod tests {
 
         let path = std::env::temp_dir().join(format!("bench-trace-{}", std::process::id()));
         let trace = shared.stats().trace.take().unwrap();
-        write_trace(&path, &trace).unwrap();
+        write_trace(std::fs::File::create(&path).unwrap(), &trace).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();

@@ -99,17 +99,26 @@ fn every_scenario(script: &str, proto: &str) {
         "1",
     ];
 
-    // 8 connections x 20/s for 1 s: about 160 messages, each delivered once.
+    // 8 connections x 20/s for 1 s: about 160 messages, each delivered once, each a line
+    // of the trace.
+    let trace =
+        std::env::temp_dir().join(format!("bench-peer-trace-{proto}-{}", std::process::id()));
     let (ok, report, err) = bench(
         &[
             &["rate"][..],
             &common,
-            &["--connections", "8", "--rate", "20"],
+            &["--connections", "8", "--rate", "20", "--trace"],
+            &[trace.to_str().unwrap()],
         ]
         .concat(),
     );
     assert!(ok, "{err}");
-    assert_all_delivered(&report.unwrap(), "rate", 100);
+    let report = report.unwrap();
+    assert_all_delivered(&report, "rate", 100);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    std::fs::remove_file(&trace).unwrap();
+    let lines = text.lines().filter(|l| !l.starts_with('#')).count() as u64;
+    assert_eq!(Some(lines), report["delivered"].as_u64(), "{report}");
 
     // 1 -> 20 subscribers at 20/s for 1 s: about 400 deliveries.
     let (ok, report, err) = bench(
@@ -166,6 +175,27 @@ fn drives_the_node_ws_chat_peer() {
 #[test]
 fn drives_the_socketio_chat_peer() {
     every_scenario("chat-sio.mjs", "sio");
+}
+
+/// A trace file that cannot be created fails the run before it starts (no server is
+/// even asked), rather than after a measurement whose report would then be lost.
+#[test]
+fn reports_an_unwritable_trace_file_first() {
+    let missing = std::env::temp_dir().join(format!("no-such-dir-{}", std::process::id()));
+    let trace = missing.join("trace.txt");
+    let (ok, report, err) = bench(&[
+        "rate",
+        "--url",
+        "http://127.0.0.1:9",
+        "--connections",
+        "2",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(report.is_none());
+    assert!(err.contains("cannot create the trace file"), "{err}");
+    assert!(err.contains(trace.to_str().unwrap()), "{err}");
 }
 
 /// A server without the chat API (every request answered 404) gets a clear
