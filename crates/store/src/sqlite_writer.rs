@@ -66,7 +66,9 @@ use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp
 const BATCH: usize = 256;
 
 /// Least time between two checkpoints: bounds their cost (and the log's growth: about
-/// this long's worth of commits).
+/// this long's worth of commits). Measured at 10k messages/s (BENCHMARKS.md, sessions 9
+/// and 10): 20 to 100 ms spread the tail evenly at twice the checkpointer's CPU, 1 to 2 s
+/// made the p99 1.5 to 4 times worse (each pass then syncs seconds of log at once).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Operations committed between two checkpoints (at least). A checkpoint that copies
