@@ -7,6 +7,7 @@
 //! since the Unix epoch, RFC 3339 on the wire). The [`suite`] module (feature `suite`) is the
 //! behaviour every backend must show; each backend's tests run it.
 
+mod client_ids;
 mod error;
 mod migrations;
 mod model;

@@ -11,7 +11,14 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// released migration (its checksum is recorded in every database it ran on).
 pub(crate) type Step = (i64, &'static str, &'static str);
 
-pub(crate) const SQLITE: &[Step] = &[(1, "chat", include_str!("../migrations/0001_chat.sql"))];
+pub(crate) const SQLITE: &[Step] = &[
+    (1, "chat", include_str!("../migrations/0001_chat.sql")),
+    (
+        2,
+        "client msg ids",
+        include_str!("../migrations/0002_client_msg_ids.sql"),
+    ),
+];
 
 pub(crate) const POSTGRES: &[Step] = &[(
     1,

@@ -15,7 +15,7 @@ use crate::rows::{
     account_from, is_foreign_key_violation, is_unique_violation, like_pattern, message_columns,
     message_from, room_from, sorted_ids, user_from,
 };
-use crate::sqlite_writer::Writer;
+use crate::sqlite_writer::{Limits, Writer};
 use crate::{
     Account, Conversation, Inserted, Message, MessageStore, NewMessage, Room, StoreError,
     Timestamp, User,
@@ -33,11 +33,12 @@ impl SqliteStore {
     /// Open (creating it if needed) the database at `url` (`sqlite://path?mode=rwc`,
     /// `sqlite:path`) and bring its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with_log_limit(url, crate::sqlite_writer::LOG_LIMIT).await
+        Self::open_with(url, Limits::default()).await
     }
 
-    /// [`SqliteStore::open`] with the WAL size (bytes) at which the writer rewinds the log.
-    pub(crate) async fn open_with_log_limit(url: &str, log_limit: u64) -> Result<Self, StoreError> {
+    /// [`SqliteStore::open`] with other limits for the message writer.
+    pub(crate) async fn open_with(url: &str, limits: Limits) -> Result<Self, StoreError> {
+        let log_limit = limits.log_limit;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -45,9 +46,10 @@ impl SqliteStore {
             // the last transactions, and never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
             // For a new file only (an existing one keeps its page size). Each message
-            // dirties a page in each of three per-user indexes, and every commit appends
-            // whole dirty pages to the WAL: 1 KiB pages about halve the bytes written per
-            // message against the 4 KiB default (100 conversations, batches of 20 to 100).
+            // dirties a page in each of two per-user indexes (history, backlog), and every
+            // commit appends whole dirty pages to the WAL: 1 KiB pages about halved the
+            // bytes written per message against the 4 KiB default (100 conversations,
+            // batches of 20 to 100, when the sender's clientMsgId index was a third).
             .page_size(1024)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
@@ -61,7 +63,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrator(migrations::SQLITE).run(&pool).await?;
-        let writer = Writer::start(options.get_filename(), log_limit)?;
+        let writer = Writer::start(options.get_filename(), &limits)?;
         Ok(SqliteStore { pool, writer })
     }
 
@@ -448,8 +450,8 @@ mod tests {
     }
 
     /// While the writer is busy, the checkpointer rewinds the log (at half the writer's
-    /// limit, here 64 MiB), so the log never reaches the size at which the writer would
-    /// stop to rewind it itself (80,000 messages write about 120 MB of log, and the
+    /// limit, here 16 MiB), so the log never reaches the size at which the writer would
+    /// stop to rewind it itself (80,000 messages write about 70 MB, log and checkpoints, and the
     /// writer never pauses between them). Also runs the batched WAL writes ([`wal_batch`](crate::wal_batch)) through the
     /// rewinds: every message reads back after a restart.
     #[tokio::test]
@@ -457,9 +459,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-store-wal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("wal.db");
-        let store = SqliteStore::open_with_log_limit(
+        let store = SqliteStore::open_with(
             &format!("sqlite://{}?mode=rwc", db.display()),
-            64 << 20,
+            Limits {
+                log_limit: 16 << 20,
+                ..Limits::default()
+            },
         )
         .await
         .unwrap();
@@ -496,7 +501,7 @@ mod tests {
             }
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
-        assert!(largest < 64 << 20, "the WAL grew to {largest} bytes");
+        assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
         // The log header's checkpoint sequence number counts rewinds.
         let header = std::fs::read(&wal).unwrap();
         let rewinds = u32::from_be_bytes(header[12..16].try_into().unwrap());
@@ -566,6 +571,190 @@ mod tests {
             Some(rewinds()),
             "the log was rewound during the trickle"
         );
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `client_msg_ids_written.below`: every message under this id has its key written.
+    async fn written_below(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT below FROM client_msg_ids_written")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The keys of `sender` in the table `client_msg_ids`.
+    async fn written_keys(store: &SqliteStore, sender: i64) -> Vec<String> {
+        sqlx::query_scalar("SELECT client_msg_id FROM client_msg_ids WHERE sender_id = ?")
+            .bind(sender)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    fn direct(sender: i64, receiver: i64, key: Option<&str>) -> NewMessage<'_> {
+        NewMessage {
+            sender,
+            target: Target::User(receiver),
+            content: key.unwrap_or("no key"),
+            message_type: "text",
+            client_msg_id: key,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// A repeated `clientMsgId` is found while its key waits in the writer's memory, once
+    /// a sweep has written it (several commits' slices for a long backlog of keys), and
+    /// after a restart, including a key that arrived behind a running sweep and was still
+    /// in memory when the store closed: the recovery mark stops at it.
+    #[tokio::test]
+    async fn client_msg_ids_are_found_in_memory_in_the_table_and_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("sb-store-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("keys.db").display());
+        // Sweeps far apart, so no step of the test (milliseconds each) outlasts one.
+        let sweep_every = std::time::Duration::from_secs(3);
+        let open = || {
+            let url = url.clone();
+            async move {
+                let limits = Limits {
+                    sweep_every,
+                    ..Limits::default()
+                };
+                SqliteStore::open_with(&url, limits).await.unwrap()
+            }
+        };
+        let store = open().await;
+        let now = Timestamp::now();
+        let a = store
+            .create_user("keys-a", None, "h", now)
+            .await
+            .unwrap()
+            .id;
+        let b = store
+            .create_user("keys-b", None, "h", now)
+            .await
+            .unwrap()
+            .id;
+        let is_repeat = |store: &SqliteStore, key: String, original: i64| {
+            let store = store.clone();
+            async move {
+                let again = store
+                    .insert_message(direct(a, b, Some(&key)))
+                    .await
+                    .unwrap();
+                assert!(again.duplicate, "{key} is a repeat");
+                assert_eq!(again.message.id, original, "{key} names its first message");
+                assert_eq!(again.message.content, key);
+            }
+        };
+
+        // 200 keys in one job: a sweep needs several commits' slices for them.
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+        let burst = store
+            .insert_messages(keys.iter().map(|k| direct(a, b, Some(k))).collect())
+            .await;
+        let ids: Vec<i64> = burst.into_iter().map(|r| r.unwrap().message.id).collect();
+        assert!(
+            written_keys(&store, a).await.is_empty(),
+            "waiting in memory"
+        );
+        is_repeat(&store, keys[7].clone(), ids[7]).await;
+
+        // The first commit after the pause starts a sweep and writes one slice of it.
+        tokio::time::sleep(sweep_every + std::time::Duration::from_millis(100)).await;
+        let plain = |store: &SqliteStore| {
+            let store = store.clone();
+            async move { store.insert_message(direct(a, b, None)).await.unwrap() }
+        };
+        plain(&store).await;
+        let written = written_keys(&store, a).await;
+        assert!(
+            !written.is_empty() && written.len() < keys.len(),
+            "one slice per commit: {} written",
+            written.len()
+        );
+        // A key that sorts before the sweep's cursor waits for the next sweep.
+        let behind = store
+            .insert_message(direct(a, b, Some("a-behind")))
+            .await
+            .unwrap()
+            .message
+            .id;
+        for _ in 0..10 {
+            plain(&store).await;
+        }
+        assert_eq!(
+            written_keys(&store, a).await,
+            keys,
+            "the sweep wrote all 200"
+        );
+        assert_eq!(
+            written_below(&store).await,
+            behind,
+            "the mark stops at what waits"
+        );
+        is_repeat(&store, keys[150].clone(), ids[150]).await;
+        is_repeat(&store, "a-behind".into(), behind).await;
+        store.close().await;
+
+        // Restart: the keys from the mark on are written before the first batch.
+        let store = open().await;
+        assert!(
+            written_keys(&store, a)
+                .await
+                .contains(&"a-behind".to_owned())
+        );
+        assert!(written_below(&store).await > behind);
+        is_repeat(&store, "a-behind".into(), behind).await;
+        is_repeat(&store, keys[0].clone(), ids[0]).await;
+        let fresh = store
+            .insert_message(direct(a, b, Some("fresh")))
+            .await
+            .unwrap();
+        assert!(!fresh.duplicate);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A database written before `client_msg_ids` (migration 1 only) keeps its senders'
+    /// keys through the migration that drops the old unique index.
+    #[tokio::test]
+    async fn a_database_from_before_client_msg_ids_keeps_its_keys() {
+        let dir = std::env::temp_dir().join(format!("sb-store-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("v1.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        migrator(&migrations::SQLITE[..1]).run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO users (id, username, password_hash, created_at) \
+             VALUES (1, 'v1-a', 'h', 0), (2, 'v1-b', 'h', 0)",
+            "INSERT INTO messages (sender_id, receiver_id, content, client_msg_id, status, created_at) \
+             VALUES (1, 2, 'k1', 'k1', 'delivered', 0), (1, 2, 'k2', 'k2', 'sent', 0), \
+             (2, 1, 'k1', 'k1', 'sent', 0)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        for (sender, key, id) in [(1, "k1", 1), (1, "k2", 2), (2, "k1", 3)] {
+            let again = store
+                .insert_message(direct(sender, 3 - sender, Some(key)))
+                .await
+                .unwrap();
+            assert!(again.duplicate, "{sender}/{key}");
+            assert_eq!(again.message.id, id);
+        }
+        let new = store
+            .insert_message(direct(2, 1, Some("k2")))
+            .await
+            .unwrap();
+        assert!(!new.duplicate, "keys are per sender");
+        assert_eq!(written_below(&store).await, 4);
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -10,6 +10,10 @@
 //! messages of one conversation stay in order). Each caller gets its answer only after the
 //! commit that made its row durable, so "persisted before `message_sent`" still holds.
 //!
+//! Each commit also writes a slice of the `clientMsgId`s that wait in memory, in key
+//! order ([`client_ids`](crate::client_ids)): as an index entry per message they cost a
+//! log page each; a slice of a sweep over a second's keys writes a page per sender.
+//!
 //! Why a thread of its own (rusqlite) rather than an sqlx connection: sqlx runs each
 //! SQLite connection on a worker thread and every statement is a round trip to it (a
 //! channel send, a wake-up, a reply and a wake-up back), which profiled at about a third
@@ -56,9 +60,10 @@ use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client_ids::ClientIds;
 use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
 /// Most rows (messages inserted or marked) one transaction takes jobs for: bounds the
@@ -82,7 +87,25 @@ const CHECKPOINT_AFTER: usize = 256;
 /// Log size (bytes) at which the writer checkpoints itself (SQLite's automatic
 /// checkpoint), so that the log restarts: a backstop. Normally the log is rewound at half
 /// this size (see [`Checkpointer::pass`]).
-pub(crate) const LOG_LIMIT: u64 = 128 << 20;
+const LOG_LIMIT: u64 = 128 << 20;
+
+/// What tests change about the writer.
+pub(crate) struct Limits {
+    /// Log size (bytes) at which the writer rewinds the log ([`LOG_LIMIT`]).
+    pub log_limit: u64,
+    /// Time between two sweeps over the waiting `clientMsgId`s
+    /// ([`client_ids::SWEEP_EVERY`](crate::client_ids::SWEEP_EVERY)).
+    pub sweep_every: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            log_limit: LOG_LIMIT,
+            sweep_every: crate::client_ids::SWEEP_EVERY,
+        }
+    }
+}
 
 /// A message to insert, owned so it can cross to the writer thread.
 struct Pending {
@@ -226,15 +249,15 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
 
 impl Writer {
     /// Open the writer's own connection to the database file at `path` (whose schema is
-    /// already migrated) and start its thread; the writer rewinds the log once it passes
-    /// `log_limit` bytes ([`LOG_LIMIT`] but in tests). Needs a Tokio runtime.
-    pub(crate) fn start(path: &Path, log_limit: u64) -> Result<Self, StoreError> {
+    /// already migrated) and start its thread. Needs a Tokio runtime.
+    pub(crate) fn start(path: &Path, limits: &Limits) -> Result<Self, StoreError> {
         let conn = open(path, true)?;
+        let client_ids = ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?;
         // Checkpoints are mostly the checkpointer's (see the module doc).
         let page_size: i64 = conn
             .query_row("PRAGMA page_size", [], |row| row.get(0))
             .map_err(db_error)?;
-        let pages = i64::try_from(log_limit).unwrap_or(i64::MAX) / page_size.max(512);
+        let pages = i64::try_from(limits.log_limit).unwrap_or(i64::MAX) / page_size.max(512);
         let pages = pages.clamp(16, i64::from(i32::MAX));
         conn.pragma_update(None, "wal_autocheckpoint", pages)
             .map_err(db_error)?;
@@ -261,7 +284,7 @@ impl Writer {
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(answer(answers_rx));
         spawn("sqlite-writer", move || {
-            run(conn, rx, answers, nudge, &rewind)
+            run(conn, client_ids, rx, answers, nudge, &rewind)
         })?;
         Ok(Writer { jobs })
     }
@@ -312,6 +335,7 @@ impl Writer {
 /// answers back in one message; until closed or every handle is gone.
 fn run(
     mut conn: Connection,
+    mut client_ids: ClientIds,
     mut rx: mpsc::UnboundedReceiver<Job>,
     answers: mpsc::UnboundedSender<Vec<Done>>,
     checkpoint: std_mpsc::SyncSender<()>,
@@ -345,7 +369,7 @@ fn run(
         }
         if !jobs.is_empty() {
             uncheckpointed += jobs.len();
-            let done = commit(&mut conn, &mut jobs);
+            let done = commit(&mut conn, &mut jobs, &mut client_ids);
             if let Err(mpsc::error::SendError(done)) = answers.send(done) {
                 // The runtime is gone; answer from here rather than drop the callers.
                 done.into_iter().for_each(Done::send);
@@ -429,7 +453,7 @@ impl Done {
 }
 
 /// Run `jobs` in one transaction; one outcome per job.
-fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
+fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, client_ids: &mut ClientIds) -> Vec<Done> {
     let mut done = Vec::with_capacity(jobs.len());
     // IMMEDIATE: take the write lock up front (pooled connections write rarely, e.g. new
     // accounts, read marks), so no statement of the batch can hit a lock upgrade deadlock.
@@ -452,7 +476,7 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
         // have ended the transaction, so the rest of the batch is failed, not run outside it.
         match job {
             Job::Insert(new, reply) => {
-                let results = insert_job(&tx, new, &mut fatal);
+                let results = insert_job(&tx, client_ids, new, &mut fatal);
                 done.push(Done::Insert(results, reply));
             }
             Job::MarkDelivered(ids, at, reply) => match mark_delivered(&tx, &ids, at) {
@@ -465,6 +489,11 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
             Job::Close(_) => unreachable!("close jobs are taken out of the batch"),
         }
     }
+    if fatal.is_none()
+        && let Err(e) = client_ids.write_slice(&tx)
+    {
+        fatal = Some(e.to_string());
+    }
     let failed = match fatal {
         Some(e) => {
             let _ = tx.rollback();
@@ -472,6 +501,7 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>) -> Vec<Done> {
         }
         None => tx.commit().err().map(|e| e.to_string()),
     };
+    client_ids.settle(failed.is_none());
     match failed {
         Some(e) => {
             tracing::error!(error = %e, count = done.len(), "message batch not committed");
@@ -517,9 +547,14 @@ fn insert_sql(rows: usize) -> &'static str {
 
 /// Insert a job's messages in order: [`CHUNKS`]-sized multi-row statements (one statement
 /// runs for many rows: the per-statement work was about a third of a row's cost), and one
-/// by one for a chunk that hits a constraint (a repeated `clientMsgId`, an unknown
+/// by one for a chunk with a repeated `clientMsgId` or one a constraint refused (an unknown
 /// receiver), which SQLite undoes whole. A failure that ends the batch is put in `fatal`.
-fn insert_job(conn: &Connection, new: Vec<Pending>, fatal: &mut Option<String>) -> Inserts {
+fn insert_job(
+    conn: &Connection,
+    client_ids: &mut ClientIds,
+    new: Vec<Pending>,
+    fatal: &mut Option<String>,
+) -> Inserts {
     let mut results = Vec::with_capacity(new.len());
     let mut left = new.len();
     let mut new = new.into_iter();
@@ -528,7 +563,7 @@ fn insert_job(conn: &Connection, new: Vec<Pending>, fatal: &mut Option<String>) 
         let chunk: Vec<Pending> = new.by_ref().take(size).collect();
         left -= chunk.len();
         if size > 1 && fatal.is_none() {
-            match insert_rows(conn, &chunk) {
+            match insert_rows(conn, client_ids, &chunk) {
                 Ok(Some(first)) => {
                     results.extend((first..).zip(chunk).map(|(id, p)| Ok(inserted(id, p))));
                     continue;
@@ -542,7 +577,7 @@ fn insert_job(conn: &Connection, new: Vec<Pending>, fatal: &mut Option<String>) 
                 results.push(Err(StoreError::Database(e.clone())));
                 continue;
             }
-            match insert(conn, p) {
+            match insert(conn, client_ids, p) {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     *fatal = Some(e.to_string());
@@ -556,8 +591,23 @@ fn insert_job(conn: &Connection, new: Vec<Pending>, fatal: &mut Option<String>) 
 
 /// Insert `rows` with one statement; the first row's id (the others follow it: ids of an
 /// `AUTOINCREMENT` table grow by one per row, and nothing else writes meanwhile), or `None`
-/// if a constraint refused the statement (then none of it was written).
-fn insert_rows(conn: &Connection, rows: &[Pending]) -> Result<Option<i64>, rusqlite::Error> {
+/// if one of them repeats a `clientMsgId` or a constraint refused the statement (then none
+/// of it was written).
+fn insert_rows(
+    conn: &Connection,
+    client_ids: &mut ClientIds,
+    rows: &[Pending],
+) -> Result<Option<i64>, rusqlite::Error> {
+    for (i, p) in rows.iter().enumerate() {
+        if let Some(key) = &p.client_msg_id {
+            let again = rows[..i]
+                .iter()
+                .any(|q| q.sender == p.sender && q.client_msg_id.as_ref() == Some(key));
+            if again || client_ids.taken(conn, p.sender, key)?.is_some() {
+                return Ok(None);
+            }
+        }
+    }
     let mut stmt = conn.prepare_cached(insert_sql(rows.len()))?;
     for (i, p) in rows.iter().enumerate() {
         let (receiver, room) = columns(p.target);
@@ -570,17 +620,18 @@ fn insert_rows(conn: &Connection, rows: &[Pending]) -> Result<Option<i64>, rusql
         stmt.raw_bind_parameter(at + 6, &p.client_msg_id)?;
         stmt.raw_bind_parameter(at + 7, p.at.0)?;
     }
-    match stmt.raw_execute() {
-        Ok(n) if n == rows.len() => Ok(Some(conn.last_insert_rowid() - n as i64 + 1)),
-        Ok(n) => Err(rusqlite::Error::StatementChangedRows(n)),
-        Err(e)
-            if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
-                || constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) =>
-        {
-            Ok(None)
+    let first = match stmt.raw_execute() {
+        Ok(n) if n == rows.len() => conn.last_insert_rowid() - n as i64 + 1,
+        Ok(n) => return Err(rusqlite::Error::StatementChangedRows(n)),
+        Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for (id, p) in (first..).zip(rows) {
+        if let Some(key) = &p.client_msg_id {
+            client_ids.add(p.sender, key, id);
         }
-        Err(e) => Err(e),
     }
+    Ok(Some(first))
 }
 
 /// `(receiver_id, room_id)` of a target.
@@ -617,12 +668,22 @@ fn constraint(e: &rusqlite::Error, extended: std::os::raw::c_int) -> bool {
         if f.code == ErrorCode::ConstraintViolation && f.extended_code == extended)
 }
 
-/// Insert one message; a duplicate `client_msg_id` returns the stored one, an unknown
+/// Insert one message; a repeated `client_msg_id` returns the stored one, an unknown
 /// receiver or room is `NotFound`. `Err` only for failures that end the batch.
 fn insert(
     conn: &Connection,
+    client_ids: &mut ClientIds,
     new: Pending,
 ) -> Result<Result<Inserted, StoreError>, rusqlite::Error> {
+    if let Some(key) = &new.client_msg_id
+        && let Some(id) = client_ids.taken(conn, new.sender, key)?
+        && let Some(message) = stored(conn, id)?
+    {
+        return Ok(Ok(Inserted {
+            message,
+            duplicate: true,
+        }));
+    }
     let (receiver, room) = columns(new.target);
     let mut stmt = conn.prepare_cached(insert_sql(1))?;
     let executed = stmt.execute(params![
@@ -635,32 +696,12 @@ fn insert(
         new.at.0
     ]);
     match executed {
-        Ok(_) => Ok(Ok(inserted(conn.last_insert_rowid(), new))),
-        Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
-            let mut stmt = conn.prepare_cached(concat!(
-                "SELECT ",
-                crate::rows::message_columns!(),
-                " FROM messages WHERE sender_id = ? AND client_msg_id = ?"
-            ))?;
-            let message = stmt.query_row(params![new.sender, new.client_msg_id], |row| {
-                Ok(Message {
-                    id: row.get(0)?,
-                    sender_id: row.get(1)?,
-                    receiver_id: row.get(2)?,
-                    room_id: row.get(3)?,
-                    content: row.get(4)?,
-                    message_type: row.get(5)?,
-                    client_msg_id: row.get(6)?,
-                    status: Status::parse(&row.get::<_, String>(7)?),
-                    created_at: Timestamp(row.get(8)?),
-                    delivered_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
-                    read_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
-                })
-            })?;
-            Ok(Ok(Inserted {
-                message,
-                duplicate: true,
-            }))
+        Ok(_) => {
+            let id = conn.last_insert_rowid();
+            if let Some(key) = &new.client_msg_id {
+                client_ids.add(new.sender, key, id);
+            }
+            Ok(Ok(inserted(id, new)))
         }
         Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
             Ok(Err(StoreError::NotFound(match new.target {
@@ -670,6 +711,31 @@ fn insert(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The stored message `id`, if it is still there.
+fn stored(conn: &Connection, id: i64) -> Result<Option<Message>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        crate::rows::message_columns!(),
+        " FROM messages WHERE id = ?"
+    ))?;
+    stmt.query_row([id], |row| {
+        Ok(Message {
+            id: row.get(0)?,
+            sender_id: row.get(1)?,
+            receiver_id: row.get(2)?,
+            room_id: row.get(3)?,
+            content: row.get(4)?,
+            message_type: row.get(5)?,
+            client_msg_id: row.get(6)?,
+            status: Status::parse(&row.get::<_, String>(7)?),
+            created_at: Timestamp(row.get(8)?),
+            delivered_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
+            read_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
+        })
+    })
+    .optional()
 }
 
 /// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
