@@ -178,3 +178,60 @@ impl ClientIds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saturated writer (every commit adds hundreds of keys, a sweep always due) writes
+    /// keys as fast as they come: memory never holds more than one commit's worth, and the
+    /// mark follows.
+    #[test]
+    fn a_saturated_writer_keeps_up_with_its_keys() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!("../migrations/0001_chat.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!("../migrations/0002_client_msg_ids.sql"))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'u', 'h', 0)",
+            [],
+        )
+        .unwrap();
+        let mut keys = ClientIds::open(&conn, Duration::ZERO).unwrap();
+        let (commits, per_commit) = (50, 256);
+        let mut most = 0;
+        for commit in 0..commits {
+            let tx = conn.transaction().unwrap();
+            for i in 0..per_commit {
+                // "k10" sorts before "k2": keys land both ahead of and behind the sweep.
+                let key = format!("k{}", commit * per_commit + i);
+                tx.execute(
+                    "INSERT INTO messages (sender_id, receiver_id, content, client_msg_id, \
+                     created_at) VALUES (1, 1, 'x', ?1, 0)",
+                    [&key],
+                )
+                .unwrap();
+                keys.add(1, &key, tx.last_insert_rowid());
+            }
+            keys.write_slice(&tx).unwrap();
+            tx.commit().unwrap();
+            keys.settle(true);
+            most = most.max(keys.waiting.len());
+        }
+        assert!(most <= per_commit, "{most} keys waited at once");
+        let (written, below): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM client_msg_ids), below FROM client_msg_ids_written",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(written as usize + keys.waiting.len(), commits * per_commit);
+        let oldest_waiting = keys.waiting.values().min().copied();
+        assert_eq!(
+            below,
+            oldest_waiting.unwrap_or(commits as i64 * per_commit as i64 + 1)
+        );
+    }
+}
