@@ -189,10 +189,9 @@ mod tests {
     #[test]
     fn a_saturated_writer_keeps_up_with_its_keys() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("../migrations/0001_chat.sql"))
-            .unwrap();
-        conn.execute_batch(include_str!("../migrations/0002_client_msg_ids.sql"))
-            .unwrap();
+        for (_, _, sql) in crate::migrations::SQLITE {
+            conn.execute_batch(sql).unwrap();
+        }
         conn.execute(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'u', 'h', 0)",
             [],

@@ -386,11 +386,21 @@ mod tests {
     use super::*;
     use crate::Target;
 
+    /// A fresh directory of this test process's own, `sb-store-{name}-{pid}`, and the URL
+    /// of the database `{name}.db` in it.
+    fn scratch_db(name: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("sb-store-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{name}.db")).display()
+        );
+        (dir, url)
+    }
+
     #[tokio::test]
     async fn behaviour_suite() {
-        let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("suite.db").display());
+        let (dir, url) = scratch_db("suite");
         let store = SqliteStore::open(&url).await.unwrap();
         crate::suite::message_store(&store).await;
         crate::suite::concurrency(&store).await;
@@ -407,9 +417,7 @@ mod tests {
     /// closed store refuses writes with an error instead of hanging.
     #[tokio::test]
     async fn batched_inserts_keep_send_order_and_close_cleanly() {
-        let dir = std::env::temp_dir().join(format!("sb-store-order-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("order.db").display());
+        let (dir, url) = scratch_db("order");
         let store = SqliteStore::open(&url).await.unwrap();
         let now = Timestamp::now();
         let a = store.create_user("order-a", None, "h", now).await.unwrap();
@@ -451,16 +459,15 @@ mod tests {
 
     /// While the writer is busy, the checkpointer rewinds the log (at half the writer's
     /// limit, here 16 MiB), so the log never reaches the size at which the writer would
-    /// stop to rewind it itself (80,000 messages write about 70 MB, log and checkpoints, and the
-    /// writer never pauses between them). Also runs the batched WAL writes ([`wal_batch`](crate::wal_batch)) through the
-    /// rewinds: every message reads back after a restart.
+    /// stop to rewind it itself (80,000 messages write about 105 MB, log and checkpoints
+    /// together, and the writer never pauses between them). Also runs the batched WAL
+    /// writes ([`wal_batch`](crate::wal_batch)) through the rewinds: every message reads
+    /// back after a restart.
     #[tokio::test]
     async fn the_checkpointer_rewinds_the_log_before_the_writer_has_to() {
-        let dir = std::env::temp_dir().join(format!("sb-store-wal-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("wal.db");
+        let (dir, url) = scratch_db("wal");
         let store = SqliteStore::open_with(
-            &format!("sqlite://{}?mode=rwc", db.display()),
+            &url,
             Limits {
                 log_limit: 16 << 20,
                 ..Limits::default()
@@ -508,9 +515,7 @@ mod tests {
         assert!(rewinds >= 2, "the log was rewound {rewinds} times");
         store.close().await;
         // Every message survived the rewinds: user 0 sent 10 a round to user 1.
-        let reopened = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
+        let reopened = SqliteStore::open(&url).await.unwrap();
         let page = reopened
             .history(Conversation::Direct(users[0], users[1]), None, 5000)
             .await
@@ -528,12 +533,8 @@ mod tests {
     /// The log's header counts rewinds (its checkpoint sequence number, bytes 12..16).
     #[tokio::test]
     async fn a_trickle_of_messages_does_not_rewind_the_log_each_commit() {
-        let dir = std::env::temp_dir().join(format!("sb-store-trickle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("trickle.db");
-        let store = SqliteStore::open(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
+        let (dir, url) = scratch_db("trickle");
+        let store = SqliteStore::open(&url).await.unwrap();
         let now = Timestamp::now();
         let a = store
             .create_user("trickle-a", None, "h", now)
@@ -609,9 +610,7 @@ mod tests {
     /// in memory when the store closed: the recovery mark stops at it.
     #[tokio::test]
     async fn client_msg_ids_are_found_in_memory_in_the_table_and_after_a_restart() {
-        let dir = std::env::temp_dir().join(format!("sb-store-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("keys.db").display());
+        let (dir, url) = scratch_db("keys");
         // Sweeps far apart, so no step of the test (milliseconds each) outlasts one.
         let sweep_every = std::time::Duration::from_secs(3);
         let open = || {
@@ -721,9 +720,7 @@ mod tests {
     /// keys through the migration that drops the old unique index.
     #[tokio::test]
     async fn a_database_from_before_client_msg_ids_keeps_its_keys() {
-        let dir = std::env::temp_dir().join(format!("sb-store-v1-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("v1.db").display());
+        let (dir, url) = scratch_db("v1");
         let options = SqliteConnectOptions::from_str(&url)
             .unwrap()
             .create_if_missing(true);
