@@ -9,8 +9,8 @@
 //! tail follows the log (session 9).
 //!
 //! How: the keys of committed messages wait in memory, sorted. A sweep over them starts
-//! every [`SWEEP_EVERY`], and each commit writes the next [`SLICE`] keys of the sweep in
-//! key order, so a leaf takes about a second of its sender's keys at once. No commit
+//! every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY), and each commit writes the next
+//! [slice](crate::sweep::slice_len) of the sweep in key order, so a leaf takes about a second of its sender's keys at once. No commit
 //! carries more than a slice: session 11 measured a pass over everything at once holding
 //! the writer for 26 ms. A lookup reads memory, then the table.
 //!
@@ -26,16 +26,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Time from one sweep's start to the next: about how many of a sender's keys share one
-/// leaf write. The keys wait in memory that long (some 10,000 at 10k messages/s).
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// Keys a commit writes at most, or four times the keys it adds if more: at about 2,500
-/// commits/s under load a sweep needs a few per commit, and a saturated writer (hundreds
-/// of messages per commit) still finishes a sweep in a fraction of [`SWEEP_EVERY`], so
-/// the keys in memory stay about a second's worth. At a trickle of messages every commit
-/// takes all that wait.
-const SLICE: usize = 64;
+use crate::sweep::slice_len;
 
 type Key = (i64, String);
 
@@ -60,7 +51,8 @@ pub(crate) struct ClientIds {
 
 impl ClientIds {
     /// Write the keys the last run left in memory (after `client_msg_ids_written.below`).
-    /// A sweep starts at most every `sweep_every` ([`SWEEP_EVERY`] but in tests).
+    /// A sweep starts at most every `sweep_every`
+    /// ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) but in tests).
     pub(crate) fn open(conn: &Connection, sweep_every: Duration) -> rusqlite::Result<Self> {
         conn.execute_batch(
             "BEGIN IMMEDIATE;
@@ -127,7 +119,7 @@ impl ClientIds {
             "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
              VALUES (?1, ?2, ?3)",
         )?;
-        let slice = SLICE.max(4 * self.added);
+        let slice = slice_len(self.added);
         for ((sender, key), id) in self.waiting.range::<Key, _>((from, Bound::Unbounded)) {
             if self.written.len() == slice {
                 break;

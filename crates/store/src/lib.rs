@@ -7,6 +7,7 @@
 //! since the Unix epoch, RFC 3339 on the wire). The [`suite`] module (feature `suite`) is the
 //! behaviour every backend must show; each backend's tests run it.
 
+mod backlog;
 mod client_ids;
 mod error;
 mod migrations;
@@ -17,6 +18,7 @@ mod sqlite;
 mod sqlite_writer;
 #[cfg(feature = "suite")]
 pub mod suite;
+mod sweep;
 #[cfg(feature = "suite")]
 pub mod test_postgres;
 mod wal_batch;

@@ -18,6 +18,7 @@ pub(crate) const SQLITE: &[Step] = &[
         "client msg ids",
         include_str!("../migrations/0002_client_msg_ids.sql"),
     ),
+    (3, "backlog", include_str!("../migrations/0003_backlog.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[(

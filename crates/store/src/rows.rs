@@ -78,6 +78,24 @@ where
     })
 }
 
+/// A message row of the writer's own connection (rusqlite), selected with
+/// [`message_columns`] in that order.
+pub(crate) fn message_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: row.get(0)?,
+        sender_id: row.get(1)?,
+        receiver_id: row.get(2)?,
+        room_id: row.get(3)?,
+        content: row.get(4)?,
+        message_type: row.get(5)?,
+        client_msg_id: row.get(6)?,
+        status: Status::parse(&row.get::<_, String>(7)?),
+        created_at: Timestamp(row.get(8)?),
+        delivered_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
+        read_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
+    })
+}
+
 /// The `id` column of every row (`RETURNING id`), ascending.
 pub(crate) fn sorted_ids<'r, R: Row>(rows: &'r [R]) -> Result<Vec<i64>, sqlx::Error>
 where

@@ -292,18 +292,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE receiver_id = ? AND status = 'sent' \
-             ORDER BY id LIMIT ?"
-        );
-        let rows = sqlx::query(sql)
-            .bind(receiver)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(message_from).collect::<Result<_, _>>()?)
+        self.writer.backlog(receiver, limit).await
     }
 
     async fn mark_read(
@@ -593,6 +582,111 @@ mod tests {
             .unwrap()
     }
 
+    /// The store at `url` with sweeps `sweep_every` apart.
+    async fn open_sweeping(url: &str, sweep_every: std::time::Duration) -> SqliteStore {
+        let limits = Limits {
+            sweep_every,
+            ..Limits::default()
+        };
+        SqliteStore::open_with(url, limits).await.unwrap()
+    }
+
+    /// The ids of `receiver`'s backlog, as a connecting receiver gets it.
+    async fn backlog_ids(store: &SqliteStore, receiver: i64) -> Vec<i64> {
+        let page = store.undelivered(receiver, 100).await.unwrap();
+        page.into_iter().map(|m| m.id).collect()
+    }
+
+    /// The ids in the table `backlog` for `receiver`.
+    async fn backlog_table(store: &SqliteStore, receiver: i64) -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM backlog WHERE receiver_id = ? ORDER BY id")
+            .bind(receiver)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// An offline receiver's backlog, through the writer: keys wait in memory, a sweep
+    /// writes those still undelivered a period later, and both come back in order, after
+    /// a restart too (whether a key was in memory or in the table); a delivered or a read
+    /// mark takes a message out of both.
+    #[tokio::test]
+    async fn the_backlog_is_kept_in_memory_then_in_the_table_and_survives_a_restart() {
+        let (dir, url) = scratch_db("backlog");
+        let sweep_every = std::time::Duration::from_millis(300);
+        let store = open_sweeping(&url, sweep_every).await;
+        let now = Timestamp::now();
+        let mut user = Vec::new();
+        for name in ["bl-a", "bl-b", "bl-c"] {
+            user.push(store.create_user(name, None, "h", now).await.unwrap().id);
+        }
+        let (a, b, c) = (user[0], user[1], user[2]);
+        let send = |store: &SqliteStore, to: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .insert_message(direct(a, to, None))
+                    .await
+                    .unwrap()
+                    .message
+                    .id
+            }
+        };
+        let mut old = Vec::new();
+        for _ in 0..5 {
+            old.push(send(&store, b).await);
+        }
+        let to_c = send(&store, c).await;
+        assert_eq!(backlog_ids(&store, b).await, old, "from memory");
+        assert!(backlog_table(&store, b).await.is_empty());
+
+        // Two sweeps later the old keys are in the table (the first sweep's cutoff is from
+        // before them); a key younger than a period still waits in memory.
+        for _ in 0..2 {
+            tokio::time::sleep(sweep_every + std::time::Duration::from_millis(50)).await;
+            store.mark_delivered(&[to_c], now).await.unwrap();
+        }
+        let young = send(&store, b).await;
+        assert_eq!(backlog_table(&store, b).await, old);
+        let mut all = old.clone();
+        all.push(young);
+        assert_eq!(
+            backlog_ids(&store, b).await,
+            all,
+            "table and memory, merged"
+        );
+        let page = store.undelivered(b, 2).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), old[..2]);
+        assert!(backlog_ids(&store, c).await.is_empty(), "delivered");
+
+        // Delivered: one from the table, the young one from memory. Read (a pooled
+        // connection's mark, which the writer does not see): every one left from `a`.
+        let marked = store.mark_delivered(&[old[0], young], now).await.unwrap();
+        assert_eq!(marked, [old[0], young]);
+        assert_eq!(backlog_ids(&store, b).await, old[1..]);
+        assert_eq!(backlog_table(&store, b).await, old[1..]);
+        let in_memory = send(&store, b).await;
+        store.close().await;
+
+        let store = open_sweeping(&url, sweep_every).await;
+        let mut left = old[1..].to_vec();
+        left.push(in_memory);
+        assert_eq!(backlog_ids(&store, b).await, left, "after a restart");
+        // Read marks take the delivered ones too.
+        let read = store.mark_read(b, a, now).await.unwrap();
+        assert_eq!(read, [&old[..], &[young, in_memory]].concat());
+        assert!(backlog_ids(&store, b).await.is_empty(), "read");
+        assert!(backlog_table(&store, b).await.is_empty());
+        // The read key still in the writer's memory is dropped by the next sweep, not written.
+        tokio::time::sleep(sweep_every * 2 + std::time::Duration::from_millis(100)).await;
+        store.mark_delivered(&[], now).await.unwrap();
+        tokio::time::sleep(sweep_every + std::time::Duration::from_millis(50)).await;
+        store.mark_delivered(&[], now).await.unwrap();
+        assert!(backlog_table(&store, b).await.is_empty());
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     fn direct(sender: i64, receiver: i64, key: Option<&str>) -> NewMessage<'_> {
         NewMessage {
             sender,
@@ -613,17 +707,7 @@ mod tests {
         let (dir, url) = scratch_db("keys");
         // Sweeps far apart, so no step of the test (milliseconds each) outlasts one.
         let sweep_every = std::time::Duration::from_secs(3);
-        let open = || {
-            let url = url.clone();
-            async move {
-                let limits = Limits {
-                    sweep_every,
-                    ..Limits::default()
-                };
-                SqliteStore::open_with(&url, limits).await.unwrap()
-            }
-        };
-        let store = open().await;
+        let store = open_sweeping(&url, sweep_every).await;
         let now = Timestamp::now();
         let a = store
             .create_user("keys-a", None, "h", now)
@@ -698,7 +782,7 @@ mod tests {
         store.close().await;
 
         // Restart: the keys from the mark on are written before the first batch.
-        let store = open().await;
+        let store = open_sweeping(&url, sweep_every).await;
         assert!(
             written_keys(&store, a)
                 .await
@@ -719,7 +803,7 @@ mod tests {
     /// A database written before `client_msg_ids` (migration 1 only) keeps its senders'
     /// keys through the migration that drops the old unique index.
     #[tokio::test]
-    async fn a_database_from_before_client_msg_ids_keeps_its_keys() {
+    async fn a_database_from_before_client_msg_ids_keeps_its_keys_and_backlog() {
         let (dir, url) = scratch_db("v1");
         let options = SqliteConnectOptions::from_str(&url)
             .unwrap()
@@ -752,6 +836,9 @@ mod tests {
             .unwrap();
         assert!(!new.duplicate, "keys are per sender");
         assert_eq!(written_below(&store).await, 4);
+        // Migration 0003 moved the `sent` messages into the table `backlog`.
+        assert_eq!(backlog_ids(&store, 2).await, [2]);
+        assert_eq!(backlog_ids(&store, 1).await, [3, new.message.id]);
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -12,7 +12,10 @@
 //!
 //! Each commit also writes a slice of the `clientMsgId`s that wait in memory, in key
 //! order ([`client_ids`](crate::client_ids)): as an index entry per message they cost a
-//! log page each; a slice of a sweep over a second's keys writes a page per sender.
+//! log page each; a slice of a sweep over a second's keys writes a page per sender. The
+//! offline backlog is kept the same way ([`backlog`](crate::backlog)): a direct message's
+//! key waits in memory until its delivered mark, and only those undelivered after a
+//! second are written; so the backlog is read here too, between the batch's writes.
 //!
 //! Why a thread of its own (rusqlite) rather than an sqlx connection: sqlx runs each
 //! SQLite connection on a worker thread and every statement is a round trip to it (a
@@ -63,6 +66,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backlog::Backlog;
 use crate::client_ids::ClientIds;
 use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
@@ -93,8 +97,8 @@ const LOG_LIMIT: u64 = 128 << 20;
 pub(crate) struct Limits {
     /// Log size (bytes) at which the writer rewinds the log ([`LOG_LIMIT`]).
     pub log_limit: u64,
-    /// Time between two sweeps over the waiting `clientMsgId`s
-    /// ([`client_ids::SWEEP_EVERY`](crate::client_ids::SWEEP_EVERY)).
+    /// Time between two sweeps over the keys waiting in memory
+    /// ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY)).
     pub sweep_every: Duration,
 }
 
@@ -102,7 +106,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             log_limit: LOG_LIMIT,
-            sweep_every: crate::client_ids::SWEEP_EVERY,
+            sweep_every: crate::sweep::SWEEP_EVERY,
         }
     }
 }
@@ -138,6 +142,8 @@ enum Job {
     /// Messages in order (a connection's burst, or one message): one job, one answer.
     Insert(Vec<Pending>, oneshot::Sender<Inserts>),
     MarkDelivered(Vec<i64>, Timestamp, Reply<Vec<i64>>),
+    /// A page of a receiver's backlog: (receiver, limit).
+    Backlog(i64, u32, Reply<Vec<Message>>),
     /// Finish what is queued, close the connection, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -252,7 +258,10 @@ impl Writer {
     /// already migrated) and start its thread. Needs a Tokio runtime.
     pub(crate) fn start(path: &Path, limits: &Limits) -> Result<Self, StoreError> {
         let conn = open(path, true)?;
-        let client_ids = ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?;
+        let kept = Kept {
+            client_ids: ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?,
+            backlog: Backlog::open(&conn, limits.sweep_every).map_err(db_error)?,
+        };
         // Checkpoints are mostly the checkpointer's (see the module doc).
         let page_size: i64 = conn
             .query_row("PRAGMA page_size", [], |row| row.get(0))
@@ -284,7 +293,7 @@ impl Writer {
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(answer(answers_rx));
         spawn("sqlite-writer", move || {
-            run(conn, client_ids, rx, answers, nudge, &rewind)
+            run(conn, kept, rx, answers, nudge, &rewind)
         })?;
         Ok(Writer { jobs })
     }
@@ -322,6 +331,16 @@ impl Writer {
         self.call(|reply| Job::MarkDelivered(ids, at, reply)).await
     }
 
+    /// Up to `limit` direct messages to `receiver` not delivered yet, oldest first.
+    pub(crate) async fn backlog(
+        &self,
+        receiver: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.call(|reply| Job::Backlog(receiver, limit, reply))
+            .await
+    }
+
     /// Commit what is queued and close the connection; later calls fail.
     pub(crate) async fn close(&self) {
         let (done, closed) = oneshot::channel();
@@ -335,7 +354,7 @@ impl Writer {
 /// answers back in one message; until closed or every handle is gone.
 fn run(
     mut conn: Connection,
-    mut client_ids: ClientIds,
+    mut kept: Kept,
     mut rx: mpsc::UnboundedReceiver<Job>,
     answers: mpsc::UnboundedSender<Vec<Done>>,
     checkpoint: std_mpsc::SyncSender<()>,
@@ -369,7 +388,7 @@ fn run(
         }
         if !jobs.is_empty() {
             uncheckpointed += jobs.len();
-            let done = commit(&mut conn, &mut jobs, &mut client_ids);
+            let done = commit(&mut conn, &mut jobs, &mut kept);
             if let Err(mpsc::error::SendError(done)) = answers.send(done) {
                 // The runtime is gone; answer from here rather than drop the callers.
                 done.into_iter().for_each(Done::send);
@@ -412,7 +431,7 @@ impl Job {
         match self {
             Job::Insert(new, _) => new.len(),
             Job::MarkDelivered(ids, ..) => ids.len(),
-            Job::Close(_) => 1,
+            Job::Backlog(..) | Job::Close(_) => 1,
         }
     }
 }
@@ -421,6 +440,7 @@ impl Job {
 enum Done {
     Insert(Inserts, oneshot::Sender<Inserts>),
     MarkDelivered(Result<Vec<i64>, StoreError>, Reply<Vec<i64>>),
+    Backlog(Result<Vec<Message>, StoreError>, Reply<Vec<Message>>),
 }
 
 impl Done {
@@ -430,6 +450,9 @@ impl Done {
                 let _ = reply.send(r);
             }
             Done::MarkDelivered(r, reply) => {
+                let _ = reply.send(r);
+            }
+            Done::Backlog(r, reply) => {
                 let _ = reply.send(r);
             }
         }
@@ -447,13 +470,33 @@ impl Done {
                 reply,
             ),
             Done::MarkDelivered(Ok(_), reply) => Done::MarkDelivered(Err(fail()), reply),
+            // It saw the batch's own writes, which are undone.
+            Done::Backlog(Ok(_), reply) => Done::Backlog(Err(fail()), reply),
             other => other,
         }
     }
 }
 
+/// What the writer keeps in memory for the tables it writes a slice per commit.
+struct Kept {
+    client_ids: ClientIds,
+    backlog: Backlog,
+}
+
+impl Kept {
+    /// Message `id` was inserted by the batch being written.
+    fn added(&mut self, id: i64, new: &Pending) {
+        if let Some(key) = &new.client_msg_id {
+            self.client_ids.add(new.sender, key, id);
+        }
+        if let Target::User(receiver) = new.target {
+            self.backlog.add(receiver, id);
+        }
+    }
+}
+
 /// Run `jobs` in one transaction; one outcome per job.
-fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, client_ids: &mut ClientIds) -> Vec<Done> {
+fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Done> {
     let mut done = Vec::with_capacity(jobs.len());
     // IMMEDIATE: take the write lock up front (pooled connections write rarely, e.g. new
     // accounts, read marks), so no statement of the batch can hit a lock upgrade deadlock.
@@ -476,21 +519,33 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, client_ids: &mut ClientIds
         // have ended the transaction, so the rest of the batch is failed, not run outside it.
         match job {
             Job::Insert(new, reply) => {
-                let results = insert_job(&tx, client_ids, new, &mut fatal);
+                let results = insert_job(&tx, kept, new, &mut fatal);
                 done.push(Done::Insert(results, reply));
             }
-            Job::MarkDelivered(ids, at, reply) => match mark_delivered(&tx, &ids, at) {
-                Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
+            Job::MarkDelivered(ids, at, reply) => {
+                match mark_delivered(&tx, &mut kept.backlog, &ids, at) {
+                    Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
+                    Err(e) => {
+                        fatal = Some(e.to_string());
+                        done.push(Done::MarkDelivered(Err(db_error(e)), reply));
+                    }
+                }
+            }
+            Job::Backlog(receiver, limit, reply) => match kept.backlog.page(&tx, receiver, limit) {
+                Ok(page) => done.push(Done::Backlog(Ok(page), reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
-                    done.push(Done::MarkDelivered(Err(db_error(e)), reply));
+                    done.push(Done::Backlog(Err(db_error(e)), reply));
                 }
             },
             Job::Close(_) => unreachable!("close jobs are taken out of the batch"),
         }
     }
     if fatal.is_none()
-        && let Err(e) = client_ids.write_slice(&tx)
+        && let Err(e) = kept
+            .client_ids
+            .write_slice(&tx)
+            .and_then(|()| kept.backlog.write_slice(&tx))
     {
         fatal = Some(e.to_string());
     }
@@ -501,7 +556,8 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, client_ids: &mut ClientIds
         }
         None => tx.commit().err().map(|e| e.to_string()),
     };
-    client_ids.settle(failed.is_none());
+    kept.client_ids.settle(failed.is_none());
+    kept.backlog.settle(failed.is_none());
     match failed {
         Some(e) => {
             tracing::error!(error = %e, count = done.len(), "message batch not committed");
@@ -519,6 +575,7 @@ fn fail(job: Job, e: &str) -> Option<Done> {
             reply,
         )),
         Job::MarkDelivered(_, _, reply) => Some(Done::MarkDelivered(Err(err()), reply)),
+        Job::Backlog(_, _, reply) => Some(Done::Backlog(Err(err()), reply)),
         Job::Close(_) => None,
     }
 }
@@ -551,7 +608,7 @@ fn insert_sql(rows: usize) -> &'static str {
 /// receiver), which SQLite undoes whole. A failure that ends the batch is put in `fatal`.
 fn insert_job(
     conn: &Connection,
-    client_ids: &mut ClientIds,
+    kept: &mut Kept,
     new: Vec<Pending>,
     fatal: &mut Option<String>,
 ) -> Inserts {
@@ -563,7 +620,7 @@ fn insert_job(
         let chunk: Vec<Pending> = new.by_ref().take(size).collect();
         left -= chunk.len();
         if size > 1 && fatal.is_none() {
-            match insert_rows(conn, client_ids, &chunk) {
+            match insert_rows(conn, kept, &chunk) {
                 Ok(Some(first)) => {
                     results.extend((first..).zip(chunk).map(|(id, p)| Ok(inserted(id, p))));
                     continue;
@@ -577,7 +634,7 @@ fn insert_job(
                 results.push(Err(StoreError::Database(e.clone())));
                 continue;
             }
-            match insert(conn, client_ids, p) {
+            match insert(conn, kept, p) {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     *fatal = Some(e.to_string());
@@ -595,7 +652,7 @@ fn insert_job(
 /// of it was written).
 fn insert_rows(
     conn: &Connection,
-    client_ids: &mut ClientIds,
+    kept: &mut Kept,
     rows: &[Pending],
 ) -> Result<Option<i64>, rusqlite::Error> {
     for (i, p) in rows.iter().enumerate() {
@@ -603,7 +660,7 @@ fn insert_rows(
             let again = rows[..i]
                 .iter()
                 .any(|q| q.sender == p.sender && q.client_msg_id.as_ref() == Some(key));
-            if again || client_ids.taken(conn, p.sender, key)?.is_some() {
+            if again || kept.client_ids.taken(conn, p.sender, key)?.is_some() {
                 return Ok(None);
             }
         }
@@ -627,9 +684,7 @@ fn insert_rows(
         Err(e) => return Err(e),
     };
     for (id, p) in (first..).zip(rows) {
-        if let Some(key) = &p.client_msg_id {
-            client_ids.add(p.sender, key, id);
-        }
+        kept.added(id, p);
     }
     Ok(Some(first))
 }
@@ -672,11 +727,11 @@ fn constraint(e: &rusqlite::Error, extended: std::os::raw::c_int) -> bool {
 /// receiver or room is `NotFound`. `Err` only for failures that end the batch.
 fn insert(
     conn: &Connection,
-    client_ids: &mut ClientIds,
+    kept: &mut Kept,
     new: Pending,
 ) -> Result<Result<Inserted, StoreError>, rusqlite::Error> {
     if let Some(key) = &new.client_msg_id
-        && let Some(id) = client_ids.taken(conn, new.sender, key)?
+        && let Some(id) = kept.client_ids.taken(conn, new.sender, key)?
         && let Some(message) = stored(conn, id)?
     {
         return Ok(Ok(Inserted {
@@ -698,9 +753,7 @@ fn insert(
     match executed {
         Ok(_) => {
             let id = conn.last_insert_rowid();
-            if let Some(key) = &new.client_msg_id {
-                client_ids.add(new.sender, key, id);
-            }
+            kept.added(id, &new);
             Ok(Ok(inserted(id, new)))
         }
         Err(e) if constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
@@ -720,22 +773,8 @@ fn stored(conn: &Connection, id: i64) -> Result<Option<Message>, rusqlite::Error
         crate::rows::message_columns!(),
         " FROM messages WHERE id = ?"
     ))?;
-    stmt.query_row([id], |row| {
-        Ok(Message {
-            id: row.get(0)?,
-            sender_id: row.get(1)?,
-            receiver_id: row.get(2)?,
-            room_id: row.get(3)?,
-            content: row.get(4)?,
-            message_type: row.get(5)?,
-            client_msg_id: row.get(6)?,
-            status: Status::parse(&row.get::<_, String>(7)?),
-            created_at: Timestamp(row.get(8)?),
-            delivered_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
-            read_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
-        })
-    })
-    .optional()
+    stmt.query_row([id], crate::rows::message_from_rusqlite)
+        .optional()
 }
 
 /// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
@@ -743,6 +782,7 @@ fn stored(conn: &Connection, id: i64) -> Result<Option<Message>, rusqlite::Error
 /// more on running a statement (binding, cursors, finishing) than on the row it changed.
 fn mark_delivered(
     conn: &Connection,
+    backlog: &mut Backlog,
     ids: &[i64],
     at: Timestamp,
 ) -> Result<Vec<i64>, rusqlite::Error> {
@@ -750,7 +790,7 @@ fn mark_delivered(
     let mut stmt = conn.prepare_cached(
         "UPDATE messages SET status = 'delivered', delivered_at = ?1 \
          WHERE id IN (SELECT value FROM json_each(?2)) \
-         AND status = 'sent' AND receiver_id IS NOT NULL RETURNING id",
+         AND status = 'sent' AND receiver_id IS NOT NULL RETURNING id, receiver_id",
     )?;
     let mut list = String::with_capacity(ids.len() * 8 + 2);
     list.push('[');
@@ -760,7 +800,11 @@ fn mark_delivered(
     }
     list.push(']');
     let mut changed = stmt
-        .query_map(params![at.0, list], |row| row.get::<_, i64>(0))?
+        .query_map(params![at.0, list], |row| {
+            let id = row.get(0)?;
+            backlog.delivered(row.get(1)?, id);
+            Ok(id)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     changed.sort_unstable();
     changed.dedup();
