@@ -5,8 +5,9 @@
 //! Why: almost every direct message is delivered within milliseconds, so the index
 //! `messages_pending` put an entry on a leaf of its receiver's at the insert and took it
 //! off again at the delivered mark: a random leaf rewritten twice per message, for a set
-//! that is nearly empty. That was a tenth of the log's frames at 10k messages/s, and
-//! without it the log is a fifth smaller (BENCHMARKS.md, session 12).
+//! that is nearly empty. That was a tenth of the log's frames at 10k messages/s; without
+//! it the log is a sixth smaller and the p99 0.81x at 5k messages/s (BENCHMARKS.md,
+//! session 12).
 //!
 //! How: the key (receiver, id) of a new direct message waits in memory, and the delivered
 //! mark takes it out again. A sweep starts every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY)

@@ -10,9 +10,8 @@
 //!
 //! How: the keys of committed messages wait in memory, sorted. A sweep over them starts
 //! every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY), and each commit writes the next
-//! [slice](crate::sweep::slice_len) of the sweep in key order, so a leaf takes about a second of its sender's keys at once. No commit
-//! carries more than a slice: session 11 measured a pass over everything at once holding
-//! the writer for 26 ms. A lookup reads memory, then the table.
+//! [slice](crate::sweep::slice_len) of the sweep in key order, so a leaf takes about a
+//! second of its sender's keys at once. A lookup reads memory, then the table.
 //!
 //! Recovery: `client_msg_ids_written.below` is an id below which every message's key is in
 //! the table. It is moved at the end of each sweep, in the sweep's last commit, to the
