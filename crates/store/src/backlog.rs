@@ -160,7 +160,7 @@ impl Backlog {
                 from_memory += 1;
             }
         }
-        // A key can be in both while a sweep runs.
+        // A key can be in both after a reload (a sweep that did not finish wrote it).
         page.sort_unstable_by_key(|m| m.id);
         page.dedup_by_key(|m| m.id);
         page.truncate(limit as usize);
