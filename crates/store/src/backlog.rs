@@ -25,13 +25,13 @@
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::Message;
 use crate::rows::{message_columns, message_from_rusqlite};
-use crate::sweep::slice_len;
+use crate::sweep::{Sweep, slice_len};
 
 /// (receiver, message id).
 type Key = (i64, i64);
@@ -50,14 +50,7 @@ pub(crate) struct Backlog {
     cutoff: i64,
     /// The next sweep's cutoff: one past the newest id when the running one started.
     next_cutoff: i64,
-    /// The sweep's position (the last key it passed), or `None` at its start; the sweep
-    /// runs while `sweeping`.
-    cursor: Option<Key>,
-    sweeping: bool,
-    started: Instant,
-    sweep_every: Duration,
-    /// Where the batch being committed leaves the sweep.
-    passed: Option<Key>,
+    sweep: Sweep<Key>,
     /// Written (or found no longer `sent`) by the batch being committed: they leave
     /// `waiting` once it commits.
     swept: Vec<Key>,
@@ -76,11 +69,7 @@ impl Backlog {
             newest: 0,
             cutoff: 0,
             next_cutoff: 0,
-            cursor: None,
-            sweeping: false,
-            started: Instant::now(),
-            sweep_every,
-            passed: None,
+            sweep: Sweep::new(sweep_every),
             swept: Vec::new(),
             added: 0,
         };
@@ -101,9 +90,9 @@ impl Backlog {
         self.newest = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |row| {
             row.get(0)
         })?;
-        // Everything loaded is written by the next sweep.
+        // Everything loaded is written by the next sweep. (Memory is stale only after a
+        // batch that did not commit, which stopped the sweep.)
         self.next_cutoff = self.newest + 1;
-        self.sweeping = false;
         self.stale = false;
         Ok(())
     }
@@ -174,20 +163,14 @@ impl Backlog {
             // Inside the batch's transaction: its own inserts and marks are seen.
             self.load(conn)?;
         }
-        if !self.sweeping {
-            if self.started.elapsed() < self.sweep_every {
+        if !self.sweep.running() {
+            // Even with nothing waiting: the mark moves.
+            if !self.sweep.start_if_due(true) {
                 return Ok(());
             }
-            self.sweeping = true;
-            self.started = Instant::now();
-            self.cursor = None;
             self.cutoff = self.next_cutoff;
             self.next_cutoff = self.newest + 1;
         }
-        let from = match &self.cursor {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
-        };
         // A message a pooled connection marked read meanwhile is not written.
         let mut write = conn.prepare_cached(
             "INSERT OR IGNORE INTO backlog (receiver_id, id) \
@@ -195,10 +178,11 @@ impl Backlog {
         )?;
         let slice = slice_len(self.added);
         let mut done = true;
-        for key in self.waiting.range((from, Bound::Unbounded)) {
+        let mut passed = None;
+        for key in self.waiting.range((self.sweep.from(), Bound::Unbounded)) {
             if key.1 >= self.cutoff {
                 // Too young: still likely to be delivered before the next sweep.
-                self.passed = Some(*key);
+                passed = Some(*key);
                 continue;
             }
             if self.swept.len() == slice {
@@ -207,14 +191,17 @@ impl Backlog {
             }
             write.execute([key.1])?;
             self.swept.push(*key);
-            self.passed = Some(*key);
+            passed = Some(*key);
+        }
+        if let Some(key) = passed {
+            self.sweep.pass(key);
         }
         if done {
             // Every key below the cutoff is written now (none can arrive behind the cursor:
             // new ids are above it, and a reload restarts the sweep).
             conn.prepare_cached("UPDATE backlog_written SET below = ?1")?
                 .execute([self.cutoff])?;
-            self.sweeping = false;
+            self.sweep.finish();
         }
         Ok(())
     }
@@ -223,11 +210,8 @@ impl Backlog {
     /// loaded again before its next use.
     pub(crate) fn settle(&mut self, committed: bool) {
         self.added = 0;
-        let passed = self.passed.take();
+        self.sweep.settle(committed);
         if committed {
-            if passed.is_some() {
-                self.cursor = passed;
-            }
             for key in self.swept.drain(..) {
                 self.waiting.remove(&key);
             }
@@ -241,19 +225,6 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn migrated() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        for (_, _, sql) in crate::migrations::SQLITE {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "INSERT INTO users (id, username, password_hash, created_at) \
-             VALUES (1, 'a', 'h', 0), (2, 'b', 'h', 0), (3, 'c', 'h', 0)",
-        )
-        .unwrap();
-        conn
-    }
 
     /// Insert a direct message from user 1 to `receiver`, as the writer does.
     fn send(conn: &Connection, backlog: &mut Backlog, receiver: i64) -> i64 {
@@ -293,7 +264,7 @@ mod tests {
     /// the table (trigger) and from every page (status), and the sweep does not write it.
     #[test]
     fn keys_move_to_the_table_after_a_period_and_pages_merge_both() {
-        let mut conn = migrated();
+        let mut conn = crate::migrations::migrated_in_memory();
         let mut backlog = Backlog::open(&conn, Duration::ZERO).unwrap();
         let old: Vec<i64> = (0..3).map(|_| send(&conn, &mut backlog, 2)).collect();
         let read = send(&conn, &mut backlog, 3);
@@ -339,7 +310,7 @@ mod tests {
     /// the recovery mark: no `sent` message is missing, none that rolled back is there.
     #[test]
     fn memory_is_loaded_again_after_a_restart_or_a_rollback() {
-        let mut conn = migrated();
+        let mut conn = crate::migrations::migrated_in_memory();
         let mut backlog = Backlog::open(&conn, Duration::from_secs(3600)).unwrap();
         let kept: Vec<i64> = (0..3).map(|_| send(&conn, &mut backlog, 2)).collect();
         commit(&mut conn, &mut backlog);
@@ -362,7 +333,7 @@ mod tests {
     /// always due) writes keys as fast as they come: memory holds about two commits' worth.
     #[test]
     fn a_saturated_writer_keeps_up_with_its_backlog() {
-        let mut conn = migrated();
+        let mut conn = crate::migrations::migrated_in_memory();
         let mut backlog = Backlog::open(&conn, Duration::ZERO).unwrap();
         let (commits, per_commit) = (50usize, 256usize);
         let mut most = 0;

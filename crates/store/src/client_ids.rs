@@ -21,11 +21,11 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::sweep::slice_len;
+use crate::sweep::{Sweep, slice_len};
 
 type Key = (i64, String);
 
@@ -33,12 +33,7 @@ type Key = (i64, String);
 pub(crate) struct ClientIds {
     /// (sender, `clientMsgId`) → message id, not yet in the table.
     waiting: BTreeMap<Key, i64>,
-    /// The sweep's position (the last key it wrote), or `None` at its start; the sweep
-    /// runs while `sweeping`.
-    cursor: Option<Key>,
-    sweeping: bool,
-    started: Instant,
-    sweep_every: Duration,
+    sweep: Sweep<Key>,
     /// Written by the batch being committed: they leave `waiting` once it commits.
     written: Vec<Key>,
     /// The first id the batch being committed added: its keys go if it does not commit
@@ -65,10 +60,7 @@ impl ClientIds {
         )?;
         Ok(ClientIds {
             waiting: BTreeMap::new(),
-            cursor: None,
-            sweeping: false,
-            started: Instant::now(),
-            sweep_every,
+            sweep: Sweep::new(sweep_every),
             written: Vec::new(),
             added_from: None,
             added: 0,
@@ -102,23 +94,15 @@ impl ClientIds {
     /// Write the sweep's next slice in the batch's transaction (starting a sweep if one is
     /// due); at the sweep's end, move the recovery mark.
     pub(crate) fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        if !self.sweeping {
-            if self.started.elapsed() < self.sweep_every || self.waiting.is_empty() {
-                return Ok(());
-            }
-            self.sweeping = true;
-            self.started = Instant::now();
-            self.cursor = None;
+        if !self.sweep.running() && !self.sweep.start_if_due(!self.waiting.is_empty()) {
+            return Ok(());
         }
-        let from = match &self.cursor {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
-        };
         let mut insert = conn.prepare_cached(
             "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
              VALUES (?1, ?2, ?3)",
         )?;
         let slice = slice_len(self.added);
+        let from = self.sweep.from();
         for ((sender, key), id) in self.waiting.range::<Key, _>((from, Bound::Unbounded)) {
             if self.written.len() == slice {
                 break;
@@ -129,7 +113,7 @@ impl ClientIds {
         if self.written.len() < slice {
             // The sweep is done: every key past its cursor is written now, so what still
             // waits was added behind the cursor meanwhile; the oldest of those is the mark.
-            let left = match &self.cursor {
+            let left = match self.sweep.cursor() {
                 Some(key) => self
                     .waiting
                     .range::<Key, _>(..=key)
@@ -142,7 +126,10 @@ impl ClientIds {
                  SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
             )?
             .execute([left])?;
-            self.sweeping = false;
+            self.sweep.finish();
+        }
+        if let Some(last) = self.written.last() {
+            self.sweep.pass(last.clone());
         }
         Ok(())
     }
@@ -152,18 +139,14 @@ impl ClientIds {
     pub(crate) fn settle(&mut self, committed: bool) {
         let added_from = self.added_from.take();
         self.added = 0;
+        self.sweep.settle(committed);
         if committed {
-            if let Some(last) = self.written.last() {
-                self.cursor = Some(last.clone());
-            }
             for key in self.written.drain(..) {
                 self.waiting.remove(&key);
             }
             return;
         }
         self.written.clear();
-        // The sweep starts over: the mark it would have moved was not written either.
-        self.sweeping = false;
         if let Some(first) = added_from {
             self.waiting.retain(|_, id| *id < first);
         }
@@ -179,15 +162,7 @@ mod tests {
     /// mark follows.
     #[test]
     fn a_saturated_writer_keeps_up_with_its_keys() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (_, _, sql) in crate::migrations::SQLITE {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute(
-            "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'u', 'h', 0)",
-            [],
-        )
-        .unwrap();
+        let mut conn = crate::migrations::migrated_in_memory();
         let mut keys = ClientIds::open(&conn, Duration::ZERO).unwrap();
         let (commits, per_commit) = (50, 256);
         let mut most = 0;

@@ -44,3 +44,19 @@ pub(crate) fn migrator(steps: &[Step]) -> Migrator {
         .collect();
     Migrator::with_migrations(migrations)
 }
+
+/// An in-memory SQLite database with every migration applied and users 1, 2 and 3, for
+/// the writer's unit tests.
+#[cfg(test)]
+pub(crate) fn migrated_in_memory() -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    for (_, _, sql) in SQLITE {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO users (id, username, password_hash, created_at) \
+         VALUES (1, 'a', 'h', 0), (2, 'b', 'h', 0), (3, 'c', 'h', 0)",
+    )
+    .unwrap();
+    conn
+}

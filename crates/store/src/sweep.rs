@@ -4,7 +4,8 @@
 //! ([`backlog`](crate::backlog)). Both sweep their keys in key order at this pace, so a
 //! leaf of the table takes a period's keys at once.
 
-use std::time::Duration;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
 
 /// Time from one sweep's start to the next: about how many of a sender's (or receiver's)
 /// keys share one leaf write. The keys wait in memory about that long (some 10,000
@@ -22,4 +23,82 @@ const SLICE: usize = 64;
 /// 11 measured a pass over a period's keys holding the writer for 26 ms.
 pub(crate) fn slice_len(added: usize) -> usize {
     SLICE.max(4 * added)
+}
+
+/// Where a sweep over sorted keys is, and when the next one starts: what the two sweeps
+/// share. The owner walks its keys from [`Sweep::from`], notes with [`Sweep::pass`] the
+/// last key its batch reached, and settles the sweep with the batch: a committed batch
+/// moves the cursor there; one that did not commit restarts the sweep (the mark it may
+/// have moved was not written either).
+pub(crate) struct Sweep<K> {
+    every: Duration,
+    started: Instant,
+    running: bool,
+    /// The last key a committed batch of the running sweep passed; `None` at its start.
+    cursor: Option<K>,
+    /// The last key the batch being committed passed.
+    passed: Option<K>,
+}
+
+impl<K> Sweep<K> {
+    /// A sweep at most every `every` ([`SWEEP_EVERY`] but in tests), the first one
+    /// `every` from now.
+    pub(crate) fn new(every: Duration) -> Self {
+        Sweep {
+            every,
+            started: Instant::now(),
+            running: false,
+            cursor: None,
+            passed: None,
+        }
+    }
+
+    pub(crate) fn running(&self) -> bool {
+        self.running
+    }
+
+    /// Start a sweep from the first key if one is due and there is `work`; whether it
+    /// started.
+    pub(crate) fn start_if_due(&mut self, work: bool) -> bool {
+        if self.running || !work || self.started.elapsed() < self.every {
+            return false;
+        }
+        self.running = true;
+        self.started = Instant::now();
+        self.cursor = None;
+        true
+    }
+
+    /// The running sweep's committed position.
+    pub(crate) fn cursor(&self) -> Option<&K> {
+        self.cursor.as_ref()
+    }
+
+    /// Where the batch's slice starts: past the cursor.
+    pub(crate) fn from(&self) -> Bound<&K> {
+        match &self.cursor {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        }
+    }
+
+    /// The batch being committed got as far as `key`.
+    pub(crate) fn pass(&mut self, key: K) {
+        self.passed = Some(key);
+    }
+
+    /// Every key is swept (the owner writes its mark in the same batch).
+    pub(crate) fn finish(&mut self) {
+        self.running = false;
+    }
+
+    /// The batch ended.
+    pub(crate) fn settle(&mut self, committed: bool) {
+        let passed = self.passed.take();
+        if !committed {
+            self.running = false;
+        } else if passed.is_some() {
+            self.cursor = passed;
+        }
+    }
 }
