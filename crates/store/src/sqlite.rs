@@ -45,11 +45,12 @@ impl SqliteStore {
             // WAL + NORMAL: a commit survives a process crash; only a power loss can lose
             // the last transactions, and never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
-            // For a new file only (an existing one keeps its page size). Each message
-            // dirties a page in each of two per-user indexes (history, backlog), and every
-            // commit appends whole dirty pages to the WAL: 1 KiB pages about halved the
-            // bytes written per message against the 4 KiB default (100 conversations,
-            // batches of 20 to 100, when the sender's clientMsgId index was a third).
+            // For a new file only (an existing one keeps its page size). Each direct
+            // message dirties a page of its conversation's history index (the backlog and
+            // the clientMsgIds are written in slices instead), and every commit appends
+            // whole dirty pages to the WAL: 1 KiB pages about halved the bytes written per
+            // message against the 4 KiB default (100 conversations, batches of 20 to 100,
+            // measured when three such indexes were written per message).
             .page_size(1024)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
