@@ -38,9 +38,10 @@ type Key = (i64, i64);
 
 /// The writer's side of the table: the keys not written yet, and the sweep.
 pub(crate) struct Backlog {
-    /// Direct messages not delivered yet whose keys the table may not hold. A message read
-    /// by a pooled connection meanwhile stays here until the sweep finds it no longer
-    /// `sent`; readers check the status.
+    /// Direct messages not delivered yet whose keys the table may not hold. Delivered and
+    /// read marks go through the writer and take their keys out; a message whose status
+    /// another connection changed stays here until the sweep finds it no longer `sent`,
+    /// and readers check the status.
     waiting: BTreeSet<Key>,
     /// Memory may be behind the database (a batch did not commit): load it before use.
     stale: bool,
@@ -104,7 +105,8 @@ impl Backlog {
         self.added += 1;
     }
 
-    /// Direct message `id` to `receiver` was marked delivered by the batch being written.
+    /// Direct message `id` to `receiver` was marked delivered (or read) by the batch being
+    /// written.
     /// (The table's key, if it has one, goes with the message's status: see the trigger.)
     pub(crate) fn delivered(&mut self, receiver: i64, id: i64) {
         self.waiting.remove(&(receiver, id));
@@ -171,7 +173,7 @@ impl Backlog {
             self.cutoff = self.next_cutoff;
             self.next_cutoff = self.newest + 1;
         }
-        // A message a pooled connection marked read meanwhile is not written.
+        // A message another connection moved on from `sent` meanwhile is not written.
         let mut write = conn.prepare_cached(
             "INSERT OR IGNORE INTO backlog (receiver_id, id) \
              SELECT receiver_id, id FROM messages WHERE id = ?1 AND status = 'sent'",

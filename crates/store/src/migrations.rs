@@ -21,11 +21,18 @@ pub(crate) const SQLITE: &[Step] = &[
     (3, "backlog", include_str!("../migrations/0003_backlog.sql")),
 ];
 
-pub(crate) const POSTGRES: &[Step] = &[(
-    1,
-    "chat",
-    include_str!("../migrations/postgres/0001_chat.sql"),
-)];
+pub(crate) const POSTGRES: &[Step] = &[
+    (
+        1,
+        "chat",
+        include_str!("../migrations/postgres/0001_chat.sql"),
+    ),
+    (
+        2,
+        "unread",
+        include_str!("../migrations/postgres/0002_unread.sql"),
+    ),
+];
 
 pub(crate) fn migrator(steps: &[Step]) -> Migrator {
     let migrations = steps

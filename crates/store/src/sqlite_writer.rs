@@ -1,6 +1,6 @@
 //! The SQLite hot write path: one thread owns one connection and commits every message
-//! insert and delivered-mark that queued up while the previous commit ran, in one
-//! transaction (group commit).
+//! insert and status change (delivered and read marks) that queued up while the previous
+//! commit ran, in one transaction (group commit).
 //!
 //! Why group commit: SQLite has one writer at a time. Autocommit inserts from several
 //! pooled connections serialise on the write lock (the losers sleep in SQLite's busy
@@ -141,11 +141,26 @@ type Inserts = Vec<Result<Inserted, StoreError>>;
 enum Job {
     /// Messages in order (a connection's burst, or one message): one job, one answer.
     Insert(Vec<Pending>, oneshot::Sender<Inserts>),
-    MarkDelivered(Vec<i64>, Timestamp, Reply<Vec<i64>>),
+    /// A status change; answers the ids it changed, ascending.
+    Mark(Mark, Reply<Vec<i64>>),
     /// A page of a receiver's backlog: (receiver, limit).
     Backlog(i64, u32, Reply<Vec<Message>>),
     /// Finish what is queued, close the connection, then answer.
     Close(oneshot::Sender<()>),
+}
+
+/// The status changes of direct messages, written by the writer like its inserts (a
+/// pooled connection would take the write lock from under the writer's batches, and each
+/// would sleep in SQLite's busy handler while the other held it).
+enum Mark {
+    /// These messages were written to a connection of their receiver.
+    Delivered(Vec<i64>, Timestamp),
+    /// `reader` read everything `sender` sent them ([`MARK_READ`]).
+    Read {
+        reader: i64,
+        sender: i64,
+        at: Timestamp,
+    },
 }
 
 /// Handle to the writer thread. Cheap to clone.
@@ -328,7 +343,19 @@ impl Writer {
         ids: Vec<i64>,
         at: Timestamp,
     ) -> Result<Vec<i64>, StoreError> {
-        self.call(|reply| Job::MarkDelivered(ids, at, reply)).await
+        self.call(|reply| Job::Mark(Mark::Delivered(ids, at), reply))
+            .await
+    }
+
+    /// Mark every direct message from `sender` to `reader` read.
+    pub(crate) async fn mark_read(
+        &self,
+        reader: i64,
+        sender: i64,
+        at: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.call(|reply| Job::Mark(Mark::Read { reader, sender, at }, reply))
+            .await
     }
 
     /// Up to `limit` direct messages to `receiver` not delivered yet, oldest first.
@@ -430,8 +457,8 @@ impl Job {
     fn rows(&self) -> usize {
         match self {
             Job::Insert(new, _) => new.len(),
-            Job::MarkDelivered(ids, ..) => ids.len(),
-            Job::Backlog(..) | Job::Close(_) => 1,
+            Job::Mark(Mark::Delivered(ids, _), _) => ids.len(),
+            Job::Mark(Mark::Read { .. }, _) | Job::Backlog(..) | Job::Close(_) => 1,
         }
     }
 }
@@ -439,7 +466,7 @@ impl Job {
 /// One outcome per job, sent only once the batch is committed (or has failed).
 enum Done {
     Insert(Inserts, oneshot::Sender<Inserts>),
-    MarkDelivered(Result<Vec<i64>, StoreError>, Reply<Vec<i64>>),
+    Marked(Result<Vec<i64>, StoreError>, Reply<Vec<i64>>),
     Backlog(Result<Vec<Message>, StoreError>, Reply<Vec<Message>>),
 }
 
@@ -449,7 +476,7 @@ impl Done {
             Done::Insert(r, reply) => {
                 let _ = reply.send(r);
             }
-            Done::MarkDelivered(r, reply) => {
+            Done::Marked(r, reply) => {
                 let _ = reply.send(r);
             }
             Done::Backlog(r, reply) => {
@@ -469,7 +496,7 @@ impl Done {
                     .collect(),
                 reply,
             ),
-            Done::MarkDelivered(Ok(_), reply) => Done::MarkDelivered(Err(fail()), reply),
+            Done::Marked(Ok(_), reply) => Done::Marked(Err(fail()), reply),
             // It saw the batch's own writes, which are undone.
             Done::Backlog(Ok(_), reply) => Done::Backlog(Err(fail()), reply),
             other => other,
@@ -499,7 +526,7 @@ impl Kept {
 fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Done> {
     let mut done = Vec::with_capacity(jobs.len());
     // IMMEDIATE: take the write lock up front (pooled connections write rarely, e.g. new
-    // accounts, read marks), so no statement of the batch can hit a lock upgrade deadlock.
+    // accounts, rooms), so no statement of the batch can hit a lock upgrade deadlock.
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -522,15 +549,13 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Do
                 let results = insert_job(&tx, kept, new, &mut fatal);
                 done.push(Done::Insert(results, reply));
             }
-            Job::MarkDelivered(ids, at, reply) => {
-                match mark_delivered(&tx, &mut kept.backlog, &ids, at) {
-                    Ok(changed) => done.push(Done::MarkDelivered(Ok(changed), reply)),
-                    Err(e) => {
-                        fatal = Some(e.to_string());
-                        done.push(Done::MarkDelivered(Err(db_error(e)), reply));
-                    }
+            Job::Mark(mark, reply) => match apply(&tx, &mut kept.backlog, mark) {
+                Ok(changed) => done.push(Done::Marked(Ok(changed), reply)),
+                Err(e) => {
+                    fatal = Some(e.to_string());
+                    done.push(Done::Marked(Err(db_error(e)), reply));
                 }
-            }
+            },
             Job::Backlog(receiver, limit, reply) => match kept.backlog.page(&tx, receiver, limit) {
                 Ok(page) => done.push(Done::Backlog(Ok(page), reply)),
                 Err(e) => {
@@ -574,7 +599,7 @@ fn fail(job: Job, e: &str) -> Option<Done> {
             new.iter().map(|_| Err(err())).collect(),
             reply,
         )),
-        Job::MarkDelivered(_, _, reply) => Some(Done::MarkDelivered(Err(err()), reply)),
+        Job::Mark(_, reply) => Some(Done::Marked(Err(err()), reply)),
         Job::Backlog(_, _, reply) => Some(Done::Backlog(Err(err()), reply)),
         Job::Close(_) => None,
     }
@@ -780,6 +805,40 @@ fn stored(conn: &Connection, id: i64) -> Result<Option<Message>, rusqlite::Error
 /// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
 /// One statement for the whole list (the ids as a JSON array): a statement per id spent
 /// more on running a statement (binding, cursors, finishing) than on the row it changed.
+fn apply(conn: &Connection, backlog: &mut Backlog, mark: Mark) -> rusqlite::Result<Vec<i64>> {
+    match mark {
+        Mark::Delivered(ids, at) => mark_delivered(conn, backlog, &ids, at),
+        Mark::Read { reader, sender, at } => {
+            let mut stmt = conn.prepare_cached(MARK_READ)?;
+            let mut read = stmt
+                .query_map(params![at.0, reader, sender], |row| {
+                    let id = row.get(0)?;
+                    // Its key, if still in memory, is no longer waiting.
+                    backlog.delivered(reader, id);
+                    Ok(id)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            read.sort_unstable();
+            Ok(read)
+        }
+    }
+}
+
+/// Marks a conversation direction read (`?1` the time, `?2` the reader, `?3` the sender).
+///
+/// Only the messages after the newest one already read are looked at. A read mark takes
+/// every message of the direction, and this writer commits ids in increasing order, so the
+/// read messages of a direction are always the ones up to some id: the walk down the
+/// history index stops at the first read message it meets, and a mark costs the unread
+/// messages, not the whole history (which the plain `status <> 'read'` filter walked).
+/// (PostgreSQL, whose concurrent writers may commit ids out of order, has a partial index
+/// on unread messages instead.)
+pub(crate) const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?1, \
+     delivered_at = COALESCE(delivered_at, ?1) \
+     WHERE receiver_id = ?2 AND sender_id = ?3 AND status <> 'read' \
+     AND id > COALESCE((SELECT id FROM messages WHERE receiver_id = ?2 AND sender_id = ?3 \
+     AND status = 'read' ORDER BY id DESC LIMIT 1), 0) RETURNING id";
+
 fn mark_delivered(
     conn: &Connection,
     backlog: &mut Backlog,

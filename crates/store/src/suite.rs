@@ -281,6 +281,21 @@ pub async fn message_store(s: &dyn MessageStore) {
     assert!(s.leave_room(room.id, bob.id).await.unwrap());
     assert!(!s.leave_room(room.id, bob.id).await.unwrap());
     assert!(!s.is_member(room.id, bob.id).await.unwrap());
+
+    // Read marks after the first: each takes what came since, delivered or not.
+    let later: Vec<i64> = s
+        .insert_messages((0..3).map(|_| msg(alice.id, ab, "later", None)).collect())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().message.id)
+        .collect();
+    s.mark_delivered(&later[..1], now).await.unwrap();
+    assert_eq!(s.mark_read(bob.id, alice.id, now).await.unwrap(), later);
+    let last = s.insert_message(msg(alice.id, ab, "last", None)).await;
+    assert_eq!(
+        s.mark_read(bob.id, alice.id, now).await.unwrap(),
+        [last.unwrap().message.id]
+    );
 }
 
 /// A batch of inserts answers each message as `insert_message` would, in order: a refused
