@@ -25,6 +25,10 @@ pub(crate) struct Me {
 
 const MAX_PASSWORD: usize = 1024;
 
+/// Most message ids one read-receipt frame lists: about 11 KB of JSON, well inside the
+/// largest frame a connection writes (twice the largest client frame, at least 128 KiB).
+const IDS_PER_FRAME: usize = 1000;
+
 fn valid_username(name: &str) -> bool {
     (3..=32).contains(&name.chars().count())
         && name
@@ -315,6 +319,13 @@ impl Chat {
 
     /// Mark direct messages from `sender` read: returns `mark_read_success` data; the
     /// sender's connections get `messages_read`.
+    ///
+    /// One mark can take a whole history of unread messages, and a frame listing them all
+    /// could outgrow what a connection writes in one frame (it was closed, and neither
+    /// side heard why). So each frame lists at most [`IDS_PER_FRAME`] ids, and both carry
+    /// `lastReadId`, the newest message read: the sender gets every id, in as many
+    /// `messages_read` frames as it takes; the reader gets one `mark_read_success` with
+    /// the `count` and, past the bound, the newest ids only.
     pub(crate) async fn mark_read_from(
         &self,
         me: &Me,
@@ -322,12 +333,19 @@ impl Chat {
     ) -> Result<serde_json::Value, ChatError> {
         let at = Timestamp::now();
         let ids = self.inner.store.mark_read(me.id, sender, at).await?;
-        if !ids.is_empty() {
-            let data = json!({ "readerId": me.id, "messageIds": ids, "readAt": at });
+        let last = ids.last().copied();
+        for chunk in ids.chunks(IDS_PER_FRAME) {
+            let data = json!({
+                "readerId": me.id, "messageIds": chunk, "lastReadId": last, "readAt": at
+            });
             let out = Out::Frame(frame("messages_read", data));
             self.inner.cluster.send(&[sender], &out, None).await;
         }
-        Ok(json!({ "senderId": sender, "messageIds": ids, "count": ids.len(), "readAt": at }))
+        let newest = &ids[ids.len().saturating_sub(IDS_PER_FRAME)..];
+        Ok(json!({
+            "senderId": sender, "messageIds": newest, "count": ids.len(),
+            "lastReadId": last, "readAt": at
+        }))
     }
 
     /// Move `me`'s read marker in a room: returns `mark_read_success` data; the other

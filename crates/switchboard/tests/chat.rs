@@ -1116,6 +1116,63 @@ async fn offline_messages_survive_a_restart_and_arrive_in_order() {
     b.expect_silence(300).await;
 }
 
+/// A read mark can take a whole history of unread messages at once. Its receipts stay
+/// frames a client can take: the sender hears every id, at most 1,000 to a
+/// `messages_read` frame; the reader gets one `mark_read_success` with the count, the
+/// newest 1,000 ids and the newest id read. Both connections stay open (a single frame
+/// listing all 24,000 ids used to outgrow the server's write limit and drop them both).
+#[tokio::test]
+async fn a_read_mark_of_a_long_backlog_is_reported_in_bounded_frames() {
+    const COUNT: usize = 24_000;
+    const WINDOW: usize = 500;
+    let db = TempDir::new("longread");
+    let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let mut b = s.connect(&bob_token).await;
+    let mut sent = Vec::with_capacity(COUNT);
+    while sent.len() < COUNT {
+        let window = WINDOW.min(COUNT - sent.len());
+        for _ in 0..window {
+            a.send("chat_message", json!({"receiverId": bob, "content": "x"}))
+                .await;
+        }
+        for _ in 0..window {
+            let ack = a.expect_past("message_sent", &["message_delivered"]).await;
+            sent.push(ack["id"].as_i64().unwrap());
+            b.expect("new_message").await;
+        }
+    }
+
+    // Bob has them all, unread: he reads them in one mark.
+    b.send("mark_read", json!({"senderId": alice})).await;
+    let ok = b.expect("mark_read_success").await;
+    let newest: Vec<Value> = sent[COUNT - 1000..].iter().map(|id| json!(id)).collect();
+    assert_eq!(ok["count"], COUNT);
+    assert_eq!(ok["messageIds"], Value::Array(newest));
+    assert_eq!(ok["lastReadId"], sent[COUNT - 1]);
+
+    let mut read = Vec::with_capacity(COUNT);
+    while read.len() < COUNT {
+        let frame = a.expect_past("messages_read", &["message_delivered"]).await;
+        assert_eq!(frame["readerId"], bob);
+        assert_eq!(frame["lastReadId"], sent[COUNT - 1]);
+        let ids = frame["messageIds"].as_array().unwrap();
+        assert!(ids.len() <= 1000, "{} ids in one frame", ids.len());
+        read.extend(ids.iter().map(|id| id.as_i64().unwrap()));
+    }
+    assert_eq!(read, sent, "every id, in order, once");
+
+    // Both connections are still open and answer.
+    for client in [&mut a, &mut b] {
+        client.send("get_online_users", json!({})).await;
+        client
+            .expect_past("online_users", &["message_delivered", "user_online"])
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn a_connection_that_stops_answering_pings_is_closed_and_goes_offline() {
     let db = TempDir::new("ping");

@@ -91,13 +91,22 @@ pub async fn established(
     Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
 }
 
+/// Largest frame the server writes. With no write buffer, tungstenite holds at most one
+/// frame that the socket has not taken yet (the sink waits for it before taking another),
+/// so this limit bounds one frame the server itself built, which is already in memory by
+/// then: it is a guard, not a buffer. A frame over it makes the write fail and the
+/// connection drop without a word, so it is set well above any frame the server means to
+/// write (it once followed the client's limit, and a read receipt listing some 20,000
+/// message ids, or a long list of online users, closed the connection).
+pub const MAX_WRITE: usize = 16 << 20;
+
 /// Small buffers and a limit of `max_message` bytes per message (and frame).
 pub fn config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         // Every write is flushed at once (connections batch their own frames).
         .write_buffer_size(0)
-        .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
+        .max_write_buffer_size(MAX_WRITE.max(max_message.saturating_mul(2)))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
@@ -171,12 +180,33 @@ mod tests {
         assert!(req.extensions().get::<OnUpgrade>().is_none(), "taken");
     }
 
+    /// A frame the server built far over the client's message limit (a long list) is
+    /// written, and the client gets it whole. With the write limit at twice the client's
+    /// limit, the write failed and the connection dropped.
+    #[tokio::test]
+    async fn the_server_writes_frames_over_the_clients_limit() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let mut server =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(config(1000))).await;
+        let big = "x".repeat(1 << 20);
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        // The server end closes once the write is done, so a failed write ends the read.
+        let sent = big.clone();
+        let write = async move { server.send(Message::text(sent)).await };
+        let (written, read) = tokio::join!(write, client.next());
+        written.expect("the server writes a 1 MiB frame");
+        assert_eq!(read.unwrap().unwrap(), Message::text(big));
+    }
+
     #[test]
     fn small_buffers_and_the_message_limit() {
         let c = config(1000);
         assert_eq!(c.read_buffer_size, READ_BUFFER);
         assert_eq!(c.write_buffer_size, 0);
         assert_eq!(c.max_message_size, Some(1000));
-        assert_eq!(c.max_write_buffer_size, 64 * 1024);
+        assert_eq!(c.max_write_buffer_size, MAX_WRITE);
     }
 }
