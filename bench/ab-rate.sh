@@ -27,23 +27,14 @@ OUT=${OUT:-$(mktemp -d /tmp/sb-ab.XXXXXX)}
 DBROOT=${DBROOT:-$OUT}
 SUMMARY=$OUT/summary.tsv
 mkdir -p "$OUT" "$DBROOT"
-PID=
-DIR=
-stop() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-    [ -n "$DIR" ] && rm -rf "$DIR"
-    PID= DIR=
-}
-trap stop EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+trap stop_sb EXIT
 
 one_run() { # label binary run-number
     local label=$1 bin=$2 n=$3
-    DIR=$(mktemp -d "$DBROOT/db.XXXXXX")
-    (cd "$DIR" && exec env SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
-        "$bin" serve --port "$PORT" --rate-limit-max 100000000 --max-connections-per-ip 0) \
-        >>"$OUT/sb-$label.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+    start_sb "$bin" "$(mktemp -d "$DBROOT/db.XXXXXX")" "$OUT/sb-$label.log"
+    local PID=$SB_PID
     local before after json=$OUT/$label-$n.json
     before=$(awk '/^wchar/ {print $2}' "/proc/$PID/io")
     "$BENCH" --json chat rate --connections "${CONNECTIONS:-1000}" --rate "${RATE:-10}" \
@@ -60,7 +51,7 @@ d = json.load(open(sys.argv[1]))
 print("\t".join(map(str, [sys.argv[2], d["p99_us"], d["p999_us"], d["late_p99_us"],
                           d["delivered_pct"], sys.argv[3], sys.argv[4]])))
 PY
-    stop
+    stop_sb
 }
 
 echo -e "label\tp99_us\tp999_us\tlate_p99_us\tdelivered_pct\twritten_MB\tcpu_ticks" | tee "$SUMMARY"

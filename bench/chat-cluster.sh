@@ -61,8 +61,8 @@ command -v redis-server >/dev/null || { echo "redis-server is missing (apt-get i
 . bench/binaries.sh
 if [[ " $CLUSTERS " == *" sio "* ]]; then (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2; fi
 
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
@@ -119,7 +119,6 @@ stop_all() {
   for p in "${NODE_PIDS[@]}" "$REDIS_PID"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v, 2) if isinstance(v,float) else v)"; }
 add_redis_cpu() { # add_redis_cpu report.json ticks_before ticks_after
   python3 - "$@" "$TICK" <<'PY'

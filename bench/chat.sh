@@ -45,7 +45,8 @@ trap stop EXIT
 . bench/binaries.sh
 (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2
 
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 start() { # start sb|ws|sio: sets SERVER_PID
   case $1 in
@@ -99,7 +100,6 @@ scenario_args() {
   esac
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v, 2) if isinstance(v,float) else v)"; }
 med() { # med server scenario field
   for f in "$OUT/$1-$2-"*.json; do [ -s "$f" ] && field "$3" <"$f"; done | median

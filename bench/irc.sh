@@ -20,9 +20,8 @@ trap cleanup EXIT
 
 cargo build --release --locked -p switchboard -p switchboard-bench >&2
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 IRC_PORT=$(free_port)

@@ -16,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 # Free ports, not fixed ones: other benchmarks may run on this machine at the same time.
 PORT_SB=${PORT_SB:-$(free_port)}
 PORT_REDIS=${PORT_REDIS:-$(free_port)}
@@ -29,17 +30,7 @@ trap cleanup EXIT
 
 cargo build --release --locked -p switchboard -p switchboard-bench >&2
 
-# wait_port PORT PID: PID (ours, still alive) accepts connections on PORT.
-wait_port() {
-  for _ in $(seq 200); do
-    kill -0 "$2" 2>/dev/null || { echo "process $2 exited before listening on $1" >&2; return 1; }
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v) if isinstance(v,float) else v)"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -24,7 +24,8 @@ trap cleanup EXIT
 cargo build --release --locked -p switchboard -p switchboard-bench >&2
 (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) >&2
 
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 start_sb() {
   # The bench is one client sending as fast as it can: lift the per-connection rate limit.
@@ -37,7 +38,6 @@ start_peer() {
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v) if isinstance(v,float) else v)"; }
 
 echo_run() { # echo_run PORT CONCURRENCY -> json

@@ -12,6 +12,9 @@ export const rooms = new Map();
 
 let nextId = 1;
 
+/** "receiver sender" -> ids of the direct messages the receiver has not marked read. */
+const unread = new Map();
+
 /** The `new_message` payload for a `chat_message` from `senderId`, or an error string. */
 export function messageFrom(senderId, data) {
   if (data === null || typeof data !== "object" || typeof data.content !== "string" ||
@@ -20,8 +23,21 @@ export function messageFrom(senderId, data) {
   }
   const msg = { id: nextId++, senderId, content: data.content, clientMsgId: data.clientMsgId,
                 createdAt: new Date().toISOString() };
-  if (data.roomId !== undefined) msg.roomId = data.roomId; else msg.receiverId = data.receiverId;
+  if (data.roomId !== undefined) msg.roomId = data.roomId; else {
+    msg.receiverId = data.receiverId;
+    const key = `${data.receiverId} ${senderId}`;
+    if (!unread.has(key)) unread.set(key, []);
+    unread.get(key).push(msg.id);
+  }
   return msg;
+}
+
+/** `mark_read {senderId}` by `readerId`: the ids it takes (all unread from that sender). */
+export function markRead(readerId, senderId) {
+  const key = `${readerId} ${senderId}`;
+  const ids = unread.get(key) ?? [];
+  unread.delete(key);
+  return ids;
 }
 
 /** The `message_sent` payload acknowledging `msg` to its sender. */

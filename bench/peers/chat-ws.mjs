@@ -5,7 +5,7 @@
 //   node chat-ws.mjs [PORT]      (0 picks a free port; prints `listening <port>`)
 import { createServer } from "node:http";
 import { WebSocketServer } from "ws";
-import { messageFrom, restHandler, rooms, sentFor } from "./chat-core.mjs";
+import { markRead, messageFrom, restHandler, rooms, sentFor } from "./chat-core.mjs";
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 10561);
 /** user id -> Set of open sockets (a user may have several devices). */
@@ -37,6 +37,7 @@ function onConnection(ws, userId) {
   ws.on("message", (raw) => {
     let frame;
     try { frame = JSON.parse(raw); } catch { return error(ws, "Invalid message format. Please send valid JSON."); }
+    if (frame?.type === "mark_read") return onMarkRead(ws, userId, frame.data);
     if (frame?.type !== "chat_message") return error(ws, `Unknown message type: ${frame?.type}`);
     const msg = messageFrom(userId, frame.data);
     if (typeof msg === "string") return error(ws, msg);
@@ -51,6 +52,21 @@ function onConnection(ws, userId) {
     }
     ws.send(JSON.stringify({ type: "message_sent", data: sentFor(msg) }));
   });
+}
+
+// Direct read marks only (rooms are not tracked here): the reader gets
+// `mark_read_success`, the sender's sockets `messages_read`.
+function onMarkRead(ws, userId, data) {
+  if (data?.senderId === undefined) return error(ws, "Missing required field: senderId");
+  const sender = String(data.senderId);
+  const messageIds = markRead(userId, sender);
+  const readAt = new Date().toISOString();
+  if (messageIds.length > 0) {
+    const out = JSON.stringify({ type: "messages_read", data: { readerId: userId, messageIds, readAt } });
+    for (const peer of conns.get(sender) ?? []) peer.send(out);
+  }
+  ws.send(JSON.stringify({ type: "mark_read_success",
+                           data: { senderId: sender, messageIds, count: messageIds.length, readAt } }));
 }
 
 function error(ws, message) {

@@ -141,7 +141,7 @@ impl Clock {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -745,7 +745,7 @@ fn on_event(event: Event, shared: &Shared, sender: Option<&mut Sender>, own_inde
             }
         }
         Event::Error(message) => shared.error(format!("server error: {message}")),
-        Event::Other | Event::Closed => {}
+        Event::ReadMarked(_) | Event::Other | Event::Closed => {}
     }
 }
 
@@ -899,7 +899,7 @@ mod tests {
             Event::NewMessage(crate::chat_conn::EventData {
                 content: Some(format!("{stamp} {from}:1 {written} xx")),
                 client_msg_id: None,
-                message: None,
+                ..Default::default()
             })
         };
         on_event(delivery(now - 5000, now - 4000, 3), &shared, None, Some(0));

@@ -71,6 +71,8 @@ pub struct EventData {
     #[serde(rename = "clientMsgId")]
     pub client_msg_id: Option<String>,
     pub message: Option<String>,
+    /// `mark_read_success`: how many messages the mark took.
+    pub count: Option<u64>,
 }
 
 /// One decoded server frame.
@@ -78,6 +80,7 @@ pub struct EventData {
 pub enum Event {
     NewMessage(EventData),
     MessageSent(EventData),
+    ReadMarked(EventData),
     Error(String),
     /// Anything else (presence, receipts, typing …), ignored by the bench.
     Other,
@@ -163,9 +166,14 @@ impl ChatConn {
 
     /// Queues a `chat_message` with `data` without flushing.
     pub async fn feed_chat(&mut self, data: &Value) -> Result<()> {
+        self.feed("chat_message", data).await
+    }
+
+    /// Queues an event of type `kind` with `data` without flushing.
+    pub async fn feed(&mut self, kind: &str, data: &Value) -> Result<()> {
         let text = match self.proto {
-            Proto::Ws => serde_json::to_string(&json!({ "type": "chat_message", "data": data }))?,
-            Proto::Sio => format!("42{}", serde_json::to_string(&("chat_message", data))?),
+            Proto::Ws => serde_json::to_string(&json!({ "type": kind, "data": data }))?,
+            Proto::Sio => format!("42{}", serde_json::to_string(&(kind, data))?),
         };
         self.ws
             .feed(Message::Text(text.into()))
@@ -228,6 +236,7 @@ fn event(kind: &str, data: Option<EventData>) -> Event {
     match kind {
         "new_message" => Event::NewMessage(data),
         "message_sent" => Event::MessageSent(data),
+        "mark_read_success" => Event::ReadMarked(data),
         "error" => Event::Error(data.message.unwrap_or_else(|| "(no message)".into())),
         _ => Event::Other,
     }

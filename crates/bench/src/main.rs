@@ -6,6 +6,7 @@
 
 mod chat;
 mod chat_conn;
+mod chat_read;
 mod chat_setup;
 mod echo;
 mod fdlimit;
@@ -153,6 +154,20 @@ enum ChatCommand {
         /// Messages per second from the publisher.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+    },
+    /// Closed loop, one pair: fill a conversation with `--history` messages, mark them
+    /// read, then time `--rounds` marks of one new message each (the cost of a read mark
+    /// as history grows).
+    Read {
+        #[command(flatten)]
+        server: ChatServerArgs,
+        #[arg(long, default_value_t = 10_000)]
+        history: u64,
+        #[arg(long, default_value_t = 200)]
+        rounds: u64,
+        /// Messages in flight while filling the history.
+        #[arg(long, default_value_t = 32)]
+        window: u64,
     },
     /// Server RSS growth for N idle authenticated connections.
     Idle {
@@ -371,6 +386,21 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                         rate,
                     },
                 ),
+                ChatCommand::Read {
+                    server,
+                    history,
+                    rounds,
+                    window,
+                } => {
+                    let params = chat_read::ReadParams {
+                        history,
+                        rounds,
+                        window,
+                    };
+                    let report = chat_read::run(&server.params(None)?.endpoint, &params).await?;
+                    report::print(&report, cli.json);
+                    return Ok(());
+                }
                 ChatCommand::Idle {
                     server,
                     connections,

@@ -105,6 +105,24 @@ pub struct ChatReport {
     pub first_error: Option<String>,
 }
 
+/// Outcome of a read-mark run (`chat read`; times in microseconds).
+#[derive(Debug, Serialize)]
+pub struct ReadReport {
+    pub mode: &'static str,
+    /// Messages in the conversation before the timed marks.
+    pub history: u64,
+    /// How long filling the history took.
+    pub fill_s: f64,
+    /// The mark that took the whole history at once.
+    pub first_mark_us: u64,
+    /// Timed marks of one message each, and their round trips.
+    pub rounds: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
 /// RSS of a process and its direct children (in KiB).
 #[derive(Debug, Serialize)]
 pub struct RssReport {
@@ -247,6 +265,22 @@ impl Human for IdleReport {
             lines.push(format!("note        {note}"));
         }
         lines
+    }
+}
+
+impl Human for ReadReport {
+    fn lines(&self) -> Vec<String> {
+        vec![
+            format!("mode        {}", self.mode),
+            format!(
+                "history     {} messages, filled in {:.1} s, marked read in one mark of {} us",
+                self.history, self.fill_s, self.first_mark_us
+            ),
+            format!(
+                "one unread  {} marks: p50 {}  p90 {}  p99 {}  max {} us",
+                self.rounds, self.p50_us, self.p90_us, self.p99_us, self.max_us
+            ),
+        ]
     }
 }
 

@@ -146,6 +146,29 @@ fn every_scenario(script: &str, proto: &str) {
     assert_all_delivered(&report, "throughput", 1);
     assert!(report["sent"].as_u64().unwrap() <= 400, "{report}");
 
+    // Read marks (the ws peer only: the socket.io peer has no `mark_read`). The scenario
+    // fails unless the first mark takes the whole history and every later one exactly one.
+    if proto == "ws" {
+        let (ok, report, err) = bench(&[
+            "read",
+            "--proto",
+            proto,
+            "--url",
+            &url,
+            "--history",
+            "300",
+            "--rounds",
+            "20",
+        ]);
+        assert!(ok, "{err}");
+        let report = report.unwrap();
+        assert_eq!(
+            (report["history"].as_u64(), report["rounds"].as_u64()),
+            (Some(300), Some(20))
+        );
+        assert!(report["p50_us"].as_u64() > Some(0), "{report}");
+    }
+
     let pid = peer.child.id().to_string();
     let (ok, report, err) = bench(&[
         "idle",
