@@ -420,11 +420,22 @@ impl Session {
     /// client has seen `connection_established` is then never in the backlog, so it comes
     /// live, in send order with everything else sent since (live and backlog copies of an
     /// earlier message are told apart by id).
+    ///
+    /// The whole backlog is written, page by page, however long. It ends at the newest
+    /// message committed once the connection was registered: anything newer was routed
+    /// after that, so it is in the outbox, and pages that went on past it would chase a
+    /// sender's live flood (each page is marked delivered before the next is read).
     async fn send_backlog(&mut self, socket: &mut Socket, hello: Utf8Bytes) -> bool {
         const PAGE: u32 = 500;
-        const MAX_PAGES: usize = 40;
+        let upto = match self.chat.inner.store.newest_message_id().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, user = self.me.id, "cannot read the offline backlog");
+                return self.write_all(socket, vec![hello]).await.is_ok();
+            }
+        };
         let mut hello = Some(hello);
-        for _ in 0..MAX_PAGES {
+        loop {
             let page = match self.chat.backlog_page(&self.me, PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
@@ -451,11 +462,10 @@ impl Session {
                 let seen = self.seen.get_or_insert_default();
                 seen.backlog.extend(page.iter().map(|(m, _)| m.id));
             }
-            if page.len() < PAGE as usize {
-                break;
+            if page.len() < PAGE as usize || page.last().is_some_and(|(m, _)| m.id >= upto) {
+                return true;
             }
         }
-        true
     }
 
     /// Read client frames and write queued ones until either side closes. One timer

@@ -127,6 +127,8 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<Vec<i64>, StoreError>;
     /// Direct messages to `receiver` not yet delivered, oldest first.
     async fn undelivered(&self, receiver: i64, limit: u32) -> Result<Vec<Message>, StoreError>;
+    /// The id of the newest message committed (0 if there is none).
+    async fn newest_message_id(&self) -> Result<i64, StoreError>;
     /// Mark every unread direct message from `sender` to `reader` read; returns their ids,
     /// ascending.
     async fn mark_read(

@@ -360,6 +360,13 @@ impl MessageStore for PgStore {
         Ok(rows.iter().map(message_from).collect::<Result<_, _>>()?)
     }
 
+    async fn newest_message_id(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
     async fn mark_read(
         &self,
         reader: i64,

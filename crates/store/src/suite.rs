@@ -292,10 +292,9 @@ pub async fn message_store(s: &dyn MessageStore) {
     s.mark_delivered(&later[..1], now).await.unwrap();
     assert_eq!(s.mark_read(bob.id, alice.id, now).await.unwrap(), later);
     let last = s.insert_message(msg(alice.id, ab, "last", None)).await;
-    assert_eq!(
-        s.mark_read(bob.id, alice.id, now).await.unwrap(),
-        [last.unwrap().message.id]
-    );
+    let last = last.unwrap().message.id;
+    assert_eq!(s.mark_read(bob.id, alice.id, now).await.unwrap(), [last]);
+    assert_eq!(s.newest_message_id().await.unwrap(), last);
 }
 
 /// A batch of inserts answers each message as `insert_message` would, in order: a refused

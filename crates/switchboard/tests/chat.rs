@@ -1124,28 +1124,18 @@ async fn offline_messages_survive_a_restart_and_arrive_in_order() {
 #[tokio::test]
 async fn a_read_mark_of_a_long_backlog_is_reported_in_bounded_frames() {
     const COUNT: usize = 24_000;
-    const WINDOW: usize = 500;
     let db = TempDir::new("longread");
     let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
     let (alice, alice_token) = s.user("alice").await;
     let (bob, bob_token) = s.user("bob").await;
     let mut a = s.connect(&alice_token).await;
-    let mut b = s.connect(&bob_token).await;
-    let mut sent = Vec::with_capacity(COUNT);
-    while sent.len() < COUNT {
-        let window = WINDOW.min(COUNT - sent.len());
-        for _ in 0..window {
-            a.send("chat_message", json!({"receiverId": bob, "content": "x"}))
-                .await;
-        }
-        for _ in 0..window {
-            let ack = a.expect_past("message_sent", &["message_delivered"]).await;
-            sent.push(ack["id"].as_i64().unwrap());
-            b.expect("new_message").await;
-        }
-    }
+    let sent = send_many(&mut a, bob, COUNT).await;
 
-    // Bob has them all, unread: he reads them in one mark.
+    // Bob gets them all as his backlog, then reads them in one mark.
+    let mut b = s.connect(&bob_token).await;
+    for _ in 0..COUNT {
+        b.expect("new_message").await;
+    }
     b.send("mark_read", json!({"senderId": alice})).await;
     let ok = b.expect("mark_read_success").await;
     let newest: Vec<Value> = sent[COUNT - 1000..].iter().map(|id| json!(id)).collect();
@@ -1171,6 +1161,30 @@ async fn a_read_mark_of_a_long_backlog_is_reported_in_bounded_frames() {
             .expect_past("online_users", &["message_delivered", "user_online"])
             .await;
     }
+}
+
+/// A backlog longer than any page limit arrives whole, in order, at one connect (the
+/// connection used to stop after 40 pages of 500 and leave the rest for the next one).
+#[tokio::test]
+async fn a_long_backlog_arrives_whole_at_one_connect() {
+    const COUNT: usize = 21_000;
+    let db = TempDir::new("longbacklog");
+    let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
+    let (_alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let sent = send_many(&mut a, bob, COUNT).await;
+
+    let mut b = s.connect(&bob_token).await;
+    let mut got = Vec::with_capacity(COUNT);
+    for _ in 0..COUNT {
+        got.push(b.expect("new_message").await["id"].as_i64().unwrap());
+    }
+    assert_eq!(got, sent, "all of it, in send order");
+    b.expect_silence(300).await;
+    drop(b);
+    let mut b = s.connect(&bob_token).await;
+    b.expect_silence(300).await;
 }
 
 #[tokio::test]
@@ -1220,6 +1234,25 @@ async fn flood(
                 Some(frame) => other(frame),
                 None => panic!("no message_sent for message {i}"),
             }
+        }
+    }
+    sent
+}
+
+/// `count` one-byte messages from `a` to `to`, 500 in flight at a time (the rate limit
+/// must be off); returns their ids. Receipts on the way are passed over.
+async fn send_many(a: &mut Client, to: i64, count: usize) -> Vec<i64> {
+    const WINDOW: usize = 500;
+    let mut sent = Vec::with_capacity(count);
+    while sent.len() < count {
+        let window = WINDOW.min(count - sent.len());
+        for _ in 0..window {
+            a.send("chat_message", json!({"receiverId": to, "content": "x"}))
+                .await;
+        }
+        for _ in 0..window {
+            let ack = a.expect_past("message_sent", &["message_delivered"]).await;
+            sent.push(ack["id"].as_i64().unwrap());
         }
     }
     sent
