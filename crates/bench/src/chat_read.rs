@@ -34,6 +34,9 @@ pub struct ReadParams {
     pub rounds: u64,
     /// Messages in flight while filling the history.
     pub window: u64,
+    /// A wait between the fill and the first mark, so that the mark can land inside
+    /// another load's measured run (what a long mark does to everyone else's messages).
+    pub mark_delay: Duration,
 }
 
 pub async fn run(endpoint: &Endpoint, params: &ReadParams) -> Result<ReadReport> {
@@ -82,6 +85,7 @@ pub async fn run(endpoint: &Endpoint, params: &ReadParams) -> Result<ReadReport>
     let mut reader = drain.await.context("the reader's task")??;
     let fill_s = filled.elapsed().as_secs_f64();
 
+    tokio::time::sleep(params.mark_delay).await;
     let started = Instant::now();
     let first_count = mark_read(&mut reader, &mark).await?;
     let first_mark_us = micros(started.elapsed());

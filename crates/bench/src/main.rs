@@ -168,6 +168,9 @@ enum ChatCommand {
         /// Messages in flight while filling the history.
         #[arg(long, default_value_t = 32)]
         window: u64,
+        /// Wait between the fill and the first mark (to land it inside another run).
+        #[arg(long, default_value_t = 0)]
+        mark_delay_ms: u64,
     },
     /// Server RSS growth for N idle authenticated connections.
     Idle {
@@ -391,11 +394,13 @@ async fn run(cli: Cli, fd_limit: Option<u64>) -> Result<()> {
                     history,
                     rounds,
                     window,
+                    mark_delay_ms,
                 } => {
                     let params = chat_read::ReadParams {
                         history,
                         rounds,
                         window,
+                        mark_delay: Duration::from_millis(mark_delay_ms),
                     };
                     let report = chat_read::run(&server.params(None)?.endpoint, &params).await?;
                     report::print(&report, cli.json);
