@@ -25,8 +25,8 @@ pub(crate) struct Me {
 
 const MAX_PASSWORD: usize = 1024;
 
-/// Most message ids one read-receipt frame lists: about 11 KB of JSON, well inside the
-/// largest frame a connection writes (twice the largest client frame, at least 128 KiB).
+/// Most message ids one read-receipt frame lists: about 11 KB of JSON, a frame any client
+/// takes, however many messages one mark reads.
 const IDS_PER_FRAME: usize = 1000;
 
 fn valid_username(name: &str) -> bool {

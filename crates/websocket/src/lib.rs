@@ -98,7 +98,7 @@ pub async fn established(
 /// connection drop without a word, so it is set well above any frame the server means to
 /// write (it once followed the client's limit, and a read receipt listing some 20,000
 /// message ids, or a long list of online users, closed the connection).
-pub const MAX_WRITE: usize = 16 << 20;
+const MAX_WRITE: usize = 16 << 20;
 
 /// Small buffers and a limit of `max_message` bytes per message (and frame).
 pub fn config(max_message: usize) -> WebSocketConfig {
@@ -188,10 +188,10 @@ mod tests {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
 
+        let big = "x".repeat(1 << 20);
         let (server, client) = tokio::io::duplex(64 * 1024);
         let mut server =
             WebSocketStream::from_raw_socket(server, Role::Server, Some(config(1000))).await;
-        let big = "x".repeat(1 << 20);
         let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         // The server end closes once the write is done, so a failed write ends the read.
         let sent = big.clone();
