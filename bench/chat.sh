@@ -52,13 +52,9 @@ start() { # start sb|ws|sio: sets SERVER_PID
   case $1 in
     sb)
       # Own directory per start, so an embedded database begins empty; limits lifted because the
-      # bench is one client address opening 1000 connections (the chat limits as variables, which
-      # older binaries under SB_BIN ignore).
-      SB_DIR=$(mktemp -d "$OUT/sb-data.XXXXXX")
+      # bench is one client address opening 1000 connections.
       # shellcheck disable=SC2086
-      (cd "$SB_DIR" && SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
-        exec "$SB" serve --port "$PORT" \
-        --rate-limit-max 100000000 --max-connections-per-ip 0 ${SB_ARGS:-}) >>"$OUT/sb.log" 2>&1 &
+      serve_sb "$SB" "$(mktemp -d "$OUT/sb-data.XXXXXX")" "$OUT/sb.log" ${SB_ARGS:-}
       ;;
     ws) node bench/peers/chat-ws.mjs "$PORT" >>"$OUT/ws.log" 2>&1 & ;;
     sio) node bench/peers/chat-sio.mjs "$PORT" >>"$OUT/sio.log" 2>&1 & ;;

@@ -20,14 +20,19 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 # median: of the numbers on stdin, one per line ("-" if there are none).
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# start_sb BINARY DIR LOG: `switchboard serve` on $PORT with its database in DIR (so each
-# start begins empty) and the limits a single-address load generator trips lifted; sets
-# SB_PID and waits until it listens. stop_sb stops it and removes DIR.
-start_sb() {
+# serve_sb BINARY DIR LOG [ARG...]: `switchboard serve` on $PORT in the background, with its
+# database in DIR (so each start begins empty) and the limits a single-address load
+# generator trips lifted (the chat ones as variables, which older binaries ignore); sets
+# SB_DIR and SB_PID (and `$!`). start_sb also waits until it listens; stop_sb stops it
+# and removes DIR.
+serve_sb() {
   SB_DIR=$2
   (cd "$SB_DIR" && exec env SWITCHBOARD_CHAT_RATE_LIMIT_MAX=0 SWITCHBOARD_CHAT_MAX_CONNECTIONS_PER_IP=0 \
-    "$1" serve --port "$PORT" --rate-limit-max 100000000 --max-connections-per-ip 0) >>"$3" 2>&1 &
+    "$1" serve --port "$PORT" --rate-limit-max 100000000 --max-connections-per-ip 0 "${@:4}") >>"$3" 2>&1 &
   SB_PID=$!
+}
+start_sb() {
+  serve_sb "$@"
   wait_port "$PORT" "$SB_PID"
 }
 stop_sb() {

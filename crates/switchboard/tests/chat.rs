@@ -1116,26 +1116,37 @@ async fn offline_messages_survive_a_restart_and_arrive_in_order() {
     b.expect_silence(300).await;
 }
 
-/// A read mark can take a whole history of unread messages at once. Its receipts stay
-/// frames a client can take: the sender hears every id, at most 1,000 to a
-/// `messages_read` frame; the reader gets one `mark_read_success` with the count, the
-/// newest 1,000 ids and the newest id read. Both connections stay open (a single frame
-/// listing all 24,000 ids used to outgrow the server's write limit and drop them both).
+/// A backlog longer than any page limit arrives whole, in order, at one connect (the
+/// connection used to stop after 40 pages of 500 and leave the rest for the next one).
+///
+/// Then a read mark takes all of it at once, and its receipts stay frames a client can
+/// take: the sender hears every id, at most 1,000 to a `messages_read` frame; the reader
+/// gets one `mark_read_success` with the count, the newest 1,000 ids and the newest id
+/// read. Both connections stay open (a single frame listing all 24,000 ids used to
+/// outgrow the server's write limit and drop them both).
 #[tokio::test]
-async fn a_read_mark_of_a_long_backlog_is_reported_in_bounded_frames() {
+async fn a_long_backlog_arrives_whole_and_is_read_in_bounded_frames() {
     const COUNT: usize = 24_000;
-    let db = TempDir::new("longread");
+    let db = TempDir::new("longbacklog");
     let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
     let (alice, alice_token) = s.user("alice").await;
     let (bob, bob_token) = s.user("bob").await;
     let mut a = s.connect(&alice_token).await;
     let sent = send_many(&mut a, bob, COUNT).await;
 
-    // Bob gets them all as his backlog, then reads them in one mark.
     let mut b = s.connect(&bob_token).await;
+    let mut got = Vec::with_capacity(COUNT);
     for _ in 0..COUNT {
-        b.expect("new_message").await;
+        got.push(b.expect("new_message").await["id"].as_i64().unwrap());
     }
+    assert_eq!(got, sent, "all of it, in send order");
+    b.expect_silence(300).await;
+    drop(b);
+    // Delivered once: a new connection gets no backlog.
+    let mut b = s.connect(&bob_token).await;
+    b.expect_silence(300).await;
+
+    // Bob reads it all in one mark.
     b.send("mark_read", json!({"senderId": alice})).await;
     let ok = b.expect("mark_read_success").await;
     let newest: Vec<Value> = sent[COUNT - 1000..].iter().map(|id| json!(id)).collect();
@@ -1161,30 +1172,6 @@ async fn a_read_mark_of_a_long_backlog_is_reported_in_bounded_frames() {
             .expect_past("online_users", &["message_delivered", "user_online"])
             .await;
     }
-}
-
-/// A backlog longer than any page limit arrives whole, in order, at one connect (the
-/// connection used to stop after 40 pages of 500 and leave the rest for the next one).
-#[tokio::test]
-async fn a_long_backlog_arrives_whole_at_one_connect() {
-    const COUNT: usize = 21_000;
-    let db = TempDir::new("longbacklog");
-    let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
-    let (_alice, alice_token) = s.user("alice").await;
-    let (bob, bob_token) = s.user("bob").await;
-    let mut a = s.connect(&alice_token).await;
-    let sent = send_many(&mut a, bob, COUNT).await;
-
-    let mut b = s.connect(&bob_token).await;
-    let mut got = Vec::with_capacity(COUNT);
-    for _ in 0..COUNT {
-        got.push(b.expect("new_message").await["id"].as_i64().unwrap());
-    }
-    assert_eq!(got, sent, "all of it, in send order");
-    b.expect_silence(300).await;
-    drop(b);
-    let mut b = s.connect(&bob_token).await;
-    b.expect_silence(300).await;
 }
 
 #[tokio::test]
