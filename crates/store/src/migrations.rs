@@ -19,6 +19,11 @@ pub(crate) const SQLITE: &[Step] = &[
         include_str!("../migrations/0002_client_msg_ids.sql"),
     ),
     (3, "backlog", include_str!("../migrations/0003_backlog.sql")),
+    (
+        4,
+        "message ids",
+        include_str!("../migrations/0004_message_ids.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[

@@ -371,7 +371,7 @@ impl MessageStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Target;
+    use crate::{Status, Target};
 
     /// A fresh directory of this test process's own, `sb-store-{name}-{pid}`, and the URL
     /// of the database `{name}.db` in it.
@@ -862,7 +862,9 @@ mod tests {
     }
 
     /// A database written before `client_msg_ids` (migration 1 only) keeps its senders'
-    /// keys through the migration that drops the old unique index.
+    /// keys through the migration that drops the old unique index, its backlog through the
+    /// one that moves it to a table, and its messages, ids and history through the rebuild
+    /// of `messages` without AUTOINCREMENT.
     #[tokio::test]
     async fn a_database_from_before_client_msg_ids_keeps_its_keys_and_backlog() {
         let (dir, url) = scratch_db("v1");
@@ -897,9 +899,57 @@ mod tests {
             .unwrap();
         assert!(!new.duplicate, "keys are per sender");
         assert_eq!(written_below(&store).await, 4);
+        // Ids go on after the stored ones.
+        assert_eq!(new.message.id, 4);
         // Migration 0003 moved the `sent` messages into the table `backlog`.
         assert_eq!(backlog_ids(&store, 2).await, [2]);
         assert_eq!(backlog_ids(&store, 1).await, [3, new.message.id]);
+        // The rebuilt table's trigger takes a delivered message out of the table.
+        store.mark_delivered(&[2], Timestamp::now()).await.unwrap();
+        assert_eq!(backlog_table(&store, 2).await, Vec::<i64>::new());
+        assert_eq!(backlog_ids(&store, 2).await, Vec::<i64>::new());
+        // History, through the rebuilt index, in both directions.
+        let history = store
+            .history(Conversation::Direct(1, 2), None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = history.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [4, 3, 2, 1]);
+        assert_eq!(history[2].content, "k2");
+        assert_eq!(history[3].status, Status::Delivered);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A commit of new messages rewrites no `sqlite_sequence` page (`messages` has no
+    /// AUTOINCREMENT since migration 0004: it cost a log page per commit), and a batch's
+    /// ids still follow each other, each naming its own row.
+    #[tokio::test]
+    async fn new_messages_leave_sqlite_sequence_alone() {
+        let (dir, url) = scratch_db("sequence");
+        let store = SqliteStore::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let a = store.create_user("seq-a", None, "h", now).await.unwrap();
+        let b = store.create_user("seq-b", None, "h", now).await.unwrap();
+        let sequence = || async {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT name, seq FROM sqlite_sequence ORDER BY name",
+            )
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+        };
+        let before = sequence().await;
+        let keys = ["s1", "s2", "s3", "s4", "s5"];
+        let stored = store
+            .insert_messages(keys.iter().map(|k| direct(a.id, b.id, Some(k))).collect())
+            .await;
+        let ids: Vec<i64> = stored.into_iter().map(|r| r.unwrap().message.id).collect();
+        assert_eq!(sequence().await, before);
+        assert_eq!(ids, (ids[0]..ids[0] + 5).collect::<Vec<_>>());
+        for (id, key) in ids.iter().zip(keys) {
+            assert_eq!(store.message(*id).await.unwrap().unwrap().content, key);
+        }
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -699,8 +699,8 @@ fn insert_job(
     results
 }
 
-/// Insert `rows` with one statement; the first row's id (the others follow it: ids of an
-/// `AUTOINCREMENT` table grow by one per row, and nothing else writes meanwhile), or `None`
+/// Insert `rows` with one statement; the first row's id (the others follow it: a new row's
+/// id is one above the largest, and nothing else writes meanwhile), or `None`
 /// if one of them repeats a `clientMsgId` or a constraint refused the statement (then none
 /// of it was written).
 fn insert_rows(
