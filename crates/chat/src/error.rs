@@ -34,6 +34,10 @@ impl ChatError {
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Server error")
     }
+    /// A server-side failure whose message tells the client what it left behind.
+    pub fn internal_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
 }
 
 impl From<StoreError> for ChatError {
@@ -48,6 +52,10 @@ impl From<StoreError> for ChatError {
             }
             StoreError::Database(detail) => {
                 tracing::error!(%detail, "store failed");
+                ChatError::internal()
+            }
+            StoreError::ReadCutShort { read, cause } => {
+                tracing::error!(%cause, marked = read.len(), "read mark cut short");
                 ChatError::internal()
             }
         }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
-use switchboard_store::{Inserted, Message, NewMessage, Target, Timestamp, User};
+use switchboard_store::{Inserted, Message, NewMessage, StoreError, Target, Timestamp, User};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::ChatError;
@@ -326,13 +326,29 @@ impl Chat {
     /// `lastReadId`, the newest message read: the sender gets every id, in as many
     /// `messages_read` frames as it takes; the reader gets one `mark_read_success` with
     /// the `count` and, past the bound, the newest ids only.
+    ///
+    /// A mark the store cut short (it goes in slices, and a later one failed) is reported
+    /// for what it did, with the error returned beside it: the reader learns that the
+    /// newer messages are still unread, and a new mark takes them.
     pub(crate) async fn mark_read_from(
         &self,
         me: &Me,
         sender: i64,
-    ) -> Result<serde_json::Value, ChatError> {
+    ) -> Result<(serde_json::Value, Option<ChatError>), ChatError> {
         let at = Timestamp::now();
-        let ids = self.inner.store.mark_read(me.id, sender, at).await?;
+        let (ids, cut_short) = match self.inner.store.mark_read(me.id, sender, at).await {
+            Ok(ids) => (ids, None),
+            Err(StoreError::ReadCutShort { read, cause }) => {
+                tracing::error!(%cause, marked = read.len(), sender, "read mark cut short");
+                let e = ChatError::internal_with(format!(
+                    "Could not mark every message read: {} were, newer ones are still unread. \
+                     Please try again.",
+                    read.len()
+                ));
+                (read, Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let last = ids.last().copied();
         for chunk in ids.chunks(IDS_PER_FRAME) {
             let data = json!({
@@ -342,10 +358,11 @@ impl Chat {
             self.inner.cluster.send(&[sender], &out, None).await;
         }
         let newest = &ids[ids.len().saturating_sub(IDS_PER_FRAME)..];
-        Ok(json!({
+        let data = json!({
             "senderId": sender, "messageIds": newest, "count": ids.len(),
             "lastReadId": last, "readAt": at
-        }))
+        });
+        Ok((data, cut_short))
     }
 
     /// Move `me`'s read marker in a room: returns `mark_read_success` data; the other

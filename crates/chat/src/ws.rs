@@ -747,12 +747,18 @@ impl Session {
             ClientRequest::MarkRead(scope) => {
                 let done = match scope {
                     ReadScope::From(sender) => chat.mark_read_from(&self.me, sender).await,
-                    ReadScope::Room(room) => {
-                        chat.mark_room_read(&self.me, room, Some(self.conn)).await
-                    }
+                    ReadScope::Room(room) => chat
+                        .mark_room_read(&self.me, room, Some(self.conn))
+                        .await
+                        .map(|data| (data, None)),
                 };
                 match done {
-                    Ok(data) => self.reply("mark_read_success", data),
+                    Ok((data, cut_short)) => {
+                        self.reply("mark_read_success", data);
+                        if let Some(e) = cut_short {
+                            self.refuse(&e.message, None);
+                        }
+                    }
                     Err(e) => self.refuse(&e.message, None),
                 }
             }

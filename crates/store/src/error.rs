@@ -13,6 +13,10 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(String),
+    /// A read mark failed part-way (it goes in slices): the messages in `read` (oldest
+    /// first) are marked read, the newer ones are still unread.
+    #[error("read mark cut short after {} messages: {cause}", read.len())]
+    ReadCutShort { read: Vec<i64>, cause: String },
 }
 
 impl From<sqlx::Error> for StoreError {

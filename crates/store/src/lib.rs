@@ -130,7 +130,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The id of the newest message committed (0 if there is none).
     async fn newest_message_id(&self) -> Result<i64, StoreError>;
     /// Mark every unread direct message from `sender` to `reader` read; returns their ids,
-    /// ascending.
+    /// ascending. A store that marks in steps and fails after the first returns
+    /// [`StoreError::ReadCutShort`] with the ids it did mark.
     async fn mark_read(
         &self,
         reader: i64,

@@ -377,9 +377,12 @@ impl Writer {
                     }
                 }
                 Err(e) if read.is_empty() => return Err(e),
+                // The slices before stay committed: their receipts are owed all the same.
                 Err(e) => {
-                    tracing::error!(error = %e, reader, sender, "read mark cut short");
-                    return Ok(read);
+                    return Err(StoreError::ReadCutShort {
+                        read,
+                        cause: e.to_string(),
+                    });
                 }
             }
         }

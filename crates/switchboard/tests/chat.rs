@@ -1154,15 +1154,7 @@ async fn a_long_backlog_arrives_whole_and_is_read_in_bounded_frames() {
     assert_eq!(ok["messageIds"], Value::Array(newest));
     assert_eq!(ok["lastReadId"], sent[COUNT - 1]);
 
-    let mut read = Vec::with_capacity(COUNT);
-    while read.len() < COUNT {
-        let frame = a.expect_past("messages_read", &["message_delivered"]).await;
-        assert_eq!(frame["readerId"], bob);
-        assert_eq!(frame["lastReadId"], sent[COUNT - 1]);
-        let ids = frame["messageIds"].as_array().unwrap();
-        assert!(ids.len() <= 1000, "{} ids in one frame", ids.len());
-        read.extend(ids.iter().map(|id| id.as_i64().unwrap()));
-    }
+    let read = read_receipts(&mut a, bob, sent[COUNT - 1], COUNT).await;
     assert_eq!(read, sent, "every id, in order, once");
 
     // Both connections are still open and answer.
@@ -1172,6 +1164,78 @@ async fn a_long_backlog_arrives_whole_and_is_read_in_bounded_frames() {
             .expect_past("online_users", &["message_delivered", "user_online"])
             .await;
     }
+}
+
+/// A read mark that fails part-way says so, and loses nothing. The mark goes in slices of
+/// 1,000; here a trigger put into the server's database refuses the second slice. The
+/// reader hears what was marked (`mark_read_success`) and then an error saying the newer
+/// messages are still unread (it used to hear success alone); the sender gets receipts for
+/// exactly the marked ones; a later mark takes the rest.
+#[tokio::test]
+async fn a_read_mark_cut_short_says_so_and_a_later_mark_takes_the_rest() {
+    const COUNT: usize = 1_500;
+    let db = TempDir::new("cutshort");
+    let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let sent = send_many(&mut a, bob, COUNT).await;
+    let mut b = s.connect(&bob_token).await;
+    for _ in 0..COUNT {
+        b.expect("new_message").await;
+    }
+
+    let sql = rusqlite::Connection::open(db.path().join("chat.db")).unwrap();
+    sql.busy_timeout(WAIT).unwrap();
+    sql.execute_batch(&format!(
+        "CREATE TRIGGER refuse_read BEFORE UPDATE OF status ON messages \
+         WHEN OLD.id = {} AND NEW.status = 'read' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        sent[1_200]
+    ))
+    .unwrap();
+    b.send("mark_read", json!({"senderId": alice})).await;
+    let ok = b.expect("mark_read_success").await;
+    assert_eq!(ok["count"], 1_000);
+    assert_eq!(ok["lastReadId"], sent[999]);
+    assert_eq!(
+        b.expect_error().await,
+        "Could not mark every message read: 1000 were, newer ones are still unread. \
+         Please try again."
+    );
+    assert_eq!(
+        read_receipts(&mut a, bob, sent[999], 1_000).await,
+        sent[..1_000]
+    );
+
+    sql.execute_batch("DROP TRIGGER refuse_read").unwrap();
+    b.send("mark_read", json!({"senderId": alice})).await;
+    let ok = b.expect("mark_read_success").await;
+    assert_eq!(ok["count"], 500);
+    assert_eq!(ok["lastReadId"], sent[COUNT - 1]);
+    assert_eq!(
+        read_receipts(&mut a, bob, sent[COUNT - 1], 500).await,
+        sent[1_000..]
+    );
+    a.expect_silence(300).await;
+    b.expect_silence(300).await;
+}
+
+/// The ids of the `messages_read` frames `a` gets from `reader` until it has `count`, each
+/// frame of at most 1,000 ids and naming `last` as the newest read (delivery receipts on
+/// the way are passed over).
+async fn read_receipts(a: &mut Client, reader: i64, last: i64, count: usize) -> Vec<i64> {
+    let mut read = Vec::with_capacity(count);
+    while read.len() < count {
+        let frame = a.expect_past("messages_read", &["message_delivered"]).await;
+        assert_eq!(frame["readerId"], reader);
+        assert_eq!(frame["lastReadId"], last);
+        let ids = frame["messageIds"].as_array().unwrap();
+        assert!(ids.len() <= 1000, "{} ids in one frame", ids.len());
+        read.extend(ids.iter().map(|id| id.as_i64().unwrap()));
+    }
+    assert_eq!(read.len(), count, "{read:?}");
+    read
 }
 
 #[tokio::test]
