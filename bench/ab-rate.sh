@@ -43,7 +43,7 @@ one_run() { # label binary run-number
     after=$(awk '/^wchar/ {print $2}' "/proc/$PID/io")
     local ticks
     ticks=$(for t in /proc/"$PID"/task/*; do
-        echo "$(cat "$t/comm"):$(awk '{print $14 + $15}' "$t/stat")"
+        echo "$(cat "$t/comm"):$(cpu_ticks "$PID/task/${t##*/}")"
     done | awk -F: '{a[$1] += $2} END {for (k in a) if (a[k] > 50) printf "%s=%d ", k, a[k]}')
     python3 - "$json" "$label" "$(( (after - before) / 1000000 ))" "$ticks" <<'PY' | tee -a "$SUMMARY"
 import json, sys

@@ -63,7 +63,6 @@ if [[ " $CLUSTERS " == *" sio "* ]]; then (cd bench/peers && npm ci --no-audit -
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
 start_postgres() { # one server for every sb run (throwaway: no fsync); sets PG_PORT

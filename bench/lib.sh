@@ -17,6 +17,9 @@ wait_port() {
 # free_port: a loopback port nobody listens on right now.
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 
+# cpu_ticks PID or PID/task/TID: user + system CPU ticks (getconf CLK_TCK a second) so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # median: of the numbers on stdin, one per line ("-" if there are none).
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

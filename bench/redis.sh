@@ -32,8 +32,6 @@ cargo build --release --locked -p switchboard -p switchboard-bench >&2
 
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)['$1']; print(round(v) if isinstance(v,float) else v)"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$PORT_REDIS" "$REDIS_PID"
 
