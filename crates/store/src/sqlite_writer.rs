@@ -351,8 +351,8 @@ impl Writer {
 
     /// Mark every direct message from `sender` to `reader` read, a job per
     /// [`READ_SLICE`]; returns their ids, ascending. A mark that fails after a slice has
-    /// committed returns what it marked (the rest stays unread for the next mark), so that
-    /// the sender still hears of those.
+    /// committed returns [`StoreError::ReadCutShort`] with what it marked (the rest stays
+    /// unread for the next mark), so that the sender still hears of those.
     pub(crate) async fn mark_read(
         &self,
         reader: i64,

@@ -1129,17 +1129,14 @@ async fn a_long_backlog_arrives_whole_and_is_read_in_bounded_frames() {
     const COUNT: usize = 24_000;
     let db = TempDir::new("longbacklog");
     let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
-    let (alice, alice_token) = s.user("alice").await;
-    let (bob, bob_token) = s.user("bob").await;
-    let mut a = s.connect(&alice_token).await;
-    let sent = send_many(&mut a, bob, COUNT).await;
-
-    let mut b = s.connect(&bob_token).await;
-    let mut got = Vec::with_capacity(COUNT);
-    for _ in 0..COUNT {
-        got.push(b.expect("new_message").await["id"].as_i64().unwrap());
-    }
-    assert_eq!(got, sent, "all of it, in send order");
+    let Backlogged {
+        alice,
+        mut a,
+        bob,
+        bob_token,
+        mut b,
+        sent,
+    } = backlog_of(&s, COUNT).await;
     b.expect_silence(300).await;
     drop(b);
     // Delivered once: a new connection gets no backlog.
@@ -1176,14 +1173,14 @@ async fn a_read_mark_cut_short_says_so_and_a_later_mark_takes_the_rest() {
     const COUNT: usize = 1_500;
     let db = TempDir::new("cutshort");
     let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
-    let (alice, alice_token) = s.user("alice").await;
-    let (bob, bob_token) = s.user("bob").await;
-    let mut a = s.connect(&alice_token).await;
-    let sent = send_many(&mut a, bob, COUNT).await;
-    let mut b = s.connect(&bob_token).await;
-    for _ in 0..COUNT {
-        b.expect("new_message").await;
-    }
+    let Backlogged {
+        alice,
+        mut a,
+        bob,
+        mut b,
+        sent,
+        ..
+    } = backlog_of(&s, COUNT).await;
 
     let sql = rusqlite::Connection::open(db.path().join("chat.db")).unwrap();
     sql.busy_timeout(WAIT).unwrap();
@@ -1219,6 +1216,39 @@ async fn a_read_mark_cut_short_says_so_and_a_later_mark_takes_the_rest() {
     );
     a.expect_silence(300).await;
     b.expect_silence(300).await;
+}
+
+/// Alice (`a`) and bob (`b`), connected, after bob received a backlog of `sent`.
+struct Backlogged {
+    alice: i64,
+    a: Client,
+    bob: i64,
+    bob_token: String,
+    b: Client,
+    sent: Vec<i64>,
+}
+
+/// Alice sends `count` one-byte messages to bob while he is offline (the rate limit must
+/// be off); bob then connects and gets all of them as his backlog, in send order.
+async fn backlog_of(s: &Server, count: usize) -> Backlogged {
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    let sent = send_many(&mut a, bob, count).await;
+    let mut b = s.connect(&bob_token).await;
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count {
+        got.push(b.expect("new_message").await["id"].as_i64().unwrap());
+    }
+    assert_eq!(got, sent, "all of it, in send order");
+    Backlogged {
+        alice,
+        a,
+        bob,
+        bob_token,
+        b,
+        sent,
+    }
 }
 
 /// The ids of the `messages_read` frames `a` gets from `reader` until it has `count`, each
