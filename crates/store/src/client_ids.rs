@@ -8,39 +8,21 @@
 //! per message, the largest share of the log (BENCHMARKS.md, session 11), and the latency
 //! tail follows the log (session 9).
 //!
-//! How: the keys of committed messages wait in memory, sorted. A sweep over them starts
-//! every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY), and each commit writes the next
-//! [slice](crate::sweep::slice_len) of the sweep in key order, so a leaf takes about a
-//! second of its sender's keys at once. A lookup reads memory, then the table.
-//!
-//! Recovery: `client_msg_ids_written.below` is an id below which every message's key is in
-//! the table. It is moved at the end of each sweep, in the sweep's last commit, to the
-//! oldest key still in memory. On start the writer writes the keys of the messages from
-//! there on, which covers whatever memory held when the process stopped.
+//! How: the keys of committed messages wait in memory and are written in sweeps, a slice
+//! per commit in key order ([`Unwritten`]), so a leaf takes about a second of its sender's
+//! keys at once. A lookup reads memory, then the table. The recovery mark is
+//! `client_msg_ids_written.below`.
 //! PostgreSQL keeps an ordinary unique index: its commits do not rewrite whole pages.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::sweep::{Sweep, slice_len};
+use crate::unwritten::Unwritten;
 
-type Key = (i64, String);
-
-/// The writer's side of the table: the keys not written yet, and the sweep.
+/// The writer's side of the table: (sender, `clientMsgId`) keys not written yet.
 pub(crate) struct ClientIds {
-    /// (sender, `clientMsgId`) → message id, not yet in the table.
-    waiting: BTreeMap<Key, i64>,
-    sweep: Sweep<Key>,
-    /// Written by the batch being committed: they leave `waiting` once it commits.
-    written: Vec<Key>,
-    /// The first id the batch being committed added: its keys go if it does not commit
-    /// (its ids will be handed out again).
-    added_from: Option<i64>,
-    /// Keys the batch being committed added.
-    added: usize,
+    keys: Unwritten<(i64, String)>,
 }
 
 impl ClientIds {
@@ -59,11 +41,7 @@ impl ClientIds {
              COMMIT;",
         )?;
         Ok(ClientIds {
-            waiting: BTreeMap::new(),
-            sweep: Sweep::new(sweep_every),
-            written: Vec::new(),
-            added_from: None,
-            added: 0,
+            keys: Unwritten::new(sweep_every),
         })
     }
 
@@ -74,8 +52,8 @@ impl ClientIds {
         sender: i64,
         client_msg_id: &str,
     ) -> rusqlite::Result<Option<i64>> {
-        if let Some(id) = self.waiting.get(&(sender, client_msg_id.to_owned())) {
-            return Ok(Some(*id));
+        if let Some(id) = self.keys.get(&(sender, client_msg_id.to_owned())) {
+            return Ok(Some(id));
         }
         conn.prepare_cached(
             "SELECT id FROM client_msg_ids WHERE sender_id = ?1 AND client_msg_id = ?2",
@@ -86,70 +64,25 @@ impl ClientIds {
 
     /// `sender`'s message `id` carries `client_msg_id` (inserted by the batch being written).
     pub(crate) fn add(&mut self, sender: i64, client_msg_id: &str, id: i64) {
-        self.waiting.insert((sender, client_msg_id.to_owned()), id);
-        self.added_from.get_or_insert(id);
-        self.added += 1;
+        self.keys.add((sender, client_msg_id.to_owned()), id);
     }
 
-    /// Write the sweep's next slice in the batch's transaction (starting a sweep if one is
-    /// due); at the sweep's end, move the recovery mark.
+    /// Write the sweep's next slice in the batch's transaction; at the sweep's end, move
+    /// the recovery mark.
     pub(crate) fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        if !self.sweep.running() && !self.sweep.start_if_due(!self.waiting.is_empty()) {
-            return Ok(());
-        }
-        let mut insert = conn.prepare_cached(
+        self.keys.write_slice(
+            conn,
+            |insert, (sender, key), id| insert.execute(params![sender, key, id]).map(drop),
             "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
              VALUES (?1, ?2, ?3)",
-        )?;
-        let slice = slice_len(self.added);
-        let from = self.sweep.from();
-        for ((sender, key), id) in self.waiting.range::<Key, _>((from, Bound::Unbounded)) {
-            if self.written.len() == slice {
-                break;
-            }
-            insert.execute(params![sender, key, id])?;
-            self.written.push((*sender, key.clone()));
-        }
-        if self.written.len() < slice {
-            // The sweep is done: every key past its cursor is written now, so what still
-            // waits was added behind the cursor meanwhile; the oldest of those is the mark.
-            let left = match self.sweep.cursor() {
-                Some(key) => self
-                    .waiting
-                    .range::<Key, _>(..=key)
-                    .map(|(_, id)| *id)
-                    .min(),
-                None => None,
-            };
-            conn.prepare_cached(
-                "UPDATE client_msg_ids_written \
-                 SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
-            )?
-            .execute([left])?;
-            self.sweep.finish();
-        }
-        if let Some(last) = self.written.last() {
-            self.sweep.pass(last.clone());
-        }
-        Ok(())
+            "UPDATE client_msg_ids_written \
+             SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
+        )
     }
 
-    /// The batch ended: if it committed, its written keys leave memory; if not, its added
-    /// keys go and its slice is written again.
+    /// The batch ended (see [`Unwritten::settle`]).
     pub(crate) fn settle(&mut self, committed: bool) {
-        let added_from = self.added_from.take();
-        self.added = 0;
-        self.sweep.settle(committed);
-        if committed {
-            for key in self.written.drain(..) {
-                self.waiting.remove(&key);
-            }
-            return;
-        }
-        self.written.clear();
-        if let Some(first) = added_from {
-            self.waiting.retain(|_, id| *id < first);
-        }
+        self.keys.settle(committed);
     }
 }
 
@@ -182,7 +115,7 @@ mod tests {
             keys.write_slice(&tx).unwrap();
             tx.commit().unwrap();
             keys.settle(true);
-            most = most.max(keys.waiting.len());
+            most = most.max(keys.keys.len());
         }
         assert!(most <= per_commit, "{most} keys waited at once");
         let (written, below): (i64, i64) = conn
@@ -192,8 +125,8 @@ mod tests {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .unwrap();
-        assert_eq!(written as usize + keys.waiting.len(), commits * per_commit);
-        let oldest_waiting = keys.waiting.values().min().copied();
+        assert_eq!(written as usize + keys.keys.len(), commits * per_commit);
+        let oldest_waiting = keys.keys.oldest();
         assert_eq!(
             below,
             oldest_waiting.unwrap_or(commits as i64 * per_commit as i64 + 1)

@@ -10,6 +10,7 @@
 mod backlog;
 mod client_ids;
 mod error;
+mod history;
 mod migrations;
 mod model;
 mod postgres;
@@ -21,6 +22,7 @@ pub mod suite;
 mod sweep;
 #[cfg(feature = "suite")]
 pub mod test_postgres;
+mod unwritten;
 mod wal_batch;
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ pub(crate) const SQLITE: &[Step] = &[
         "message ids",
         include_str!("../migrations/0004_message_ids.sql"),
     ),
+    (5, "history", include_str!("../migrations/0005_history.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[

@@ -45,12 +45,11 @@ impl SqliteStore {
             // WAL + NORMAL: a commit survives a process crash; only a power loss can lose
             // the last transactions, and never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
-            // For a new file only (an existing one keeps its page size). Each direct
-            // message dirties a page of its conversation's history index (the backlog and
-            // the clientMsgIds are written in slices instead), and every commit appends
-            // whole dirty pages to the WAL: 1 KiB pages about halved the bytes written per
-            // message against the 4 KiB default (100 conversations, batches of 20 to 100,
-            // measured when three such indexes were written per message).
+            // For a new file only (an existing one keeps its page size). Every commit
+            // appends whole dirty pages to the WAL: 1 KiB pages about halved the bytes
+            // written per message against the 4 KiB default (100 conversations, batches
+            // of 20 to 100, measured when three indexes were written an entry per message;
+            // they are written in slices now).
             .page_size(1024)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
@@ -334,14 +333,7 @@ impl MessageStore for SqliteStore {
         let before = before.unwrap_or(i64::MAX);
         let rows = match conversation {
             Conversation::Direct(a, b) => {
-                let sql = concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages \
-                     WHERE ((receiver_id = ?1 AND sender_id = ?2) OR (receiver_id = ?2 AND sender_id = ?1)) \
-                     AND id < ?3 ORDER BY id DESC LIMIT ?4"
-                );
-                sqlx::query(sql)
+                sqlx::query(crate::history::HISTORY_PAGE)
                     .bind(a)
                     .bind(b)
                     .bind(before)
@@ -445,9 +437,9 @@ mod tests {
     }
 
     /// While the writer is busy, the checkpointer rewinds the log (at half the writer's
-    /// limit, here 16 MiB), so the log never reaches the size at which the writer would
-    /// stop to rewind it itself (80,000 messages write about 105 MB, log and checkpoints
-    /// together, and the writer never pauses between them). Also runs the batched WAL
+    /// limit, 6 MiB here), so the log never reaches the size at which the writer would
+    /// stop to rewind it itself (80,000 messages, and the writer never pauses between
+    /// them; the log grew to 4.5–4.8 MB here, rewound three times). Also runs the batched WAL
     /// writes ([`wal_batch`](crate::wal_batch)) through the rewinds: every message reads
     /// back after a restart.
     #[tokio::test]
@@ -456,7 +448,7 @@ mod tests {
         let store = SqliteStore::open_with(
             &url,
             Limits {
-                log_limit: 16 << 20,
+                log_limit: 6 << 20,
                 ..Limits::default()
             },
         )
@@ -495,7 +487,7 @@ mod tests {
             }
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
-        assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
+        assert!(largest < 6 << 20, "the WAL grew to {largest} bytes");
         // The log header's checkpoint sequence number counts rewinds.
         let header = std::fs::read(&wal).unwrap();
         let rewinds = u32::from_be_bytes(header[12..16].try_into().unwrap());
@@ -563,9 +555,10 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// `client_msg_ids_written.below`: every message under this id has its key written.
-    async fn written_below(store: &SqliteStore) -> i64 {
-        sqlx::query_scalar("SELECT below FROM client_msg_ids_written")
+    /// The mark `below` of `table` (`client_msg_ids_written`, `history_written`): every
+    /// message under this id has its key written.
+    async fn written_mark(store: &SqliteStore, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT below FROM {table}")))
             .fetch_one(&store.pool)
             .await
             .unwrap()
@@ -684,17 +677,15 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A read mark walks the unread messages of its direction, not the whole history: with
-    /// 2,000 messages already read, marking the 3 new ones takes a few hundred steps of
-    /// SQLite's virtual machine (the plain `status <> 'read'` filter took one pass over
-    /// every message ever sent in the direction, over 10,000 steps here). A mark goes in
-    /// slices, and a slice after the first starts where the previous one ended instead of
-    /// walking down over the unread messages again. Marks of 2,000 messages through the
-    /// store take two slices each.
+    /// Read marks through the store: a mark takes every unread message of its direction
+    /// and nothing else, whether its keys wait in the writer's memory or are in the table
+    /// `history`; marks of 2,000 messages take two slices each. (What a slice costs is
+    /// `history`'s unit test.)
     #[tokio::test]
-    async fn a_read_mark_costs_the_unread_messages_not_the_history() {
+    async fn a_read_mark_takes_the_unread_messages_of_its_direction() {
         let (dir, url) = scratch_db("read");
-        let store = SqliteStore::open(&url).await.unwrap();
+        let sweep_every = std::time::Duration::from_millis(200);
+        let store = open_sweeping(&url, sweep_every).await;
         let now = Timestamp::now();
         let a = store
             .create_user("read-a", None, "h", now)
@@ -715,34 +706,142 @@ mod tests {
         let reply = store.insert_message(direct(b, a, None)).await.unwrap();
         assert_eq!(store.mark_read(b, a, now).await.unwrap(), old);
 
-        // One slice, run here to count its steps: `after` (NULL: find the newest read
-        // message) and the slice's size.
-        let conn = rusqlite::Connection::open(dir.join("read.db")).unwrap();
-        let slice = |after: Option<i64>, size: i64| {
-            let mut mark = conn.prepare(crate::sqlite_writer::MARK_READ).unwrap();
-            let marked: Vec<i64> = mark
-                .query_map((now.0, b, a, after, size), |row| row.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            (marked, mark.get_status(rusqlite::StatementStatus::VmStep))
-        };
+        // Swept into the table (once a sweep is due, each batch writes a slice of 64), then
+        // three more in memory.
+        tokio::time::sleep(sweep_every + std::time::Duration::from_millis(50)).await;
+        for _ in 0..100 {
+            if history_table(&store, b, a).await.len() == 2000 {
+                break;
+            }
+            store.mark_delivered(&[], now).await.unwrap();
+        }
+        assert_eq!(history_table(&store, b, a).await, old);
         let new = ids(send(3).await);
-        let (marked, steps) = slice(None, 1000);
-        assert_eq!(marked, new);
-        assert!(steps < 500, "{steps} steps for 3 unread after 2,000 read");
+        assert_eq!(store.mark_read(b, a, now).await.unwrap(), new);
         let more = ids(send(2000).await);
-        let (marked, steps) = slice(new.last().copied(), 3);
-        assert_eq!(marked, more[..3]);
-        assert!(steps < 500, "{steps} steps for a later slice of 3");
-        drop(conn);
-        assert_eq!(store.mark_read(b, a, now).await.unwrap(), more[3..]);
+        assert_eq!(store.mark_read(b, a, now).await.unwrap(), more);
 
         assert!(store.mark_read(b, a, now).await.unwrap().is_empty());
         assert_eq!(
             store.mark_read(a, b, now).await.unwrap(),
             [reply.message.id],
             "the other direction"
+        );
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The ids of `history`'s keys of messages from `sender` to `receiver`.
+    async fn history_table(store: &SqliteStore, receiver: i64, sender: i64) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT id FROM history WHERE receiver_id = ? AND sender_id = ? ORDER BY id",
+        )
+        .bind(receiver)
+        .bind(sender)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+    }
+
+    /// A direct conversation's history pages (the pool's reads) are whole and in order
+    /// wherever its keys are: only in `messages` past the mark (waiting in the writer's
+    /// memory), in the table `history` after a sweep, on both sides of the mark, and after
+    /// a restart; pages across the mark neither skip nor repeat a message.
+    #[tokio::test]
+    async fn direct_history_pages_are_whole_wherever_the_keys_are() {
+        let (dir, url) = scratch_db("history");
+        let sweep_every = std::time::Duration::from_millis(300);
+        let store = open_sweeping(&url, sweep_every).await;
+        let now = Timestamp::now();
+        let a = store.create_user("h-a", None, "h", now).await.unwrap().id;
+        let b = store.create_user("h-b", None, "h", now).await.unwrap().id;
+        let c = store.create_user("h-c", None, "h", now).await.unwrap().id;
+        let send = async |store: &SqliteStore, from: i64, to: i64| {
+            store
+                .insert_message(direct(from, to, None))
+                .await
+                .unwrap()
+                .message
+                .id
+        };
+        // The conversation's ids, with another one's messages in between.
+        let mut sent = Vec::new();
+        for round in 0..60 {
+            sent.push(send(&store, a, b).await);
+            sent.push(send(&store, b, a).await);
+            if round % 2 == 0 {
+                send(&store, c, a).await;
+            }
+        }
+        // Every page of `size`, newest first, put together.
+        let paged = async |store: &SqliteStore, size: u32| {
+            let mut all: Vec<i64> = Vec::new();
+            loop {
+                let page = store
+                    .history(Conversation::Direct(a, b), all.last().copied(), size)
+                    .await
+                    .unwrap();
+                assert!(page.len() <= size as usize);
+                let done = page.len() < size as usize;
+                all.extend(page.iter().map(|m| m.id));
+                if done {
+                    return all;
+                }
+            }
+        };
+        let newest_first = |ids: &[i64]| ids.iter().rev().copied().collect::<Vec<_>>();
+        assert_eq!(
+            paged(&store, 7).await,
+            newest_first(&sent),
+            "keys in memory only"
+        );
+        assert!(history_table(&store, a, b).await.is_empty());
+
+        // A sweep's first slice (64 keys, in key order: receiver a's first) writes the
+        // direction b to a; the mark stays where it was until the sweep ends, so these
+        // keys are in the table and past the mark.
+        tokio::time::sleep(sweep_every + std::time::Duration::from_millis(50)).await;
+        store.mark_delivered(&[], now).await.unwrap();
+        assert_eq!(history_table(&store, a, b).await.len(), 60, "b to a swept");
+        assert!(
+            history_table(&store, b, a).await.is_empty(),
+            "a to b not yet"
+        );
+        assert!(written_mark(&store, "history_written").await <= sent[0]);
+        for size in [7, 100] {
+            assert_eq!(
+                paged(&store, size).await,
+                newest_first(&sent),
+                "mid-sweep, {size}"
+            );
+        }
+        // Two more slices end the sweep and move the mark.
+        store.mark_delivered(&[], now).await.unwrap();
+        store.mark_delivered(&[], now).await.unwrap();
+        assert_eq!(history_table(&store, b, a).await.len(), 60, "a to b swept");
+        assert!(written_mark(&store, "history_written").await > sent[sent.len() - 1]);
+        // Newer ones past the mark, older ones in the table only.
+        sent.push(send(&store, a, b).await);
+        sent.push(send(&store, b, a).await);
+        for size in [1, 3, 5, 100, 200] {
+            assert_eq!(
+                paged(&store, size).await,
+                newest_first(&sent),
+                "pages of {size}"
+            );
+        }
+
+        store.close().await;
+        let store = open_sweeping(&url, sweep_every).await;
+        assert_eq!(
+            history_table(&store, b, a).await.len(),
+            61,
+            "written at start"
+        );
+        assert_eq!(
+            paged(&store, 4).await,
+            newest_first(&sent),
+            "after a restart"
         );
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
@@ -834,7 +933,7 @@ mod tests {
             "the sweep wrote all 200"
         );
         assert_eq!(
-            written_below(&store).await,
+            written_mark(&store, "client_msg_ids_written").await,
             behind,
             "the mark stops at what waits"
         );
@@ -849,7 +948,7 @@ mod tests {
                 .await
                 .contains(&"a-behind".to_owned())
         );
-        assert!(written_below(&store).await > behind);
+        assert!(written_mark(&store, "client_msg_ids_written").await > behind);
         is_repeat(&store, "a-behind".into(), behind).await;
         is_repeat(&store, keys[0].clone(), ids[0]).await;
         let fresh = store
@@ -863,8 +962,9 @@ mod tests {
 
     /// A database written before `client_msg_ids` (migration 1 only) keeps its senders'
     /// keys through the migration that drops the old unique index, its backlog through the
-    /// one that moves it to a table, and its messages, ids and history through the rebuild
-    /// of `messages` without AUTOINCREMENT.
+    /// one that moves it to a table, its messages, ids and history through the rebuild
+    /// of `messages` without AUTOINCREMENT, and its history's keys through the move of the
+    /// history index to a table.
     #[tokio::test]
     async fn a_database_from_before_client_msg_ids_keeps_its_keys_and_backlog() {
         let (dir, url) = scratch_db("v1");
@@ -898,7 +998,7 @@ mod tests {
             .await
             .unwrap();
         assert!(!new.duplicate, "keys are per sender");
-        assert_eq!(written_below(&store).await, 4);
+        assert_eq!(written_mark(&store, "client_msg_ids_written").await, 4);
         // Ids go on after the stored ones.
         assert_eq!(new.message.id, 4);
         // Migration 0003 moved the `sent` messages into the table `backlog`.
@@ -908,7 +1008,11 @@ mod tests {
         store.mark_delivered(&[2], Timestamp::now()).await.unwrap();
         assert_eq!(backlog_table(&store, 2).await, Vec::<i64>::new());
         assert_eq!(backlog_ids(&store, 2).await, Vec::<i64>::new());
-        // History, through the rebuilt index, in both directions.
+        // History in both directions: migration 0005 moved the keys of the stored
+        // messages into the table `history`; the new one is read past its mark.
+        assert_eq!(history_table(&store, 2, 1).await, [1, 2]);
+        assert_eq!(history_table(&store, 1, 2).await, [3]);
+        assert_eq!(written_mark(&store, "history_written").await, 4);
         let history = store
             .history(Conversation::Direct(1, 2), None, 10)
             .await

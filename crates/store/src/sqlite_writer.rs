@@ -15,7 +15,9 @@
 //! log page each; a slice of a sweep over a second's keys writes a page per sender. The
 //! offline backlog is kept the same way ([`backlog`](crate::backlog)): a direct message's
 //! key waits in memory until its delivered mark, and only those undelivered after a
-//! second are written; so the backlog is read here too, between the batch's writes.
+//! second are written; so the backlog is read here too, between the batch's writes. The
+//! direct history's keys go the same way as the `clientMsgId`s
+//! ([`history`](crate::history)), and read marks merge them with the table here.
 //!
 //! Why a thread of its own (rusqlite) rather than an sqlx connection: sqlx runs each
 //! SQLite connection on a worker thread and every statement is a round trip to it (a
@@ -68,6 +70,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backlog::Backlog;
 use crate::client_ids::ClientIds;
+use crate::history::History;
 use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
 /// Most rows (messages inserted or marked) one transaction takes jobs for: bounds the
@@ -156,7 +159,7 @@ enum Mark {
     /// These messages were written to a connection of their receiver.
     Delivered(Vec<i64>, Timestamp),
     /// `reader` read what `sender` sent them: the next slice of it, after the message id
-    /// `after` (the previous slice's last) when given ([`MARK_READ`]).
+    /// `after` (the previous slice's last) when given ([`History::unread`]).
     Read {
         reader: i64,
         sender: i64,
@@ -278,6 +281,7 @@ impl Writer {
         let kept = Kept {
             client_ids: ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?,
             backlog: Backlog::open(&conn, limits.sweep_every).map_err(db_error)?,
+            history: History::open(&conn, limits.sweep_every).map_err(db_error)?,
         };
         // Checkpoints are mostly the checkpointer's (see the module doc).
         let page_size: i64 = conn
@@ -539,6 +543,7 @@ impl Done {
 struct Kept {
     client_ids: ClientIds,
     backlog: Backlog,
+    history: History,
 }
 
 impl Kept {
@@ -549,6 +554,7 @@ impl Kept {
         }
         if let Target::User(receiver) = new.target {
             self.backlog.add(receiver, id);
+            self.history.add(receiver, new.sender, id);
         }
     }
 }
@@ -580,7 +586,7 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Do
                 let results = insert_job(&tx, kept, new, &mut fatal);
                 done.push(Done::Insert(results, reply));
             }
-            Job::Mark(mark, reply) => match apply(&tx, &mut kept.backlog, mark) {
+            Job::Mark(mark, reply) => match apply(&tx, kept, mark) {
                 Ok(changed) => done.push(Done::Marked(Ok(changed), reply)),
                 Err(e) => {
                     fatal = Some(e.to_string());
@@ -602,6 +608,7 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Do
             .client_ids
             .write_slice(&tx)
             .and_then(|()| kept.backlog.write_slice(&tx))
+            .and_then(|()| kept.history.write_slice(&tx))
     {
         fatal = Some(e.to_string());
     }
@@ -614,6 +621,7 @@ fn commit(conn: &mut Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Do
     };
     kept.client_ids.settle(failed.is_none());
     kept.backlog.settle(failed.is_none());
+    kept.history.settle(failed.is_none());
     match failed {
         Some(e) => {
             tracing::error!(error = %e, count = done.len(), "message batch not committed");
@@ -834,26 +842,33 @@ fn stored(conn: &Connection, id: i64) -> Result<Option<Message>, rusqlite::Error
 }
 
 /// Apply a status change; returns the ids that changed, ascending.
-fn apply(conn: &Connection, backlog: &mut Backlog, mark: Mark) -> rusqlite::Result<Vec<i64>> {
+fn apply(conn: &Connection, kept: &mut Kept, mark: Mark) -> rusqlite::Result<Vec<i64>> {
     match mark {
-        Mark::Delivered(ids, at) => mark_delivered(conn, backlog, &ids, at),
+        Mark::Delivered(ids, at) => mark_delivered(conn, &mut kept.backlog, &ids, at),
         Mark::Read {
             reader,
             sender,
             at,
             after,
         } => {
-            let mut stmt = conn.prepare_cached(MARK_READ)?;
+            // A slice of the direction's unread messages ([`READ_SLICE`]): later slices
+            // start from the previous one's last id instead of looking for it again.
+            let unread = kept
+                .history
+                .unread(conn, reader, sender, after, READ_SLICE)?;
+            let mut stmt = conn.prepare_cached(
+                "UPDATE messages SET status = 'read', read_at = ?1, \
+                 delivered_at = COALESCE(delivered_at, ?1) \
+                 WHERE id IN (SELECT value FROM json_each(?2)) AND status <> 'read' \
+                 RETURNING id",
+            )?;
             let mut read = stmt
-                .query_map(
-                    params![at.0, reader, sender, after, READ_SLICE as i64],
-                    |row| {
-                        let id = row.get(0)?;
-                        // Its key, if still in memory, is no longer waiting.
-                        backlog.delivered(reader, id);
-                        Ok(id)
-                    },
-                )?
+                .query_map(params![at.0, json_ids(&unread)], |row| {
+                    let id = row.get(0)?;
+                    // Its key, if still in memory, is no longer waiting.
+                    kept.backlog.delivered(reader, id);
+                    Ok(id)
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             read.sort_unstable();
             Ok(read)
@@ -866,41 +881,11 @@ fn apply(conn: &Connection, backlog: &mut Backlog, mark: Mark) -> rusqlite::Resu
 /// (100,000 messages in one statement held the writer 0.2 to 0.4 s).
 const READ_SLICE: usize = 1000;
 
-/// Marks the oldest unread messages of a conversation direction read, [`READ_SLICE`] at
-/// most (`?1` the time, `?2` the reader, `?3` the sender, `?4` the last id the previous
-/// slice marked or NULL, `?5` the slice's size).
-///
-/// Only the messages after the newest one already read are looked at. A read mark takes
-/// every message of the direction, oldest first, and this writer commits ids in increasing
-/// order, so the read messages of a direction are always the ones up to some id: the walk
-/// down the history index stops at the first read message it meets, and a mark costs the
-/// unread messages, not the whole history (which the plain `status <> 'read'` filter
-/// walked). Later slices start from the previous one's last id instead of walking down
-/// again (`coalesce` evaluates its arguments only until one is not NULL). (PostgreSQL,
-/// whose concurrent writers may commit ids out of order, has a partial index on unread
-/// messages instead.)
-pub(crate) const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?1, \
-     delivered_at = COALESCE(delivered_at, ?1) \
-     WHERE id IN (SELECT id FROM messages WHERE receiver_id = ?2 AND sender_id = ?3 \
-     AND status <> 'read' AND id > COALESCE(?4, (SELECT id FROM messages \
-     WHERE receiver_id = ?2 AND sender_id = ?3 AND status = 'read' ORDER BY id DESC LIMIT 1), 0) \
-     ORDER BY id LIMIT ?5) RETURNING id";
-
-/// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
-/// One statement for the whole list (the ids as a JSON array): a statement per id spent
-/// more on running a statement (binding, cursors, finishing) than on the row it changed.
-fn mark_delivered(
-    conn: &Connection,
-    backlog: &mut Backlog,
-    ids: &[i64],
-    at: Timestamp,
-) -> Result<Vec<i64>, rusqlite::Error> {
+/// `ids` as a JSON array, for `json_each`: one statement for a whole list of ids (a
+/// statement per id spent more on running a statement, binding, cursors, finishing, than
+/// on the row it changed).
+fn json_ids(ids: &[i64]) -> String {
     use std::fmt::Write;
-    let mut stmt = conn.prepare_cached(
-        "UPDATE messages SET status = 'delivered', delivered_at = ?1 \
-         WHERE id IN (SELECT value FROM json_each(?2)) \
-         AND status = 'sent' AND receiver_id IS NOT NULL RETURNING id, receiver_id",
-    )?;
     let mut list = String::with_capacity(ids.len() * 8 + 2);
     list.push('[');
     for (i, id) in ids.iter().enumerate() {
@@ -908,8 +893,23 @@ fn mark_delivered(
         let _ = write!(list, "{sep}{id}");
     }
     list.push(']');
+    list
+}
+
+/// Mark direct messages still `sent` delivered; returns the ids that changed, ascending.
+fn mark_delivered(
+    conn: &Connection,
+    backlog: &mut Backlog,
+    ids: &[i64],
+    at: Timestamp,
+) -> Result<Vec<i64>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE messages SET status = 'delivered', delivered_at = ?1 \
+         WHERE id IN (SELECT value FROM json_each(?2)) \
+         AND status = 'sent' AND receiver_id IS NOT NULL RETURNING id, receiver_id",
+    )?;
     let mut changed = stmt
-        .query_map(params![at.0, list], |row| {
+        .query_map(params![at.0, json_ids(ids)], |row| {
             let id = row.get(0)?;
             backlog.delivered(row.get(1)?, id);
             Ok(id)

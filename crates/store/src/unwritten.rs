@@ -1,0 +1,135 @@
+//! Keys of committed messages that wait in memory until a sweep writes them to their
+//! table: what the `clientMsgId`s ([`client_ids`](crate::client_ids)) and the direct
+//! history ([`history`](crate::history)) share.
+//!
+//! Why: as an index entry per message, every message puts a key on a leaf of its own
+//! (its sender's, its conversation's), and every commit appends each leaf it dirtied to
+//! the log, which the checkpointer copies again. Written a slice per commit in key order,
+//! one sweep a [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY), a leaf takes about a period
+//! of its keys at once (BENCHMARKS.md, sessions 11 and 15).
+//!
+//! Recovery: each table has a mark, an id below which every message's key is in the table.
+//! A sweep's last commit moves it to the oldest key still in memory. On start the owner
+//! writes the keys of the messages from the mark on, which covers whatever memory held
+//! when the process stopped. So a reader that sees the table and the mark in one snapshot
+//! finds every key in the table or its message in `messages` from the mark on.
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
+use std::time::Duration;
+
+use rusqlite::{Connection, Statement};
+
+use crate::sweep::{Sweep, slice_len};
+
+/// The keys not written yet (each with its message's id), and the sweep over them.
+pub(crate) struct Unwritten<K> {
+    waiting: BTreeMap<K, i64>,
+    sweep: Sweep<K>,
+    /// Written by the batch being committed: they leave `waiting` once it commits.
+    written: Vec<K>,
+    /// The first id the batch being committed added: its keys go if it does not commit
+    /// (its ids will be handed out again).
+    added_from: Option<i64>,
+    /// Keys the batch being committed added.
+    added: usize,
+}
+
+impl<K: Ord + Clone> Unwritten<K> {
+    /// Nothing waiting; a sweep at most every `sweep_every`.
+    pub(crate) fn new(sweep_every: Duration) -> Self {
+        Unwritten {
+            waiting: BTreeMap::new(),
+            sweep: Sweep::new(sweep_every),
+            written: Vec::new(),
+            added_from: None,
+            added: 0,
+        }
+    }
+
+    /// The id of the message whose key is `key`, if it waits.
+    pub(crate) fn get(&self, key: &K) -> Option<i64> {
+        self.waiting.get(key).copied()
+    }
+
+    /// The waiting keys in `range`, in key order.
+    pub(crate) fn range(&self, range: impl RangeBounds<K>) -> impl DoubleEndedIterator<Item = &K> {
+        self.waiting.range(range).map(|(key, _)| key)
+    }
+
+    /// Message `id` with `key` was inserted by the batch being written.
+    pub(crate) fn add(&mut self, key: K, id: i64) {
+        self.waiting.insert(key, id);
+        self.added_from.get_or_insert(id);
+        self.added += 1;
+    }
+
+    /// Write the sweep's next slice in the batch's transaction (starting a sweep if one is
+    /// due), each key with `write`; at the sweep's end, set the mark with `mark` (`?1`: the
+    /// oldest id still waiting, or NULL when none is).
+    pub(crate) fn write_slice(
+        &mut self,
+        conn: &Connection,
+        mut write: impl FnMut(&mut Statement<'_>, &K, i64) -> rusqlite::Result<()>,
+        insert: &str,
+        mark: &str,
+    ) -> rusqlite::Result<()> {
+        if !self.sweep.running() && !self.sweep.start_if_due(!self.waiting.is_empty()) {
+            return Ok(());
+        }
+        let mut insert = conn.prepare_cached(insert)?;
+        let slice = slice_len(self.added);
+        for (key, id) in self
+            .waiting
+            .range::<K, _>((self.sweep.from(), Bound::Unbounded))
+        {
+            if self.written.len() == slice {
+                break;
+            }
+            write(&mut insert, key, *id)?;
+            self.written.push(key.clone());
+        }
+        if self.written.len() < slice {
+            // The sweep is done: every key past its cursor is written now, so what still
+            // waits was added behind the cursor meanwhile; the oldest of those is the mark.
+            let left = match self.sweep.cursor() {
+                Some(key) => self.waiting.range::<K, _>(..=key).map(|(_, id)| *id).min(),
+                None => None,
+            };
+            conn.prepare_cached(mark)?.execute([left])?;
+            self.sweep.finish();
+        }
+        if let Some(last) = self.written.last() {
+            self.sweep.pass(last.clone());
+        }
+        Ok(())
+    }
+
+    /// The batch ended: if it committed, its written keys leave memory; if not, its added
+    /// keys go and its slice is written again.
+    pub(crate) fn settle(&mut self, committed: bool) {
+        let added_from = self.added_from.take();
+        self.added = 0;
+        self.sweep.settle(committed);
+        if committed {
+            for key in self.written.drain(..) {
+                self.waiting.remove(&key);
+            }
+            return;
+        }
+        self.written.clear();
+        if let Some(first) = added_from {
+            self.waiting.retain(|_, id| *id < first);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn oldest(&self) -> Option<i64> {
+        self.waiting.values().min().copied()
+    }
+}
