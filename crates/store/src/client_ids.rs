@@ -18,7 +18,17 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::unwritten::Unwritten;
+use crate::unwritten::{Table, Unwritten};
+
+/// The table `client_msg_ids` and its mark (migration 0002).
+static TABLE: Table = Table {
+    mark: "client_msg_ids_written",
+    catch_up: "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
+               SELECT sender_id, client_msg_id, id FROM messages \
+               WHERE id >= ?1 AND client_msg_id IS NOT NULL ORDER BY sender_id, client_msg_id",
+    insert: "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
+             VALUES (?1, ?2, ?3)",
+};
 
 /// The writer's side of the table: (sender, `clientMsgId`) keys not written yet.
 pub(crate) struct ClientIds {
@@ -26,22 +36,10 @@ pub(crate) struct ClientIds {
 }
 
 impl ClientIds {
-    /// Write the keys the last run left in memory (after `client_msg_ids_written.below`).
-    /// A sweep starts at most every `sweep_every`
-    /// ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) but in tests).
+    /// Write the keys the last run left in memory ([`Unwritten::open`]).
     pub(crate) fn open(conn: &Connection, sweep_every: Duration) -> rusqlite::Result<Self> {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id)
-                 SELECT sender_id, client_msg_id, id FROM messages
-                 WHERE id >= (SELECT below FROM client_msg_ids_written)
-                 AND client_msg_id IS NOT NULL
-                 ORDER BY sender_id, client_msg_id;
-             UPDATE client_msg_ids_written SET below = (SELECT COALESCE(MAX(id), 0) + 1 FROM messages);
-             COMMIT;",
-        )?;
         Ok(ClientIds {
-            keys: Unwritten::new(sweep_every),
+            keys: Unwritten::open(conn, &TABLE, sweep_every)?,
         })
     }
 
@@ -70,14 +68,9 @@ impl ClientIds {
     /// Write the sweep's next slice in the batch's transaction; at the sweep's end, move
     /// the recovery mark.
     pub(crate) fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        self.keys.write_slice(
-            conn,
-            |insert, (sender, key), id| insert.execute(params![sender, key, id]).map(drop),
-            "INSERT OR REPLACE INTO client_msg_ids (sender_id, client_msg_id, id) \
-             VALUES (?1, ?2, ?3)",
-            "UPDATE client_msg_ids_written \
-             SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
-        )
+        self.keys.write_slice(conn, |insert, (sender, key), id| {
+            insert.execute(params![sender, key, id]).map(drop)
+        })
     }
 
     /// The batch ended (see [`Unwritten::settle`]).

@@ -23,7 +23,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::rows::message_columns;
-use crate::unwritten::Unwritten;
+use crate::unwritten::{Table, Unwritten};
+
+/// The table `history` and its mark (migration 0005).
+static TABLE: Table = Table {
+    mark: "history_written",
+    catch_up: "INSERT OR IGNORE INTO history (receiver_id, sender_id, id) \
+               SELECT receiver_id, sender_id, id FROM messages \
+               WHERE id >= ?1 AND receiver_id IS NOT NULL ORDER BY receiver_id, sender_id, id",
+    insert: "INSERT OR IGNORE INTO history (receiver_id, sender_id, id) VALUES (?1, ?2, ?3)",
+};
 
 /// (receiver, sender, message id).
 type Key = (i64, i64, i64);
@@ -34,21 +43,10 @@ pub(crate) struct History {
 }
 
 impl History {
-    /// Write the keys the last run left in memory (after `history_written.below`). A sweep
-    /// starts at most every `sweep_every` ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) but
-    /// in tests).
+    /// Write the keys the last run left in memory ([`Unwritten::open`]).
     pub(crate) fn open(conn: &Connection, sweep_every: Duration) -> rusqlite::Result<Self> {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             INSERT OR IGNORE INTO history (receiver_id, sender_id, id)
-                 SELECT receiver_id, sender_id, id FROM messages
-                 WHERE id >= (SELECT below FROM history_written) AND receiver_id IS NOT NULL
-                 ORDER BY receiver_id, sender_id, id;
-             UPDATE history_written SET below = (SELECT COALESCE(MAX(id), 0) + 1 FROM messages);
-             COMMIT;",
-        )?;
         Ok(History {
-            keys: Unwritten::new(sweep_every),
+            keys: Unwritten::open(conn, &TABLE, sweep_every)?,
         })
     }
 
@@ -61,13 +59,8 @@ impl History {
     /// Write the sweep's next slice in the batch's transaction; at the sweep's end, move
     /// the recovery mark.
     pub(crate) fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        self.keys.write_slice(
-            conn,
-            |insert, key, _| insert.execute(*key).map(drop),
-            "INSERT OR IGNORE INTO history (receiver_id, sender_id, id) VALUES (?1, ?2, ?3)",
-            "UPDATE history_written \
-             SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
-        )
+        self.keys
+            .write_slice(conn, |insert, key, _| insert.execute(*key).map(drop))
     }
 
     /// The batch ended (see [`Unwritten::settle`]).

@@ -9,21 +9,37 @@
 //! of its keys at once (BENCHMARKS.md, sessions 11 and 15).
 //!
 //! Recovery: each table has a mark, an id below which every message's key is in the table.
-//! A sweep's last commit moves it to the oldest key still in memory. On start the owner
-//! writes the keys of the messages from the mark on, which covers whatever memory held
-//! when the process stopped. So a reader that sees the table and the mark in one snapshot
-//! finds every key in the table or its message in `messages` from the mark on.
+//! A sweep's last commit moves it to the oldest key still in memory. On start
+//! [`Unwritten::open`] writes the keys of the messages from the mark on, which covers
+//! whatever memory held when the process stopped. So a reader that sees the table and the
+//! mark in one snapshot finds every key in the table or its message in `messages` from the
+//! mark on.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::time::Duration;
 
-use rusqlite::{Connection, Statement};
+use rusqlite::{Connection, Statement, Transaction, TransactionBehavior};
 
 use crate::sweep::{Sweep, slice_len};
 
+/// The SQL of the table an [`Unwritten`] writes.
+pub(crate) struct Table {
+    /// The table of the recovery mark: `below`, in its one row.
+    pub(crate) mark: &'static str,
+    /// Writes the keys of the messages from id `?1` on (at start: what memory held when
+    /// the process stopped).
+    pub(crate) catch_up: &'static str,
+    /// Writes one key (bound by [`Unwritten::write_slice`]'s caller).
+    pub(crate) insert: &'static str,
+}
+
 /// The keys not written yet (each with its message's id), and the sweep over them.
 pub(crate) struct Unwritten<K> {
+    table: &'static Table,
+    /// Sets the mark: `?1` the oldest id still waiting, or NULL when none is (one past
+    /// the newest message).
+    set_mark: String,
     waiting: BTreeMap<K, i64>,
     sweep: Sweep<K>,
     /// Written by the batch being committed: they leave `waiting` once it commits.
@@ -36,15 +52,34 @@ pub(crate) struct Unwritten<K> {
 }
 
 impl<K: Ord + Clone> Unwritten<K> {
-    /// Nothing waiting; a sweep at most every `sweep_every`.
-    pub(crate) fn new(sweep_every: Duration) -> Self {
-        Unwritten {
+    /// Write the keys the last run left in memory (from `table`'s mark on) and move the
+    /// mark past the newest message: nothing waits then. A sweep starts at most every
+    /// `sweep_every` ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) but in tests).
+    pub(crate) fn open(
+        conn: &Connection,
+        table: &'static Table,
+        sweep_every: Duration,
+    ) -> rusqlite::Result<Self> {
+        let set_mark = format!(
+            "UPDATE {} SET below = COALESCE(?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM messages))",
+            table.mark
+        );
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let below: i64 = tx.query_row(&format!("SELECT below FROM {}", table.mark), [], |row| {
+            row.get(0)
+        })?;
+        tx.execute(table.catch_up, [below])?;
+        tx.execute(&set_mark, [None::<i64>])?;
+        tx.commit()?;
+        Ok(Unwritten {
+            table,
+            set_mark,
             waiting: BTreeMap::new(),
             sweep: Sweep::new(sweep_every),
             written: Vec::new(),
             added_from: None,
             added: 0,
-        }
+        })
     }
 
     /// The id of the message whose key is `key`, if it waits.
@@ -65,19 +100,17 @@ impl<K: Ord + Clone> Unwritten<K> {
     }
 
     /// Write the sweep's next slice in the batch's transaction (starting a sweep if one is
-    /// due), each key with `write`; at the sweep's end, set the mark with `mark` (`?1`: the
-    /// oldest id still waiting, or NULL when none is).
+    /// due), each key with `write` on the table's `insert`; at the sweep's end, move the
+    /// mark.
     pub(crate) fn write_slice(
         &mut self,
         conn: &Connection,
         mut write: impl FnMut(&mut Statement<'_>, &K, i64) -> rusqlite::Result<()>,
-        insert: &str,
-        mark: &str,
     ) -> rusqlite::Result<()> {
         if !self.sweep.running() && !self.sweep.start_if_due(!self.waiting.is_empty()) {
             return Ok(());
         }
-        let mut insert = conn.prepare_cached(insert)?;
+        let mut insert = conn.prepare_cached(self.table.insert)?;
         let slice = slice_len(self.added);
         for (key, id) in self
             .waiting
@@ -96,7 +129,7 @@ impl<K: Ord + Clone> Unwritten<K> {
                 Some(key) => self.waiting.range::<K, _>(..=key).map(|(_, id)| *id).min(),
                 None => None,
             };
-            conn.prepare_cached(mark)?.execute([left])?;
+            conn.prepare_cached(&self.set_mark)?.execute([left])?;
             self.sweep.finish();
         }
         if let Some(last) = self.written.last() {
