@@ -9,7 +9,7 @@
 //! tail follows the log (session 9).
 //!
 //! How: the keys of committed messages wait in memory and are written in sweeps, a slice
-//! per commit in key order ([`Unwritten`]), so a leaf takes about a second of its sender's
+//! per commit in key order ([`Unwritten`]), so a leaf takes a sweep period of its sender's
 //! keys at once. A lookup reads memory, then the table. The recovery mark is
 //! `client_msg_ids_written.below`.
 //! PostgreSQL keeps an ordinary unique index: its commits do not rewrite whole pages.

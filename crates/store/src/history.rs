@@ -8,14 +8,16 @@
 //! and the latency tail follows the log (session 9).
 //!
 //! How: the keys of committed direct messages wait in memory and are written in sweeps, a
-//! slice per commit in key order ([`Unwritten`]), so a leaf takes about a second of a
+//! slice per commit in key order ([`Unwritten`]), so a leaf takes a sweep period of a
 //! conversation's keys at once. The recovery mark is `history_written.below`.
 //!
 //! Reads: the writer (read marks) merges its memory with the table. Other connections
 //! ([`HISTORY_PAGE`]) read the table and `messages` from the mark on, in one statement so
-//! in one snapshot. The messages past the mark, a sweep period or two of them, are a scan
-//! of the newest rows that the index saved: a page of 50 took 1.5 ms past 20,000 of them
-//! (two seconds at 10k messages/s), 0.1 ms with none (BENCHMARKS.md, session 15).
+//! in one snapshot. The messages past the mark, a sweep period or two of them
+//! ([`HISTORY_SWEEP_EVERY`](crate::sweep::HISTORY_SWEEP_EVERY)), are a scan of the newest
+//! rows that the index saved: a page of 50 took 1.5 to 5 ms past 20,000 of them (two
+//! seconds at 10k messages/s; short rows, then the bench's), 0.1 ms with none
+//! (BENCHMARKS.md, sessions 15 and 16).
 //! PostgreSQL keeps an ordinary index: its commits do not rewrite whole pages.
 
 use std::time::Duration;

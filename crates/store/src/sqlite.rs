@@ -577,6 +577,7 @@ mod tests {
     async fn open_sweeping(url: &str, sweep_every: std::time::Duration) -> SqliteStore {
         let limits = Limits {
             sweep_every,
+            history_sweep_every: sweep_every,
             ..Limits::default()
         };
         SqliteStore::open_with(url, limits).await.unwrap()

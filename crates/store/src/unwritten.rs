@@ -5,8 +5,8 @@
 //! Why: as an index entry per message, every message puts a key on a leaf of its own
 //! (its sender's, its conversation's), and every commit appends each leaf it dirtied to
 //! the log, which the checkpointer copies again. Written a slice per commit in key order,
-//! one sweep a [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY), a leaf takes about a period
-//! of its keys at once (BENCHMARKS.md, sessions 11 and 15).
+//! one sweep a period ([`sweep`](crate::sweep)), a leaf takes about a period of its keys
+//! at once (BENCHMARKS.md, sessions 11, 15 and 16).
 //!
 //! Recovery: each table has a mark, an id below which every message's key is in the table.
 //! A sweep's last commit moves it to the oldest key still in memory. On start
@@ -54,7 +54,7 @@ pub(crate) struct Unwritten<K> {
 impl<K: Ord + Clone> Unwritten<K> {
     /// Write the keys the last run left in memory (from `table`'s mark on) and move the
     /// mark past the newest message: nothing waits then. A sweep starts at most every
-    /// `sweep_every` ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) but in tests).
+    /// `sweep_every` (a [`sweep`](crate::sweep) period but in tests).
     pub(crate) fn open(
         conn: &Connection,
         table: &'static Table,
