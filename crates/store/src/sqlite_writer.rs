@@ -205,10 +205,6 @@ fn open(path: &Path, batched: bool) -> Result<Connection, StoreError> {
         Connection::open_with_flags(path, flags)
     }
     .map_err(db_error)?;
-    // The writer runs some two dozen distinct statements (three insert sizes, the marks,
-    // the backlog's pages, three sweeps, a read mark's three, `BEGIN` and `COMMIT`);
-    // rusqlite's default cache of 16 would parse some again whenever they mix.
-    conn.set_prepared_statement_cache_capacity(32);
     conn.busy_timeout(Duration::from_secs(5))
         .and_then(|_| conn.pragma_update(None, "foreign_keys", true))
         .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
@@ -286,6 +282,11 @@ impl Writer {
     /// already migrated) and start its thread. Needs a Tokio runtime.
     pub(crate) fn start(path: &Path, limits: &Limits) -> Result<Self, StoreError> {
         let conn = open(path, true)?;
+        // The writer runs some two dozen distinct statements (three insert sizes, the
+        // marks, the backlog's pages, three sweeps, a read mark's three, `BEGIN` and
+        // `COMMIT`); rusqlite's default cache of 16 would parse some again whenever they
+        // mix. (The checkpointer's connection, also from `open`, needs no cache.)
+        conn.set_prepared_statement_cache_capacity(32);
         let kept = Kept {
             client_ids: ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?,
             backlog: Backlog::open(&conn, limits.sweep_every).map_err(db_error)?,

@@ -27,9 +27,10 @@ pub(crate) const HISTORY_SWEEP_EVERY: Duration = Duration::from_secs(1);
 const SLICE: usize = 64;
 
 /// Keys a commit that adds `added` writes at most: [`SLICE`], or four times what it adds.
-/// At about 2,500 commits/s under load a sweep needs a few keys per commit, and a
-/// saturated writer (hundreds of messages per commit) still finishes a sweep in a
-/// fraction of [`SWEEP_EVERY`], so memory stays about a period's worth. At a trickle of
+/// At some 10,000 commits/s under load (session 16) a sweep needs a few keys per commit
+/// (some 30,000 `clientMsgId`s a period at 10k messages/s), and a saturated writer
+/// (hundreds of messages per commit) still finishes a sweep in a fraction of
+/// [`SWEEP_EVERY`], so memory stays about a period's worth. At a trickle of
 /// messages every commit takes all that wait. No commit takes everything at once: session
 /// 11 measured a pass over a period's keys holding the writer for 26 ms.
 pub(crate) fn slice_len(added: usize) -> usize {
