@@ -16,7 +16,9 @@
 #
 # Prints per run: label, p99 and p99.9 from the schedule (µs), the generator's lateness
 # p99, delivered %, megabytes the server process wrote (`wchar`: the WAL and the
-# checkpointer's copies) and CPU ticks per server thread; then the medians per label.
+# checkpointer's copies), the machine's steal time in ticks (CPU a virtual machine's host
+# took from it; on the bench host its disk flushes do) and CPU ticks per server thread;
+# then the medians per label.
 set -euo pipefail
 ROUNDS=${1:?usage: bench/ab-rate.sh ROUNDS LABEL=SERVER_BINARY ...}
 shift
@@ -35,26 +37,28 @@ one_run() { # label binary run-number
     local label=$1 bin=$2 n=$3
     start_sb "$bin" "$(mktemp -d "$DBROOT/db.XXXXXX")" "$OUT/sb-$label.log"
     local PID=$SB_PID
-    local before after json=$OUT/$label-$n.json
+    local before after steal json=$OUT/$label-$n.json
     before=$(awk '/^wchar/ {print $2}' "/proc/$PID/io")
+    steal=$(steal_ticks)
     "$BENCH" --json chat rate --connections "${CONNECTIONS:-1000}" --rate "${RATE:-10}" \
         --duration-secs 10 --warmup-secs 2 --proto ws --url "http://127.0.0.1:$PORT" \
         --trace "$OUT/$label-$n.trace" >"$json" 2>"$OUT/$label-$n.err"
     after=$(awk '/^wchar/ {print $2}' "/proc/$PID/io")
+    steal=$(( $(steal_ticks) - steal ))
     local ticks
     ticks=$(for t in /proc/"$PID"/task/*; do
         echo "$(cat "$t/comm"):$(cpu_ticks "$PID/task/${t##*/}")"
     done | awk -F: '{a[$1] += $2} END {for (k in a) if (a[k] > 50) printf "%s=%d ", k, a[k]}')
-    python3 - "$json" "$label" "$(( (after - before) / 1000000 ))" "$ticks" <<'PY' | tee -a "$SUMMARY"
+    python3 - "$json" "$label" "$(( (after - before) / 1000000 ))" "$steal" "$ticks" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 d = json.load(open(sys.argv[1]))
 print("\t".join(map(str, [sys.argv[2], d["p99_us"], d["p999_us"], d["late_p99_us"],
-                          d["delivered_pct"], sys.argv[3], sys.argv[4]])))
+                          d["delivered_pct"], sys.argv[3], sys.argv[4], sys.argv[5]])))
 PY
     stop_sb
 }
 
-echo -e "label\tp99_us\tp999_us\tlate_p99_us\tdelivered_pct\twritten_MB\tcpu_ticks" | tee "$SUMMARY"
+echo -e "label\tp99_us\tp999_us\tlate_p99_us\tdelivered_pct\twritten_MB\tsteal_ticks\tcpu_ticks" | tee "$SUMMARY"
 for round in $(seq "$ROUNDS"); do
     for arm in "$@"; do
         one_run "${arm%%=*}" "${arm#*=}" "$round"
@@ -67,6 +71,7 @@ for label in dict.fromkeys(r["label"] for r in rows):
     mine = [r for r in rows if r["label"] == label]
     med = lambda k: statistics.median(float(r[k]) for r in mine)
     print(f"{label}: {len(mine)} runs, median p99 {med('p99_us'):.0f} µs, "
-          f"p99.9 {med('p999_us'):.0f} µs, written {med('written_MB'):.0f} MB")
+          f"p99.9 {med('p999_us'):.0f} µs, written {med('written_MB'):.0f} MB, "
+          f"steal {med('steal_ticks'):.0f} ticks")
 PY
 echo "runs in $OUT"

@@ -20,6 +20,10 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 # cpu_ticks PID or PID/task/TID: user + system CPU ticks (getconf CLK_TCK a second) so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# steal_ticks: CPU time (ticks) the virtual machine's host has taken from this machine so
+# far, all CPUs (the 8th figure of /proc/stat's `cpu` line; 0 on bare metal).
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+
 # median: of the numbers on stdin, one per line ("-" if there are none).
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

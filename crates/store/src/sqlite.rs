@@ -438,10 +438,15 @@ mod tests {
 
     /// While the writer is busy, the checkpointer rewinds the log (at half the writer's
     /// limit, 6 MiB here), so the log never reaches the size at which the writer would
-    /// stop to rewind it itself (80,000 messages, and the writer never pauses between
-    /// them; the log grew to 4.5–4.8 MB here, rewound three times). Also runs the batched WAL
-    /// writes ([`wal_batch`](crate::wal_batch)) through the rewinds: every message reads
-    /// back after a restart.
+    /// stop to rewind it itself (120,000 messages, and the writer never pauses between
+    /// them). Also runs the batched WAL writes ([`wal_batch`](crate::wal_batch)) through
+    /// the rewinds: every message reads back after a restart.
+    ///
+    /// The limit is a twentieth of the real one, so the checkpointer's period is too: at
+    /// 200 ms a release build (80,000 messages in 0.44 s) grew the log by 3.5 MB past the
+    /// rewind threshold before the next pass, and past the limit. At 10 ms the log peaked
+    /// at 3.3 MB (debug, rewound 5 times) and 3.6 MB (release, 4 times); with the rewind
+    /// request disabled, 6.5 MB.
     #[tokio::test]
     async fn the_checkpointer_rewinds_the_log_before_the_writer_has_to() {
         let (dir, url) = scratch_db("wal");
@@ -449,6 +454,7 @@ mod tests {
             &url,
             Limits {
                 log_limit: 6 << 20,
+                checkpoint_every: Duration::from_millis(10),
                 ..Limits::default()
             },
         )
@@ -466,8 +472,9 @@ mod tests {
             );
         }
         let wal = dir.join("wal.db-wal");
+        const ROUNDS: usize = 600;
         let mut largest = 0;
-        for round in 0..400 {
+        for round in 0..ROUNDS {
             let contents: Vec<String> = (0..200)
                 .map(|i| format!("round {round} message {i}"))
                 .collect();
@@ -496,12 +503,12 @@ mod tests {
         // Every message survived the rewinds: user 0 sent 10 a round to user 1.
         let reopened = SqliteStore::open(&url).await.unwrap();
         let page = reopened
-            .history(Conversation::Direct(users[0], users[1]), None, 5000)
+            .history(Conversation::Direct(users[0], users[1]), None, 10_000)
             .await
             .unwrap();
-        assert_eq!(page.len(), 4000);
-        assert_eq!(page[0].content, "round 399 message 180");
-        assert_eq!(page[3999].content, "round 0 message 0");
+        assert_eq!(page.len(), ROUNDS * 10);
+        assert_eq!(page[0].content, format!("round {} message 180", ROUNDS - 1));
+        assert_eq!(page[ROUNDS * 10 - 1].content, "round 0 message 0");
         reopened.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -100,6 +100,10 @@ const LOG_LIMIT: u64 = 128 << 20;
 pub(crate) struct Limits {
     /// Log size (bytes) at which the writer rewinds the log ([`LOG_LIMIT`]).
     pub log_limit: u64,
+    /// Least time between two checkpoints ([`CHECKPOINT_EVERY`]). A test that shrinks
+    /// `log_limit` shrinks this with it: the log grows by about this long's worth of
+    /// commits past the checkpointer's rewind threshold.
+    pub checkpoint_every: Duration,
     /// Time between two sweeps over the keys waiting in memory
     /// ([`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY)).
     pub sweep_every: Duration,
@@ -112,6 +116,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             log_limit: LOG_LIMIT,
+            checkpoint_every: CHECKPOINT_EVERY,
             sweep_every: crate::sweep::SWEEP_EVERY,
             history_sweep_every: crate::sweep::HISTORY_SWEEP_EVERY,
         }
@@ -229,6 +234,8 @@ struct Checkpointer {
     rewind_frames: i64,
     /// Set to ask the writer for it (see [`Checkpointer::pass`]).
     rewind: Arc<AtomicBool>,
+    /// Least time between two passes ([`CHECKPOINT_EVERY`]).
+    every: Duration,
 }
 
 impl Checkpointer {
@@ -237,7 +244,7 @@ impl Checkpointer {
     fn run(self, nudged: std_mpsc::Receiver<()>) {
         while nudged.recv().is_ok() {
             self.pass();
-            thread::sleep(CHECKPOINT_EVERY);
+            thread::sleep(self.every);
         }
     }
 
@@ -314,6 +321,7 @@ impl Writer {
             db,
             rewind_frames: pages / 2,
             rewind: Arc::clone(&rewind),
+            every: limits.checkpoint_every,
         };
         let (nudge, nudged) = std_mpsc::sync_channel(1);
         spawn("sqlite-checkpoint", move || checkpointer.run(nudged))?;
