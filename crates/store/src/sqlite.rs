@@ -442,11 +442,11 @@ mod tests {
     /// them). Also runs the batched WAL writes ([`wal_batch`](crate::wal_batch)) through
     /// the rewinds: every message reads back after a restart.
     ///
-    /// The limit is a twentieth of the real one, so the checkpointer's period is too: at
-    /// 200 ms a release build (80,000 messages in 0.44 s) grew the log by 3.5 MB past the
-    /// rewind threshold before the next pass, and past the limit. At 10 ms the log peaked
-    /// at 3.3 MB (debug, rewound 5 times) and 3.6 MB (release, 4 times); with the rewind
-    /// request disabled, 6.5 MB.
+    /// The limit is about a twentieth of the real one, so the checkpointer's period is too:
+    /// at 200 ms a release build (80,000 messages in 0.44 s) grew the log by 3.5 MB past
+    /// the rewind threshold before the next pass, and past the limit. At 10 ms the log
+    /// peaked at 3.3 MB (debug, rewound 5 times) and 3.6 MB (release, 4 times); with the
+    /// rewind request disabled, 6.5 MB.
     #[tokio::test]
     async fn the_checkpointer_rewinds_the_log_before_the_writer_has_to() {
         let (dir, url) = scratch_db("wal");

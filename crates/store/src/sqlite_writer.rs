@@ -240,7 +240,8 @@ struct Checkpointer {
 
 impl Checkpointer {
     /// Per nudge: a passive checkpoint (which never blocks the writer) and an `fsync` of
-    /// the database file; at most every [`CHECKPOINT_EVERY`]. Ends when the writer does.
+    /// the database file; at most every `every` ([`CHECKPOINT_EVERY`]). Ends when the
+    /// writer does.
     fn run(self, nudged: std_mpsc::Receiver<()>) {
         while nudged.recv().is_ok() {
             self.pass();
