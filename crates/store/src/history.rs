@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(history.unread(&conn, 2, 1, None, 5000).unwrap(), old);
         assert_eq!(
             history.unread(&conn, 1, 2, None, 5000).unwrap(),
-            [],
+            Vec::<i64>::new(),
             "other way"
         );
         mark_read(&conn, &old);

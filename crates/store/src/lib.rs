@@ -14,6 +14,7 @@ mod history;
 mod migrations;
 mod model;
 mod postgres;
+mod redo;
 mod rows;
 mod sqlite;
 mod sqlite_writer;

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[Step] = &[
         include_str!("../migrations/0004_message_ids.sql"),
     ),
     (5, "history", include_str!("../migrations/0005_history.sql")),
+    (6, "redo", include_str!("../migrations/0006_redo.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[

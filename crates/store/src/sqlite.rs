@@ -23,9 +23,12 @@ use crate::{
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Everything but the writer's jobs. Its reads of messages first have the writer
+    /// commit what it answered ([`Writer::flush`]); its writes first have the writer let go
+    /// of the write lock between batches ([`Writer::lend`]).
     pool: SqlitePool,
-    /// Message inserts and delivered-marks: group-committed by one thread (see
-    /// [`sqlite_writer`](crate::sqlite_writer)); everything else uses the pool.
+    /// Message inserts, delivered and read marks, the backlog: group-committed by one
+    /// thread (see [`sqlite_writer`](crate::sqlite_writer)).
     writer: Writer,
 }
 
@@ -87,6 +90,7 @@ impl MessageStore for SqliteStore {
         password_hash: &str,
         at: Timestamp,
     ) -> Result<User, StoreError> {
+        let _lent = self.writer.lend().await?;
         let row = sqlx::query(
             "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) \
              RETURNING id, username, created_at, last_seen",
@@ -157,6 +161,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn set_last_seen(&self, user: i64, at: Timestamp) -> Result<(), StoreError> {
+        let _lent = self.writer.lend().await?;
         sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
             .bind(at.0)
             .bind(user)
@@ -166,6 +171,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn create_room(&self, name: &str, owner: i64, at: Timestamp) -> Result<Room, StoreError> {
+        let _lent = self.writer.lend().await?;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO rooms (name, created_by, created_at) VALUES (?, ?, ?) RETURNING *",
@@ -224,6 +230,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn join_room(&self, room: i64, user: i64, at: Timestamp) -> Result<bool, StoreError> {
+        let _lent = self.writer.lend().await?;
         let done = sqlx::query(
             "INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?) \
              ON CONFLICT (room_id, user_id) DO NOTHING",
@@ -244,6 +251,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn leave_room(&self, room: i64, user: i64) -> Result<bool, StoreError> {
+        let _lent = self.writer.lend().await?;
         let done = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
             .bind(room)
             .bind(user)
@@ -282,6 +290,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn message(&self, id: i64) -> Result<Option<Message>, StoreError> {
+        self.writer.flush().await?;
         let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?");
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(message_from).transpose()?)
@@ -296,6 +305,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn newest_message_id(&self) -> Result<i64, StoreError> {
+        self.writer.flush().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM messages")
             .fetch_one(&self.pool)
             .await?;
@@ -312,6 +322,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn mark_room_read(&self, room: i64, user: i64) -> Result<Option<i64>, StoreError> {
+        let _lent = self.writer.lend().await?;
         let row = sqlx::query(
             "UPDATE room_members SET last_read_id = \
              (SELECT COALESCE(MAX(id), 0) FROM messages WHERE room_id = ?1) \
@@ -330,6 +341,7 @@ impl MessageStore for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
+        self.writer.flush().await?;
         let before = before.unwrap_or(i64::MAX);
         let rows = match conversation {
             Conversation::Direct(a, b) => {
@@ -389,6 +401,313 @@ mod tests {
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert!(reopened.users(None, 10).await.unwrap().len() >= 3);
         reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The suite again with groups that stay open until something asks for a commit (an
+    /// hour, as a crash would find them): every read through the pool must still see what the
+    /// writer answered, and every write through the pool must get the write lock, where
+    /// SQLite's busy handler would give up after 5 s.
+    #[tokio::test]
+    async fn behaviour_suite_with_groups_left_open() {
+        let (dir, url) = scratch_db("suite-open");
+        let store = open_grouping(&url, std::time::Duration::from_secs(3600)).await;
+        crate::suite::message_store(&store).await;
+        crate::suite::concurrency(&store).await;
+        crate::suite::batched_inserts(&store).await;
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The store at `url` with groups `group_every` long.
+    async fn open_grouping(url: &str, group_every: std::time::Duration) -> SqliteStore {
+        let limits = Limits {
+            group_every,
+            ..Limits::default()
+        };
+        SqliteStore::open_with(url, limits).await.unwrap()
+    }
+
+    /// A batch that fails undoes itself only (its savepoint); one whose failure ends the
+    /// whole transaction (here a trigger's `RAISE(ROLLBACK)`) undoes the group's earlier
+    /// batches with it, and those, already answered, are run again from the redo log with
+    /// the ids they were answered with.
+    #[tokio::test]
+    async fn a_failed_batch_loses_nothing_answered_before_it() {
+        let (dir, url) = scratch_db("failed");
+        let store = open_grouping(&url, std::time::Duration::from_secs(3600)).await;
+        let now = Timestamp::now();
+        let a = store.create_user("fail-a", None, "h", now).await.unwrap();
+        let b = store.create_user("fail-b", None, "h", now).await.unwrap();
+        {
+            let _lent = store.writer.lend().await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN \
+                 SELECT RAISE(ABORT, 'refused') WHERE NEW.content = 'abort'; \
+                 SELECT RAISE(ROLLBACK, 'refused') WHERE NEW.content = 'rollback'; END",
+            )
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let send = async |content: &str| {
+            store
+                .insert_message(NewMessage {
+                    content,
+                    ..direct(a.id, b.id, None)
+                })
+                .await
+                .map(|i| i.message)
+        };
+        let one = send("one").await.unwrap();
+        let aborted = send("abort").await;
+        assert!(aborted.is_err(), "{aborted:?}");
+        let two = send("two").await.unwrap();
+        let rolled_back = send("rollback").await;
+        assert!(rolled_back.is_err(), "{rolled_back:?}");
+        let three = send("three").await.unwrap();
+        let page = |store: &SqliteStore| {
+            let store = store.clone();
+            async move {
+                store
+                    .history(Conversation::Direct(a.id, b.id), None, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .rev()
+                    .map(|m| (m.id, m.content))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let expected = vec![
+            (one.id, "one".to_owned()),
+            (two.id, "two".to_owned()),
+            (three.id, "three".to_owned()),
+        ];
+        assert_eq!(page(&store).await, expected);
+        assert_eq!([two.id, three.id], [one.id + 1, one.id + 2]);
+        store.close().await;
+        let reopened = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(
+            page(&reopened).await,
+            expected,
+            "nothing run twice on start"
+        );
+        reopened.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Every write on a pooled connection gets the write lock while the writer holds a
+    /// group open (here for an hour): without [`Writer::lend`] each would wait in SQLite's
+    /// busy handler until it gave up ("database is locked").
+    #[tokio::test]
+    async fn pool_writes_get_the_lock_from_an_open_group() {
+        let (dir, url) = scratch_db("lend");
+        let store = open_grouping(&url, std::time::Duration::from_secs(3600)).await;
+        let now = Timestamp::now();
+        let a = store.create_user("lend-a", None, "h", now).await.unwrap();
+        let b = store.create_user("lend-b", None, "h", now).await.unwrap();
+        // Each write below comes right after a message has opened a group.
+        let open_a_group = async || {
+            store
+                .insert_message(direct(a.id, b.id, None))
+                .await
+                .unwrap();
+        };
+        open_a_group().await;
+        let c = store.create_user("lend-c", None, "h", now).await.unwrap();
+        open_a_group().await;
+        let room = store.create_room("lend-room", a.id, now).await.unwrap();
+        open_a_group().await;
+        assert!(store.join_room(room.id, c.id, now).await.unwrap());
+        open_a_group().await;
+        store.set_last_seen(c.id, now).await.unwrap();
+        open_a_group().await;
+        assert_eq!(store.mark_room_read(room.id, c.id).await.unwrap(), Some(0));
+        open_a_group().await;
+        assert!(store.leave_room(room.id, c.id).await.unwrap());
+        assert_eq!(
+            store
+                .history(Conversation::Direct(a.id, b.id), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Copy the database's files from `from` to `to` as a crash leaves them: the log and
+    /// the redo log as written so far (no shared-memory index: it is rebuilt), without
+    /// anything the process would still do.
+    fn copy_as_crashed(from: &std::path::Path, to: &std::path::Path, with_redo: bool) {
+        std::fs::create_dir_all(to).unwrap();
+        for suffix in ["", "-wal", "-redo"] {
+            if suffix == "-redo" && !with_redo {
+                continue;
+            }
+            let name = format!("crash.db{suffix}");
+            std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+
+    /// What the writer answered but had not committed when the process died comes back on
+    /// the next start, with the ids it was answered with: messages, delivered and read
+    /// marks, and the `clientMsgId`s that make a retry a duplicate. Without the redo log
+    /// the same files hold none of it (so the copy really is from before the commit).
+    #[tokio::test]
+    async fn answered_writes_survive_a_crash_before_their_group_commits() {
+        let (dir, url) = scratch_db("crash");
+        let store = open_grouping(&url, std::time::Duration::from_secs(3600)).await;
+        let now = Timestamp::now();
+        let a = store.create_user("crash-a", None, "h", now).await.unwrap();
+        let b = store.create_user("crash-b", None, "h", now).await.unwrap();
+        let room = store.create_room("crash-room", a.id, now).await.unwrap();
+        // Committed: the room's creation had the writer commit its group.
+        let before = store.newest_message_id().await.unwrap();
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            let key = format!("k{i}");
+            let m = store
+                .insert_message(NewMessage {
+                    sender: a.id,
+                    target: Target::User(b.id),
+                    content: &format!("direct {i}"),
+                    message_type: "text",
+                    client_msg_id: Some(&key),
+                    at: now,
+                })
+                .await
+                .unwrap();
+            sent.push(m.message);
+        }
+        let in_room = store
+            .insert_message(NewMessage {
+                sender: b.id,
+                target: Target::Room(room.id),
+                content: "to the room",
+                message_type: "text",
+                client_msg_id: None,
+                at: now,
+            })
+            .await
+            .unwrap()
+            .message;
+        let later = Timestamp(now.0 + 1000);
+        let delivered = store
+            .mark_delivered(&[sent[0].id, sent[1].id], later)
+            .await
+            .unwrap();
+        assert_eq!(delivered, [sent[0].id, sent[1].id]);
+        // All answered; none committed (the group stays open for an hour).
+        let crashed = dir.join("crashed");
+        let without_redo = dir.join("without-redo");
+        copy_as_crashed(&dir, &crashed, true);
+        copy_as_crashed(&dir, &without_redo, false);
+
+        let lost = SqliteStore::open(&format!(
+            "sqlite://{}?mode=rwc",
+            without_redo.join("crash.db").display()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            lost.newest_message_id().await.unwrap(),
+            before,
+            "the copy is from before the group committed"
+        );
+        lost.close().await;
+
+        let back = SqliteStore::open(&format!(
+            "sqlite://{}?mode=rwc",
+            crashed.join("crash.db").display()
+        ))
+        .await
+        .unwrap();
+        let history = back
+            .history(Conversation::Direct(a.id, b.id), None, 10)
+            .await
+            .unwrap();
+        let mut ids: Vec<i64> = history.iter().map(|m| m.id).collect();
+        ids.reverse();
+        assert_eq!(
+            ids,
+            sent.iter().map(|m| m.id).collect::<Vec<_>>(),
+            "same ids, same order"
+        );
+        for m in &sent {
+            let stored = back.message(m.id).await.unwrap().unwrap();
+            assert_eq!(stored.content, m.content);
+            assert_eq!(stored.client_msg_id, m.client_msg_id);
+        }
+        let statuses: Vec<Status> = [sent[0].id, sent[1].id, sent[2].id]
+            .iter()
+            .map(|&id| history.iter().find(|m| m.id == id).unwrap().status)
+            .collect();
+        assert_eq!(
+            statuses,
+            [Status::Delivered, Status::Delivered, Status::Sent]
+        );
+        let room_page = back
+            .history(Conversation::Room(room.id), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            room_page.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [in_room.id]
+        );
+        // A retry of an answered message is a duplicate, not a second row.
+        let retry = back
+            .insert_message(NewMessage {
+                sender: a.id,
+                target: Target::User(b.id),
+                content: "direct 3",
+                message_type: "text",
+                client_msg_id: Some("k3"),
+                at: now,
+            })
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.message.id, sent[3].id);
+        // New messages go on from there; the backlog holds the three undelivered.
+        let next = back
+            .insert_message(direct(a.id, b.id, Some("k5")))
+            .await
+            .unwrap();
+        assert_eq!(next.message.id, in_room.id + 1);
+        let backlog: Vec<i64> = back
+            .undelivered(b.id, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            backlog,
+            [sent[2].id, sent[3].id, sent[4].id, next.message.id]
+        );
+        back.close().await;
+
+        // Started again after a clean close: nothing is run twice.
+        let again = SqliteStore::open(&format!(
+            "sqlite://{}?mode=rwc",
+            crashed.join("crash.db").display()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(again.newest_message_id().await.unwrap(), next.message.id);
+        assert_eq!(
+            again
+                .history(Conversation::Direct(a.id, b.id), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+        again.close().await;
+        store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -565,6 +884,7 @@ mod tests {
     /// The mark `below` of `table` (`client_msg_ids_written`, `history_written`): every
     /// message under this id has its key written.
     async fn written_mark(store: &SqliteStore, table: &str) -> i64 {
+        store.writer.flush().await.unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT below FROM {table}")))
             .fetch_one(&store.pool)
             .await
@@ -573,6 +893,7 @@ mod tests {
 
     /// The keys of `sender` in the table `client_msg_ids`.
     async fn written_keys(store: &SqliteStore, sender: i64) -> Vec<String> {
+        store.writer.flush().await.unwrap();
         sqlx::query_scalar("SELECT client_msg_id FROM client_msg_ids WHERE sender_id = ?")
             .bind(sender)
             .fetch_all(&store.pool)
@@ -598,6 +919,7 @@ mod tests {
 
     /// The ids in the table `backlog` for `receiver`.
     async fn backlog_table(store: &SqliteStore, receiver: i64) -> Vec<i64> {
+        store.writer.flush().await.unwrap();
         sqlx::query_scalar("SELECT id FROM backlog WHERE receiver_id = ? ORDER BY id")
             .bind(receiver)
             .fetch_all(&store.pool)
@@ -741,6 +1063,7 @@ mod tests {
 
     /// The ids of `history`'s keys of messages from `sender` to `receiver`.
     async fn history_table(store: &SqliteStore, receiver: i64, sender: i64) -> Vec<i64> {
+        store.writer.flush().await.unwrap();
         sqlx::query_scalar(
             "SELECT id FROM history WHERE receiver_id = ? AND sender_id = ? ORDER BY id",
         )

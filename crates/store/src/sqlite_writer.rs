@@ -1,14 +1,26 @@
-//! The SQLite hot write path: one thread owns one connection and commits every message
-//! insert and status change (delivered and read marks) that queued up while the previous
-//! commit ran, in one transaction (group commit).
+//! The SQLite hot write path: one thread owns one connection and runs every message
+//! insert and status change (delivered and read marks) that queued up while it ran the
+//! previous batch, in one transaction that stays open over several batches (a group).
 //!
-//! Why group commit: SQLite has one writer at a time. Autocommit inserts from several
-//! pooled connections serialise on the write lock (the losers sleep in SQLite's busy
-//! handler, milliseconds at a time) and every commit appends the touched pages to the WAL
-//! again. One writer taking whatever is queued turns N commits into one, never waits for
-//! the lock against itself, and keeps arrival order (ids are handed out in queue order, so
-//! messages of one conversation stay in order). Each caller gets its answer only after the
-//! commit that made its row durable, so "persisted before `message_sent`" still holds.
+//! Why one writer taking batches: SQLite has one writer at a time. Autocommit inserts from
+//! several pooled connections serialise on the write lock (the losers sleep in SQLite's
+//! busy handler, milliseconds at a time). One writer taking whatever is queued never waits
+//! for the lock against itself, and keeps arrival order (ids are handed out in queue order,
+//! so messages of one conversation stay in order).
+//!
+//! Why groups: every commit appends the pages it touched to the log again, and at 10k
+//! messages/s a batch holds one or two messages, so a commit per batch wrote the table's
+//! tail page (and its parents, and page 1) for every one or two messages. A group commits
+//! at most every [`GROUP_EVERY`] (sooner when asked), so those pages go to the log once per
+//! group. Each batch is answered as soon as it has run, before its group commits, so no
+//! message waits for the group: the batch is first written to the redo log
+//! ([`redo`](crate::redo)), from which a crashed process's next start, or a group that
+//! failed to commit, runs it again. So "persisted before `message_sent`" still holds
+//! against a crash of the process, as it did with `synchronous = NORMAL` commits; a power
+//! cut loses the last moments, now up to a group more. A batch runs under a savepoint, so
+//! that its failure undoes it alone. The pool's connections see only committed data:
+//! their reads of messages first ask for a commit ([`Writer::flush`]), their writes have
+//! the writer commit after every batch while they run ([`Writer::lend`]).
 //!
 //! Each commit also writes a slice of the `clientMsgId`s that wait in memory, in key
 //! order ([`client_ids`](crate::client_ids)): as an index entry per message they cost a
@@ -59,11 +71,11 @@
 //! `pwrite` per 64 KiB of a commit instead of two per page.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, LazyLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -71,6 +83,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backlog::Backlog;
 use crate::client_ids::ClientIds;
 use crate::history::History;
+use crate::redo::{Op, RedoLog, Row};
 use crate::{Inserted, Message, NewMessage, Status, StoreError, Target, Timestamp};
 
 /// Most rows (messages inserted or marked) one transaction takes jobs for: bounds the
@@ -91,6 +104,13 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// as before; at low rates the log holds a few MiB at most before it is copied.
 const CHECKPOINT_AFTER: usize = 256;
 
+/// Longest a group (one transaction over several batches, each answered before it
+/// commits: see the module doc) stays open. Commits 5 or 10 ms apart wrote 2.3 times less
+/// log than a commit per batch at 10k messages/s and took the p99 from 3.4 to 1.6 ms on the
+/// bench host (BENCHMARKS.md, session 18); a power cut may lose this much more than
+/// `synchronous = NORMAL` lost before.
+const GROUP_EVERY: Duration = Duration::from_millis(5);
+
 /// Log size (bytes) at which the writer checkpoints itself (SQLite's automatic
 /// checkpoint), so that the log restarts: a backstop. Normally the log is rewound at half
 /// this size (see [`Checkpointer::pass`]).
@@ -110,6 +130,8 @@ pub(crate) struct Limits {
     /// The same for the direct history
     /// ([`HISTORY_SWEEP_EVERY`](crate::sweep::HISTORY_SWEEP_EVERY)).
     pub history_sweep_every: Duration,
+    /// Longest a group stays open ([`GROUP_EVERY`]).
+    pub group_every: Duration,
 }
 
 impl Default for Limits {
@@ -119,6 +141,7 @@ impl Default for Limits {
             checkpoint_every: CHECKPOINT_EVERY,
             sweep_every: crate::sweep::SWEEP_EVERY,
             history_sweep_every: crate::sweep::HISTORY_SWEEP_EVERY,
+            group_every: GROUP_EVERY,
         }
     }
 }
@@ -147,6 +170,64 @@ impl From<NewMessage<'_>> for Pending {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+impl<'a> From<&'a Pending> for Row<'a> {
+    fn from(p: &'a Pending) -> Self {
+        let (receiver, room) = columns(p.target);
+        Row {
+            sender: p.sender,
+            receiver,
+            room,
+            content: p.content.as_str().into(),
+            message_type: p.message_type.as_str().into(),
+            client_msg_id: p.client_msg_id.as_deref().map(Into::into),
+            at: p.at.0,
+        }
+    }
+}
+
+/// A redo log's op as the job it was, its answer going nowhere: what it answered is what
+/// running it again gives.
+impl From<Op<'_>> for Job {
+    fn from(op: Op<'_>) -> Self {
+        match op {
+            Op::Insert(rows) => {
+                let new = rows
+                    .into_iter()
+                    .map(|row| Pending {
+                        sender: row.sender,
+                        target: match (row.receiver, row.room) {
+                            (_, Some(room)) => Target::Room(room),
+                            (receiver, None) => Target::User(receiver.unwrap_or_default()),
+                        },
+                        content: row.content.into_owned(),
+                        message_type: row.message_type.into_owned(),
+                        client_msg_id: row.client_msg_id.map(|c| c.into_owned()),
+                        at: Timestamp(row.at),
+                    })
+                    .collect();
+                Job::Insert(new, oneshot::channel().0)
+            }
+            Op::Delivered(ids, at) => {
+                Job::Mark(Mark::Delivered(ids, Timestamp(at)), oneshot::channel().0)
+            }
+            Op::Read {
+                reader,
+                sender,
+                at,
+                after,
+            } => Job::Mark(
+                Mark::Read {
+                    reader,
+                    sender,
+                    at: Timestamp(at),
+                    after,
+                },
+                oneshot::channel().0,
+            ),
+        }
+    }
+}
 /// One outcome per message of an insert job.
 type Inserts = Vec<Result<Inserted, StoreError>>;
 
@@ -157,6 +238,8 @@ enum Job {
     Mark(Mark, Reply<Vec<i64>>),
     /// A page of a receiver's backlog: (receiver, limit).
     Backlog(i64, u32, Reply<Vec<Message>>),
+    /// Commit the open group, then answer.
+    Flush(Reply<()>),
     /// Finish what is queued, close the connection, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -180,7 +263,21 @@ enum Mark {
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    /// A std channel: the writer waits on it with a timeout while a group is open.
+    /// Unbounded is fine: every sender awaits its reply, so the queue holds at most one job
+    /// per waiting caller.
+    jobs: std_mpsc::Sender<Job>,
+    /// Writes on pooled connections under way ([`Writer::lend`]).
+    lent: Arc<AtomicUsize>,
+}
+
+/// A write on a pooled connection is under way while this lives ([`Writer::lend`]).
+pub(crate) struct Lent(Arc<AtomicUsize>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn stopped() -> StoreError {
@@ -287,19 +384,22 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
 
 impl Writer {
     /// Open the writer's own connection to the database file at `path` (whose schema is
-    /// already migrated) and start its thread. Needs a Tokio runtime.
+    /// already migrated), run again what an earlier process answered but did not commit
+    /// ([`redo`](crate::redo)), and start its thread. Needs a Tokio runtime.
     pub(crate) fn start(path: &Path, limits: &Limits) -> Result<Self, StoreError> {
         let conn = open(path, true)?;
         // The writer runs some two dozen distinct statements (three insert sizes, the
-        // marks, the backlog's pages, three sweeps, a read mark's three, `BEGIN` and
-        // `COMMIT`); rusqlite's default cache of 16 would parse some again whenever they
-        // mix. (The checkpointer's connection, also from `open`, needs no cache.)
+        // marks, the backlog's pages, three sweeps, a read mark's three, `BEGIN`,
+        // `COMMIT` and the savepoints); rusqlite's default cache of 16 would parse some
+        // again whenever they mix. (The checkpointer's connection, also from `open`,
+        // needs no cache.)
         conn.set_prepared_statement_cache_capacity(32);
-        let kept = Kept {
-            client_ids: ClientIds::open(&conn, limits.sweep_every).map_err(db_error)?,
-            backlog: Backlog::open(&conn, limits.sweep_every).map_err(db_error)?,
-            history: History::open(&conn, limits.history_sweep_every).map_err(db_error)?,
-        };
+        let file = conn.path().filter(|f| !f.is_empty()).map(Path::new);
+        let redo = RedoLog::open(file)
+            .map_err(|e| StoreError::Database(format!("cannot open the redo log: {e}")))?;
+        let committed: i64 = conn
+            .query_row("SELECT seq FROM redo_group", [], |row| row.get(0))
+            .map_err(db_error)?;
         // Checkpoints are mostly the checkpointer's (see the module doc).
         let page_size: i64 = conn
             .query_row("PRAGMA page_size", [], |row| row.get(0))
@@ -324,23 +424,54 @@ impl Writer {
             rewind: Arc::clone(&rewind),
             every: limits.checkpoint_every,
         };
-        let (nudge, nudged) = std_mpsc::sync_channel(1);
-        spawn("sqlite-checkpoint", move || checkpointer.run(nudged))?;
-        // Unbounded is fine: every sender awaits its reply, so the queue holds at most one
-        // job per waiting caller.
-        let (jobs, rx) = mpsc::unbounded_channel();
         let (answers, answers_rx) = mpsc::unbounded_channel();
+        let (nudge, nudged) = std_mpsc::sync_channel(1);
+        let lent = Arc::new(AtomicUsize::new(0));
+        let mut thread = Thread {
+            kept: Kept::open(&conn, limits)?,
+            conn,
+            sweep_every: (limits.sweep_every, limits.history_sweep_every),
+            group: Group {
+                since: None,
+                number: committed + 1,
+                every: limits.group_every,
+            },
+            redo,
+            answers,
+            checkpoint: nudge,
+            rewind,
+            lent: Arc::clone(&lent),
+            lost: false,
+        };
+        thread.redo()?;
+        spawn("sqlite-checkpoint", move || checkpointer.run(nudged))?;
+        let (jobs, rx) = std_mpsc::channel();
         tokio::spawn(answer(answers_rx));
-        spawn("sqlite-writer", move || {
-            run(conn, kept, rx, answers, nudge, &rewind)
-        })?;
-        Ok(Writer { jobs })
+        spawn("sqlite-writer", move || thread.run(&rx))?;
+        Ok(Writer { jobs, lent })
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(job(reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Commit what the writer has answered, so that the pool's connections see it: their
+    /// reads of messages call this first.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        self.call(Job::Flush).await
+    }
+
+    /// Before a write on a pooled connection: the writer commits its group and, until
+    /// the guard is dropped, commits after every batch. Otherwise, under load, one group
+    /// follows another and the pool's connection would find the write lock taken each time
+    /// SQLite's busy handler tries again; between single batches it is free most of the time.
+    pub(crate) async fn lend(&self) -> Result<Lent, StoreError> {
+        self.lent.fetch_add(1, Ordering::AcqRel);
+        let lent = Lent(Arc::clone(&self.lent));
+        self.flush().await?;
+        Ok(lent)
     }
 
     pub(crate) async fn insert(&self, new: NewMessage<'_>) -> Result<Inserted, StoreError> {
@@ -429,72 +560,282 @@ impl Writer {
     }
 }
 
-/// The writer thread: take whatever is queued (up to [`BATCH`]), commit it, hand the
-/// answers back in one message; until closed or every handle is gone.
-fn run(
+/// The writer thread's state.
+struct Thread {
     conn: Connection,
-    mut kept: Kept,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    kept: Kept,
+    /// `(sweep_every, history_sweep_every)`, to load [`Kept`] again after a lost group.
+    sweep_every: (Duration, Duration),
+    group: Group,
+    redo: RedoLog,
     answers: mpsc::UnboundedSender<Vec<Done>>,
+    /// Nudges the checkpointer.
     checkpoint: std_mpsc::SyncSender<()>,
-    rewind: &AtomicBool,
-) {
-    let mut jobs = Vec::with_capacity(BATCH);
-    let mut closing = None;
-    // Operations committed since the checkpointer was last nudged.
-    let mut uncheckpointed = 0;
-    while closing.is_none() {
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
-        let mut rows = first.rows();
-        jobs.push(first);
-        while rows < BATCH {
-            match rx.try_recv() {
-                Ok(job) => {
-                    rows += job.rows();
-                    jobs.push(job);
+    /// Set by the checkpointer to ask for a rewind (see [`Checkpointer::pass`]).
+    rewind: Arc<AtomicBool>,
+    /// Writes on pooled connections under way ([`Writer::lend`]).
+    lent: Arc<AtomicUsize>,
+    /// A group could neither commit nor be run again: the writer stops (its callers see
+    /// `stopped()`), and the redo log keeps the group for the next start.
+    lost: bool,
+}
+
+/// One transaction over several batches.
+struct Group {
+    /// When the open group began; `None`: none is open.
+    since: Option<Instant>,
+    /// The open (or next) group's number: one above the last committed one's.
+    number: i64,
+    /// Longest a group stays open ([`GROUP_EVERY`]).
+    every: Duration,
+}
+
+impl Thread {
+    /// Take whatever is queued (up to [`BATCH`]), run it in the open group and answer it;
+    /// commit the group when it is old enough, or asked to; until closed or every handle is
+    /// gone, or a group can neither commit nor be run again.
+    fn run(mut self, rx: &std_mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(BATCH);
+        let mut flushes = Vec::new();
+        let mut closing = None;
+        // Operations committed since the checkpointer was last nudged.
+        let mut uncheckpointed = 0;
+        while closing.is_none() && !self.lost {
+            let first = match self.group.since {
+                None => rx.recv().ok(),
+                Some(since) => {
+                    match rx.recv_timeout(self.group.every.saturating_sub(since.elapsed())) {
+                        Ok(job) => Some(job),
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = self.finish();
+                            continue;
+                        }
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
                 }
-                Err(_) => break,
+            };
+            let Some(first) = first else {
+                break;
+            };
+            // Flushes wait for the group's commit below; the rest is the batch.
+            let mut rows = 0;
+            let mut next = Some(first);
+            while let Some(job) = next {
+                match job {
+                    Job::Flush(reply) => flushes.push(reply),
+                    job => {
+                        rows += job.rows();
+                        jobs.push(job);
+                    }
+                }
+                next = if rows < BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
-        }
-        if let Some(at) = jobs.iter().position(|j| matches!(j, Job::Close(_))) {
-            // Jobs queued after the close are dropped: their callers see `stopped()`.
-            if let Job::Close(done) = jobs.swap_remove(at) {
-                closing = Some(done);
+            if let Some(at) = jobs.iter().position(|j| matches!(j, Job::Close(_))) {
+                // Jobs queued after the close are dropped: their callers see `stopped()`.
+                if let Job::Close(done) = jobs.swap_remove(at) {
+                    closing = Some(done);
+                }
+                jobs.truncate(at);
             }
-            jobs.truncate(at);
-        }
-        if !jobs.is_empty() {
-            uncheckpointed += jobs.len();
-            let done = commit(&conn, &mut jobs, &mut kept);
-            if let Err(mpsc::error::SendError(done)) = answers.send(done) {
-                // The runtime is gone; answer from here rather than drop the callers.
-                done.into_iter().for_each(Done::send);
+            if !jobs.is_empty() {
+                uncheckpointed += jobs.len();
+                let done = self.batch(&mut jobs);
+                if let Err(mpsc::error::SendError(done)) = self.answers.send(done) {
+                    // The runtime is gone; answer from here rather than drop the callers.
+                    done.into_iter().for_each(Done::send);
+                }
+            }
+            let rewind = self.rewind.swap(false, Ordering::Acquire);
+            if rewind
+                || !flushes.is_empty()
+                || closing.is_some()
+                || self.lent.load(Ordering::Acquire) > 0
+                || self
+                    .group
+                    .since
+                    .is_some_and(|t| t.elapsed() >= self.group.every)
+            {
+                let finished = self.finish();
+                for reply in flushes.drain(..) {
+                    let _ = reply.send(
+                        finished
+                            .as_ref()
+                            .map_err(|e| StoreError::Database(e.to_string()))
+                            .copied(),
+                    );
+                }
             }
             // After the answers: the callers' wake-ups go first.
             if uncheckpointed >= CHECKPOINT_AFTER {
                 uncheckpointed = 0;
                 // Full: a checkpoint is already due.
-                let _ = checkpoint.try_send(());
+                let _ = self.checkpoint.try_send(());
             }
-            if rewind.swap(false, Ordering::Acquire) {
+            if rewind && self.group.since.is_none() {
                 // Passive: on the only writer's connection between batches it copies the
                 // whole log (unless a reader still uses it), so the next commit rewinds.
-                if let Err(e) = self::checkpoint(&conn, "PASSIVE") {
+                if let Err(e) = checkpoint(&self.conn, "PASSIVE") {
                     tracing::warn!(error = %e, "WAL checkpoint before a rewind failed");
                 }
             }
         }
+        if !self.lost {
+            let _ = self.finish();
+        }
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the message writer's connection failed");
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
     }
-    rx.close();
-    drop(checkpoint);
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "closing the message writer's connection failed");
+
+    /// Run `jobs` in the open group (opening one if needed), under a savepoint so that a
+    /// failure undoes this batch only, and write them to the redo log before they are
+    /// answered; one outcome per job.
+    fn batch(&mut self, jobs: &mut Vec<Job>) -> Vec<Done> {
+        if self.group.since.is_none() {
+            if let Err(e) = begin(&self.conn) {
+                let e = e.to_string();
+                tracing::error!(error = %e, count = jobs.len(), "cannot begin a message batch");
+                return jobs.drain(..).filter_map(|job| fail(job, &e)).collect();
+            }
+            self.group.since = Some(Instant::now());
+        }
+        // Before they run: running consumes them.
+        let ops: Vec<Op<'_>> = jobs.iter().filter_map(Job::op).collect();
+        let record = RedoLog::record(self.group.number, &ops);
+        drop(ops);
+        if let Err(e) = statement(&self.conn, "SAVEPOINT batch") {
+            let e = e.to_string();
+            tracing::error!(error = %e, count = jobs.len(), "cannot begin a message batch");
+            return jobs.drain(..).filter_map(|job| fail(job, &e)).collect();
+        }
+        let (done, mut fatal) = run_jobs(&self.conn, jobs, &mut self.kept);
+        if fatal.is_none()
+            && let Err(e) = self.redo.append(&record)
+        {
+            fatal = Some(format!("cannot write the redo log: {e}"));
+        }
+        let failed = match fatal {
+            None => statement(&self.conn, "RELEASE batch")
+                .err()
+                .map(|e| e.to_string()),
+            Some(e) => Some(e),
+        };
+        let Some(e) = failed else {
+            self.kept.settle(true);
+            return done;
+        };
+        tracing::error!(error = %e, count = done.len(), "message batch not committed");
+        if self.conn.is_autocommit() {
+            // The failure ended the whole transaction: the group's earlier batches, already
+            // answered, are undone with it. Run them again from the redo log.
+            self.group.since = None;
+            let _ = self.redo_lost();
+        } else {
+            let undone = statement(&self.conn, "ROLLBACK TO batch")
+                .and_then(|()| statement(&self.conn, "RELEASE batch"));
+            if let Err(e) = undone {
+                tracing::error!(error = %e, "cannot undo a failed batch");
+            }
+            self.kept.settle(false);
+        }
+        done.into_iter().map(|d| d.failed(&e)).collect()
     }
-    if let Some(done) = closing {
-        let _ = done.send(());
+
+    /// Commit the open group, if any. If the commit fails, the group is run again from the
+    /// redo log and committed; `Err` if that fails too (the writer then stops: the redo log
+    /// still holds the group for the next start).
+    fn finish(&mut self) -> Result<(), StoreError> {
+        if self.group.since.take().is_none() {
+            return Ok(());
+        }
+        match close_group(&self.conn, self.group.number) {
+            Ok(()) => {
+                self.group.number += 1;
+                self.redo.restart();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, group = self.group.number, "a group did not commit");
+                self.redo_lost()
+            }
+        }
     }
+
+    /// After a group was rolled back whole: memory as the database now has it, then the
+    /// group again. If that fails, the writer stops ([`Thread::lost`]).
+    fn redo_lost(&mut self) -> Result<(), StoreError> {
+        rollback(&self.conn);
+        let (sweep_every, history_sweep_every) = self.sweep_every;
+        let redone = Kept::open_with(&self.conn, sweep_every, history_sweep_every)
+            .map(|kept| self.kept = kept)
+            .and_then(|()| self.redo());
+        if let Err(e) = &redone {
+            tracing::error!(error = %e, group = self.group.number, "a lost group could not be run again: the message writer stops");
+            self.lost = true;
+        }
+        redone
+    }
+
+    /// Run the redo log's records of the next group, as a group, and commit it: on start,
+    /// what a crashed process answered; after a lost group, that group.
+    fn redo(&mut self) -> Result<(), StoreError> {
+        let number = self.group.number;
+        let records = self
+            .redo
+            .read(number)
+            .map_err(|e| StoreError::Database(format!("cannot read the redo log: {e}")))?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let count = records.len();
+        begin(&self.conn).map_err(db_error)?;
+        for ops in records {
+            let mut jobs: Vec<Job> = ops.into_iter().map(Job::from).collect();
+            let (_, fatal) = run_jobs(&self.conn, &mut jobs, &mut self.kept);
+            self.kept.settle(fatal.is_none());
+            if let Some(e) = fatal {
+                rollback(&self.conn);
+                return Err(StoreError::Database(format!(
+                    "cannot run the redo log's group {number} again: {e}"
+                )));
+            }
+        }
+        close_group(&self.conn, number).map_err(db_error)?;
+        tracing::info!(
+            group = number,
+            batches = count,
+            "answered writes run again from the redo log"
+        );
+        self.group.number += 1;
+        self.redo.restart();
+        Ok(())
+    }
+}
+
+/// Record group `number` as committed, in its own transaction, and commit it.
+fn close_group(conn: &Connection, number: i64) -> rusqlite::Result<()> {
+    let marked = conn
+        .prepare_cached("UPDATE redo_group SET seq = ?1")
+        .and_then(|mut stmt| stmt.execute([number]));
+    match marked {
+        Ok(_) => end(conn),
+        Err(e) => {
+            rollback(conn);
+            Err(e)
+        }
+    }
+}
+
+/// A statement without parameters or rows, from the statement cache.
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Runs on the runtime: completes the callers of each committed batch.
@@ -505,13 +846,36 @@ async fn answer(mut batches: mpsc::UnboundedReceiver<Vec<Done>>) {
 }
 
 impl Job {
+    /// What the redo log keeps of the job: nothing of a read.
+    fn op(&self) -> Option<Op<'_>> {
+        match self {
+            Job::Insert(new, _) => Some(Op::Insert(new.iter().map(Row::from).collect())),
+            Job::Mark(Mark::Delivered(ids, at), _) => Some(Op::Delivered(ids.clone(), at.0)),
+            &Job::Mark(
+                Mark::Read {
+                    reader,
+                    sender,
+                    at,
+                    after,
+                },
+                _,
+            ) => Some(Op::Read {
+                reader,
+                sender,
+                at: at.0,
+                after,
+            }),
+            Job::Backlog(..) | Job::Flush(_) | Job::Close(_) => None,
+        }
+    }
+
     /// Rows the job writes (a close counts as one).
     fn rows(&self) -> usize {
         match self {
             Job::Insert(new, _) => new.len(),
             Job::Mark(Mark::Delivered(ids, _), _) => ids.len(),
             Job::Mark(Mark::Read { .. }, _) => READ_SLICE,
-            Job::Backlog(..) | Job::Close(_) => 1,
+            Job::Backlog(..) | Job::Flush(_) | Job::Close(_) => 1,
         }
     }
 }
@@ -565,6 +929,30 @@ struct Kept {
 }
 
 impl Kept {
+    /// Memory as the database file has it.
+    fn open(conn: &Connection, limits: &Limits) -> Result<Self, StoreError> {
+        Self::open_with(conn, limits.sweep_every, limits.history_sweep_every)
+    }
+
+    fn open_with(
+        conn: &Connection,
+        sweep_every: Duration,
+        history_sweep_every: Duration,
+    ) -> Result<Self, StoreError> {
+        Ok(Kept {
+            client_ids: ClientIds::open(conn, sweep_every).map_err(db_error)?,
+            backlog: Backlog::open(conn, sweep_every).map_err(db_error)?,
+            history: History::open(conn, history_sweep_every).map_err(db_error)?,
+        })
+    }
+
+    /// The batch's writes stay (`true`) or were undone.
+    fn settle(&mut self, kept: bool) {
+        self.client_ids.settle(kept);
+        self.backlog.settle(kept);
+        self.history.settle(kept);
+    }
+
     /// Message `id` was inserted by the batch being written.
     fn added(&mut self, id: i64, new: &Pending) {
         if let Some(key) = &new.client_msg_id {
@@ -577,15 +965,14 @@ impl Kept {
     }
 }
 
-/// Run `jobs` in one transaction; one outcome per job.
-fn commit(conn: &Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Done> {
+/// Run `jobs` in the open transaction, then the slices the kept keys are written in; one
+/// outcome per job, and the failure that ends the batch, if any.
+fn run_jobs(
+    conn: &Connection,
+    jobs: &mut Vec<Job>,
+    kept: &mut Kept,
+) -> (Vec<Done>, Option<String>) {
     let mut done = Vec::with_capacity(jobs.len());
-    if let Err(e) = begin(conn) {
-        let e = e.to_string();
-        tracing::error!(error = %e, count = jobs.len(), "cannot begin a message batch");
-        done.extend(jobs.drain(..).filter_map(|job| fail(job, &e)));
-        return done;
-    }
     let mut fatal: Option<String> = None;
     for job in jobs.drain(..) {
         if let Some(e) = &fatal {
@@ -615,7 +1002,9 @@ fn commit(conn: &Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Done> 
                     }
                 }
             }
-            Job::Close(_) => unreachable!("close jobs are taken out of the batch"),
+            Job::Flush(_) | Job::Close(_) => {
+                unreachable!("flush and close jobs are taken out of the batch")
+            }
         }
     }
     if fatal.is_none()
@@ -627,23 +1016,7 @@ fn commit(conn: &Connection, jobs: &mut Vec<Job>, kept: &mut Kept) -> Vec<Done> 
     {
         fatal = Some(e.to_string());
     }
-    let failed = match fatal {
-        Some(e) => {
-            rollback(conn);
-            Some(e)
-        }
-        None => end(conn).err().map(|e| e.to_string()),
-    };
-    kept.client_ids.settle(failed.is_none());
-    kept.backlog.settle(failed.is_none());
-    kept.history.settle(failed.is_none());
-    match failed {
-        Some(e) => {
-            tracing::error!(error = %e, count = done.len(), "message batch not committed");
-            done.into_iter().map(|d| d.failed(&e)).collect()
-        }
-        None => done,
-    }
+    (done, fatal)
 }
 
 /// `BEGIN IMMEDIATE` from the statement cache. rusqlite's `Transaction` runs `BEGIN` and
@@ -682,6 +1055,10 @@ fn fail(job: Job, e: &str) -> Option<Done> {
         )),
         Job::Mark(_, reply) => Some(Done::Marked(Err(err()), reply)),
         Job::Backlog(_, _, reply) => Some(Done::Backlog(Err(err()), reply)),
+        Job::Flush(reply) => {
+            let _ = reply.send(Err(err()));
+            None
+        }
         Job::Close(_) => None,
     }
 }
