@@ -83,7 +83,17 @@ impl Server {
         self.terminate();
     }
 
+    /// SIGKILL, as a crash: nothing the process would still do gets done.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn terminate(&mut self) {
+        // Already reaped (killed): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -1113,6 +1123,41 @@ async fn offline_messages_survive_a_restart_and_arrive_in_order() {
     drop(b);
     // Delivered once: a new connection gets no backlog.
     let mut b = s.connect(&bob_token).await;
+    b.expect_silence(300).await;
+}
+
+/// A message answered with `message_sent` survives the server being killed right after,
+/// before the store's writer commits the group it is in (the redo log runs it again on
+/// the next start), with the id it was answered with, in order, delivered once.
+#[tokio::test]
+async fn answered_messages_survive_a_kill_of_the_server() {
+    let db = TempDir::new("killed");
+    let s = Server::start(&db, &["--chat-rate-limit-max", "0"]);
+    let (_alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    for i in 0..50 {
+        a.send(
+            "chat_message",
+            json!({"receiverId": bob, "content": format!("k{i}"), "clientMsgId": format!("k{i}")}),
+        )
+        .await;
+    }
+    let mut answered = Vec::new();
+    for _ in 0..50 {
+        answered.push(a.expect("message_sent").await["id"].as_i64().unwrap());
+    }
+    s.kill();
+
+    let s = Server::start(&db, &[]);
+    let mut b = s.connect(&bob_token).await;
+    let mut got = Vec::new();
+    for i in 0..50 {
+        let m = b.expect("new_message").await;
+        assert_eq!(m["content"], format!("k{i}"), "in send order");
+        got.push(m["id"].as_i64().unwrap());
+    }
+    assert_eq!(got, answered, "the ids message_sent gave");
     b.expect_silence(300).await;
 }
 
