@@ -31,10 +31,6 @@ use serde::{Deserialize, Serialize};
 /// Bytes before a record's JSON: length, CRC, group.
 const HEADER: usize = 16;
 
-/// Largest record read back: a batch holds at most a few hundred messages, each under the
-/// content cap; anything longer is a damaged length.
-const MAX_RECORD: usize = 256 << 20;
-
 /// One write the writer answered, as it is run again.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Op<'a> {
@@ -93,6 +89,7 @@ impl RedoLog {
         let Some(file) = &self.file else {
             return Ok(Vec::new());
         };
+        let size = file.metadata()?.len();
         let mut records = Vec::new();
         let mut at = 0u64;
         let mut header = [0u8; HEADER];
@@ -105,15 +102,12 @@ impl RedoLog {
             let len = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
             let of = i64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-            if of != group || len > MAX_RECORD {
+            // Another group's record, or a length past the end (a damaged one).
+            if of != group || at + (HEADER + len) as u64 > size {
                 break;
             }
             let mut body = vec![0u8; len];
-            match file.read_exact_at(&mut body, at + HEADER as u64) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
+            file.read_exact_at(&mut body, at + HEADER as u64)?;
             if checksum(group, &body) != crc {
                 break;
             }
@@ -234,6 +228,13 @@ mod tests {
             log.read(8).unwrap(),
             vec![owned(&eight)],
             "the torn one is cut off"
+        );
+        // A record cut short by the end of the file (its length runs past it).
+        file.set_len(second + HEADER as u64 + 1).unwrap();
+        assert_eq!(
+            log.read(8).unwrap(),
+            vec![owned(&eight)],
+            "the short one is cut off"
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -706,9 +706,9 @@ impl Thread {
             }
             self.group.since = Some(Instant::now());
         }
-        // Before they run: running consumes them.
+        // Before they run: running consumes them. (A batch of backlog reads has none.)
         let ops: Vec<Op<'_>> = jobs.iter().filter_map(Job::op).collect();
-        let record = RedoLog::record(self.group.number, &ops);
+        let record = (!ops.is_empty()).then(|| RedoLog::record(self.group.number, &ops));
         drop(ops);
         if let Err(e) = statement(&self.conn, "SAVEPOINT batch") {
             let e = e.to_string();
@@ -717,7 +717,8 @@ impl Thread {
         }
         let (done, mut fatal) = run_jobs(&self.conn, jobs, &mut self.kept);
         if fatal.is_none()
-            && let Err(e) = self.redo.append(&record)
+            && let Some(record) = &record
+            && let Err(e) = self.redo.append(record)
         {
             fatal = Some(format!("cannot write the redo log: {e}"));
         }
