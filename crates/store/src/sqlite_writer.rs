@@ -598,7 +598,7 @@ impl Thread {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut flushes = Vec::new();
         let mut closing = None;
-        // Operations committed since the checkpointer was last nudged.
+        // Operations run since the checkpointer was last nudged.
         let mut uncheckpointed = 0;
         while closing.is_none() && !self.lost {
             let first = match self.group.since {
@@ -659,7 +659,11 @@ impl Thread {
                     .since
                     .is_some_and(|t| t.elapsed() >= self.group.every)
             {
-                let finished = self.finish();
+                let finished = if self.lost {
+                    Err(stopped())
+                } else {
+                    self.finish()
+                };
                 for reply in flushes.drain(..) {
                     let _ = reply.send(
                         finished
