@@ -382,20 +382,27 @@ mod tests {
     fn scratch_db(name: &str) -> (std::path::PathBuf, String) {
         let dir = std::env::temp_dir().join(format!("sb-store-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.join(format!("{name}.db")).display()
-        );
+        let url = url_of(&dir.join(format!("{name}.db")));
         (dir, url)
+    }
+
+    /// The URL of the database file `path`, created if missing.
+    fn url_of(path: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// Every check of the behaviour suite that a single store can run.
+    async fn whole_suite(store: &SqliteStore) {
+        crate::suite::message_store(store).await;
+        crate::suite::concurrency(store).await;
+        crate::suite::batched_inserts(store).await;
     }
 
     #[tokio::test]
     async fn behaviour_suite() {
         let (dir, url) = scratch_db("suite");
         let store = SqliteStore::open(&url).await.unwrap();
-        crate::suite::message_store(&store).await;
-        crate::suite::concurrency(&store).await;
-        crate::suite::batched_inserts(&store).await;
+        whole_suite(&store).await;
         store.close().await;
         // Reopening runs the migrations again: they must be recognised as applied.
         let reopened = SqliteStore::open(&url).await.unwrap();
@@ -412,9 +419,7 @@ mod tests {
     async fn behaviour_suite_with_groups_left_open() {
         let (dir, url) = scratch_db("suite-open");
         let store = open_grouping(&url, std::time::Duration::from_secs(3600)).await;
-        crate::suite::message_store(&store).await;
-        crate::suite::concurrency(&store).await;
-        crate::suite::batched_inserts(&store).await;
+        whole_suite(&store).await;
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -606,12 +611,9 @@ mod tests {
         copy_as_crashed(&dir, &crashed, true);
         copy_as_crashed(&dir, &without_redo, false);
 
-        let lost = SqliteStore::open(&format!(
-            "sqlite://{}?mode=rwc",
-            without_redo.join("crash.db").display()
-        ))
-        .await
-        .unwrap();
+        let lost = SqliteStore::open(&url_of(&without_redo.join("crash.db")))
+            .await
+            .unwrap();
         assert_eq!(
             lost.newest_message_id().await.unwrap(),
             before,
@@ -619,12 +621,9 @@ mod tests {
         );
         lost.close().await;
 
-        let back = SqliteStore::open(&format!(
-            "sqlite://{}?mode=rwc",
-            crashed.join("crash.db").display()
-        ))
-        .await
-        .unwrap();
+        let back = SqliteStore::open(&url_of(&crashed.join("crash.db")))
+            .await
+            .unwrap();
         let history = back
             .history(Conversation::Direct(a.id, b.id), None, 10)
             .await
@@ -677,26 +676,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next.message.id, in_room.id + 1);
-        let backlog: Vec<i64> = back
-            .undelivered(b.id, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.id)
-            .collect();
         assert_eq!(
-            backlog,
+            backlog_ids(&back, b.id).await,
             [sent[2].id, sent[3].id, sent[4].id, next.message.id]
         );
         back.close().await;
 
         // Started again after a clean close: nothing is run twice.
-        let again = SqliteStore::open(&format!(
-            "sqlite://{}?mode=rwc",
-            crashed.join("crash.db").display()
-        ))
-        .await
-        .unwrap();
+        let again = SqliteStore::open(&url_of(&crashed.join("crash.db")))
+            .await
+            .unwrap();
         assert_eq!(again.newest_message_id().await.unwrap(), next.message.id);
         assert_eq!(
             again

@@ -428,7 +428,7 @@ impl Writer {
         let (nudge, nudged) = std_mpsc::sync_channel(1);
         let lent = Arc::new(AtomicUsize::new(0));
         let mut thread = Thread {
-            kept: Kept::open(&conn, limits)?,
+            kept: Kept::open(&conn, limits.sweep_every, limits.history_sweep_every)?,
             conn,
             sweep_every: (limits.sweep_every, limits.history_sweep_every),
             group: Group {
@@ -778,7 +778,7 @@ impl Thread {
     fn redo_lost(&mut self) -> Result<(), StoreError> {
         rollback(&self.conn);
         let (sweep_every, history_sweep_every) = self.sweep_every;
-        let redone = Kept::open_with(&self.conn, sweep_every, history_sweep_every)
+        let redone = Kept::open(&self.conn, sweep_every, history_sweep_every)
             .map(|kept| self.kept = kept)
             .and_then(|()| self.redo());
         if let Err(e) = &redone {
@@ -935,11 +935,7 @@ struct Kept {
 
 impl Kept {
     /// Memory as the database file has it.
-    fn open(conn: &Connection, limits: &Limits) -> Result<Self, StoreError> {
-        Self::open_with(conn, limits.sweep_every, limits.history_sweep_every)
-    }
-
-    fn open_with(
+    fn open(
         conn: &Connection,
         sweep_every: Duration,
         history_sweep_every: Duration,
@@ -1060,11 +1056,8 @@ fn fail(job: Job, e: &str) -> Option<Done> {
         )),
         Job::Mark(_, reply) => Some(Done::Marked(Err(err()), reply)),
         Job::Backlog(_, _, reply) => Some(Done::Backlog(Err(err()), reply)),
-        Job::Flush(reply) => {
-            let _ = reply.send(Err(err()));
-            None
-        }
-        Job::Close(_) => None,
+        // Taken out of every batch before it runs.
+        Job::Flush(_) | Job::Close(_) => None,
     }
 }
 
