@@ -46,9 +46,8 @@ one_run() { # label binary run-number
     after=$(awk '/^wchar/ {print $2}' "/proc/$PID/io")
     steal=$(( $(steal_ticks) - steal ))
     local ticks
-    ticks=$(for t in /proc/"$PID"/task/*; do
-        echo "$(cat "$t/comm"):$(cpu_ticks "$PID/task/${t##*/}")"
-    done | awk -F: '{a[$1] += $2} END {for (k in a) if (a[k] > 50) printf "%s=%d ", k, a[k]}')
+    ticks=$(thread_ticks "$PID" |
+        awk '{a[$2] += $3} END {for (k in a) if (a[k] > 50) printf "%s=%d ", k, a[k]}')
     python3 - "$json" "$label" "$(( (after - before) / 1000000 ))" "$steal" "$ticks" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 d = json.load(open(sys.argv[1]))

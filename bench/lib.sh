@@ -20,6 +20,18 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 # cpu_ticks PID or PID/task/TID: user + system CPU ticks (getconf CLK_TCK a second) so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# thread_ticks PID: one line "PID/TID NAME TICKS" per thread of PID (spaces in a name become
+# `_`). A thread that ends between the listing and its reads (tokio's blocking threads do)
+# is left out.
+thread_ticks() {
+  local t name ticks
+  for t in /proc/"$1"/task/*; do
+    name=$(tr ' ' _ 2>/dev/null <"$t/comm") || continue
+    ticks=$(cpu_ticks "$1/task/${t##*/}" 2>/dev/null) || continue
+    echo "$1/${t##*/} $name $ticks"
+  done
+}
+
 # steal_ticks: CPU time (ticks) the virtual machine's host has taken from this machine so
 # far, all CPUs (the 8th figure of /proc/stat's `cpu` line; 0 on bare metal).
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }

@@ -23,13 +23,8 @@ for _ in $(seq 600); do
 done
 sleep 4
 snap() { # "pid/tid name ticks" per thread, then the machine's steal and busy ticks
-    local name ticks
-    for p in "$SB_PID" "$GEN"; do for t in /proc/"$p"/task/*; do
-        # A thread may end between the listing and the reads (tokio's blocking threads do).
-        name=$(tr ' ' _ 2>/dev/null <"$t/comm") || continue
-        ticks=$(cpu_ticks "$p/task/${t##*/}" 2>/dev/null) || continue
-        echo "$p/${t##*/} $name $ticks"
-    done; done
+    thread_ticks "$SB_PID"
+    thread_ticks "$GEN"
     echo "0 machine-steal $(steal_ticks)"
     echo "0 machine-busy $(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
 }
