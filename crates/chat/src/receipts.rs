@@ -1,6 +1,8 @@
 //! "Delivered" receipts, batched: a recipient's connection that has written a direct
 //! message to its socket queues the receipt here; one task marks queued messages delivered
-//! in the store, one job per batch, and then tells each sender (`message_delivered`).
+//! in the store, one job per batch, and then tells each sender (`message_delivered`). A
+//! batch's first receipt waits [`LINGER`] for others, so that the store's writer runs a
+//! job per few dozen receipts rather than one per message.
 //!
 //! Delivered means written to a connection that was still open: a message queued for a
 //! connection that ends first (the client left, the server is closing it) is never
@@ -18,6 +20,7 @@
 //! receipts faster than the store can record them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_store::{MessageStore, Status, Timestamp};
@@ -29,6 +32,13 @@ use crate::hub::Out;
 
 /// Most messages marked in one statement.
 const BATCH: usize = 512;
+
+/// How long the first receipt of a batch waits for others to join it. Why: each batch is a
+/// job of the store's writer, and at 10k messages/s, marking whatever queued during the
+/// last mark gave batches of one or two receipts, so a writer job per message for the
+/// receipts alone, beside the inserts (BENCHMARKS.md, session 20). No message waits for
+/// this: only the sender's `message_delivered` comes up to this much later.
+const LINGER: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Delivered {
@@ -74,6 +84,14 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if batch.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH
+                && let Ok(d) = rx.try_recv()
+            {
+                batch.push(d);
+            }
+        }
         // Each device of a recipient writing the message queues its receipt: report once.
         batch.sort_unstable_by_key(|d| d.id);
         batch.dedup_by_key(|d| d.id);
@@ -111,7 +129,7 @@ pub(crate) async fn report(cluster: &Cluster, d: &Delivered, at: Timestamp) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::path::PathBuf;
 
     use switchboard_engine::Engine;
     use switchboard_store::{NewMessage, Target};
@@ -119,51 +137,105 @@ mod tests {
     use super::*;
     use crate::hub::{Hub, Outbox};
 
+    /// Alice's `count` messages to Bob in an SQLite store on disk, and the receipts'
+    /// queue (`capacity`), its task not started, reporting to Alice's outbox.
+    struct Fixture {
+        dir: PathBuf,
+        store: Arc<dyn MessageStore>,
+        ids: Vec<i64>,
+        alice: i64,
+        bob: i64,
+        outbox: Arc<Outbox>,
+        cluster: Arc<Cluster>,
+    }
+
+    impl Fixture {
+        async fn new(name: &str, count: usize) -> Self {
+            let dir = std::env::temp_dir().join(format!("sb-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+            let store = switchboard_store::open(&url).await.unwrap();
+            let now = Timestamp::now();
+            let alice = store.create_user("alice", None, "x", now).await.unwrap().id;
+            let bob = store.create_user("bob", None, "x", now).await.unwrap().id;
+            let mut ids = Vec::new();
+            for i in 0..count {
+                let content = format!("m{i}");
+                let new = NewMessage {
+                    sender: alice,
+                    target: Target::User(bob),
+                    content: &content,
+                    message_type: "text",
+                    client_msg_id: None,
+                    at: now,
+                };
+                ids.push(store.insert_message(new).await.unwrap().message.id);
+            }
+            let hub = Arc::new(Hub::default());
+            let outbox = Arc::new(Outbox::new(16));
+            hub.register(alice, "alice", outbox.clone());
+            let engine = Engine::embedded();
+            let cluster = Arc::new(Cluster::new(hub, &engine, "local".into()));
+            Fixture {
+                dir,
+                store,
+                ids,
+                alice,
+                bob,
+                outbox,
+                cluster,
+            }
+        }
+
+        fn receipt(&self, id: i64) -> Arc<Delivered> {
+            Arc::new(Delivered {
+                id,
+                sender: self.alice,
+                receiver: self.bob,
+                client_msg_id: None,
+            })
+        }
+
+        /// The `message_delivered` reports Alice got, waiting up to 5 s for `count`.
+        async fn reports(&self, count: usize) -> Vec<serde_json::Value> {
+            let mut reported = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while reported.len() < count && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut got = Vec::new();
+                self.outbox.drain(&mut got);
+                for out in got {
+                    if let Out::Frame(text) = out {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        assert_eq!(v["type"], "message_delivered");
+                        reported.push(v["data"].clone());
+                    }
+                }
+            }
+            reported
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// A full queue makes the next receipt wait; once the task runs, every receipt is
     /// stored and reported: none lost, none doubled (one message written to two devices).
     #[tokio::test]
     async fn a_full_queue_makes_the_producer_wait_and_loses_nothing() {
-        let dir = std::env::temp_dir().join(format!("sb-receipts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
-        let store = switchboard_store::open(&url).await.unwrap();
-        let now = Timestamp::now();
-        let alice = store.create_user("alice", None, "x", now).await.unwrap();
-        let bob = store.create_user("bob", None, "x", now).await.unwrap();
-        let mut ids = Vec::new();
-        for i in 0..3 {
-            let content = format!("m{i}");
-            let new = NewMessage {
-                sender: alice.id,
-                target: Target::User(bob.id),
-                content: &content,
-                message_type: "text",
-                client_msg_id: None,
-                at: now,
-            };
-            ids.push(store.insert_message(new).await.unwrap().message.id);
-        }
-
-        let hub = Arc::new(Hub::default());
-        let outbox = Arc::new(Outbox::new(16));
-        hub.register(alice.id, "alice", outbox.clone());
+        let f = Fixture::new("receipts-full", 3).await;
+        let ids = &f.ids;
         let (receipts, pending) = Receipts::new(3);
-        let engine = Engine::embedded();
-        let cluster = Arc::new(Cluster::new(hub, &engine, "local".into()));
-        let receipt = |id| {
-            Arc::new(Delivered {
-                id,
-                sender: alice.id,
-                receiver: bob.id,
-                client_msg_id: None,
-            })
-        };
 
-        receipts.delivered(receipt(ids[0])).await;
+        receipts.delivered(f.receipt(ids[0])).await;
         // Bob's second device wrote it too.
-        receipts.delivered(receipt(ids[0])).await;
-        receipts.delivered(receipt(ids[1])).await;
-        let third = receipts.delivered(receipt(ids[2]));
+        receipts.delivered(f.receipt(ids[0])).await;
+        receipts.delivered(f.receipt(ids[1])).await;
+        let third = receipts.delivered(f.receipt(ids[2]));
         tokio::pin!(third);
         assert!(
             tokio::time::timeout(Duration::from_millis(200), third.as_mut())
@@ -172,30 +244,53 @@ mod tests {
             "the third receipt waits while the queue is full"
         );
 
-        pending.start(store.clone(), cluster);
+        pending.start(f.store.clone(), f.cluster.clone());
         tokio::time::timeout(Duration::from_secs(5), third)
             .await
             .expect("room once the task runs");
-        let mut reported = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while reported.len() < 3 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let mut got = Vec::new();
-            outbox.drain(&mut got);
-            for out in got {
-                if let Out::Frame(text) = out {
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    assert_eq!(v["type"], "message_delivered");
-                    reported.push(v["data"]["messageId"].as_i64().unwrap());
-                }
-            }
-        }
+        let mut reported: Vec<i64> = f
+            .reports(3)
+            .await
+            .iter()
+            .map(|d| d["messageId"].as_i64().unwrap())
+            .collect();
         reported.sort_unstable();
-        assert_eq!(reported, ids, "every sender report, once");
-        for id in &ids {
-            let m = store.message(*id).await.unwrap().unwrap();
+        assert_eq!(&reported, ids, "every sender report, once");
+        for id in ids {
+            let m = f.store.message(*id).await.unwrap().unwrap();
             assert_eq!(m.status.as_str(), "delivered", "message {id}");
         }
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A receipt queued while the first of a batch lingers joins its batch: one mark, so
+    /// one `deliveredAt`, although it came 5 ms after the first. Both are stored and
+    /// reported.
+    #[tokio::test]
+    async fn receipts_within_the_linger_are_marked_together() {
+        let f = Fixture::new("receipts-linger", 2).await;
+        let (receipts, pending) = Receipts::new(16);
+        pending.start(f.store.clone(), f.cluster.clone());
+
+        receipts.delivered(f.receipt(f.ids[0])).await;
+        // Let the task take the first receipt: without the linger it marks it at once.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // Blocks this (the only) runtime thread: the task cannot take the first receipt
+        // away meanwhile, and a mark of the first alone would be over 5 ms older.
+        std::thread::sleep(Duration::from_millis(5));
+        receipts.delivered(f.receipt(f.ids[1])).await;
+
+        let reported = f.reports(2).await;
+        assert_eq!(reported.len(), 2, "both reported: {reported:?}");
+        assert_eq!(
+            reported[0]["deliveredAt"], reported[1]["deliveredAt"],
+            "one mark for both"
+        );
+        let first = f.store.message(f.ids[0]).await.unwrap().unwrap();
+        let second = f.store.message(f.ids[1]).await.unwrap().unwrap();
+        assert_eq!(first.status.as_str(), "delivered");
+        assert_eq!(second.status.as_str(), "delivered");
+        assert_eq!(first.delivered_at, second.delivered_at);
     }
 }
