@@ -137,8 +137,8 @@ mod tests {
     use super::*;
     use crate::hub::{Hub, Outbox};
 
-    /// Alice's `count` messages to Bob in an SQLite store on disk, and the receipts'
-    /// queue (`capacity`), its task not started, reporting to Alice's outbox.
+    /// Alice's `count` messages to Bob in an SQLite store on disk, and a cluster whose
+    /// reports reach Alice's outbox (each test makes its own receipts' queue).
     struct Fixture {
         dir: PathBuf,
         store: Arc<dyn MessageStore>,
