@@ -110,21 +110,43 @@ impl RedisCluster {
         cluster
     }
 
-    /// Wait until every live node sees the whole cluster healthy (after a failover too).
+    /// Wait until every live node sees the whole cluster healthy (after a failover too):
+    /// `cluster_state:ok`, every slot served, and no slot left to a node this guard killed.
+    /// The last because a node that has not yet heard of a failover still reports its
+    /// slots ok, with the dead master as their owner.
     pub fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_none())
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         for node in 0..self.nodes.len() {
             if self.nodes[node].child.is_none() {
                 continue;
             }
             loop {
                 let info = self.cli(node, &["CLUSTER", "INFO"]);
-                if info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") {
+                let table = self.cli(node, &["--raw", "CLUSTER", "NODES"]);
+                // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>…`
+                let dead_own_slots = table.lines().any(|line| {
+                    let fields: Vec<&str> = line.split(' ').filter(|f| !f.is_empty()).collect();
+                    fields.len() > 8
+                        && fields[1]
+                            .split(['@', ','])
+                            .next()
+                            .is_some_and(|addr| dead.iter().any(|d| d == addr))
+                });
+                if info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && !dead_own_slots
+                {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "the Redis Cluster did not reach cluster_state:ok: {info}"
+                    "the Redis Cluster did not become healthy: {info}\n{table}"
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
