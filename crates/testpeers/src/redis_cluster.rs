@@ -129,15 +129,13 @@ impl RedisCluster {
             loop {
                 let info = self.cli(node, &["CLUSTER", "INFO"]);
                 let table = self.cli(node, &["--raw", "CLUSTER", "NODES"]);
-                // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>…`
-                let dead_own_slots = table.lines().any(|line| {
-                    let fields: Vec<&str> = line.split(' ').filter(|f| !f.is_empty()).collect();
-                    fields.len() > 8
-                        && fields[1]
-                            .split(['@', ','])
-                            .next()
-                            .is_some_and(|addr| dead.iter().any(|d| d == addr))
-                });
+                let dead_own_slots =
+                    table
+                        .lines()
+                        .filter_map(node_entry)
+                        .any(|(addr, mut slots)| {
+                            slots.next().is_some() && dead.iter().any(|d| d == addr)
+                        });
                 if info.contains("cluster_state:ok")
                     && info.contains("cluster_slots_ok:16384")
                     && !dead_own_slots
@@ -205,21 +203,21 @@ impl RedisCluster {
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT answers a number");
-        // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>…`
         let table = self.cli(live, &["--raw", "CLUSTER", "NODES"]);
         let owner = table
             .lines()
-            .find(|line| {
-                line.split(' ').skip(8).any(|range| {
-                    let (a, b) = range.split_once('-').unwrap_or((range, range));
-                    match (a.parse::<u16>(), b.parse::<u16>()) {
-                        (Ok(a), Ok(b)) => (a..=b).contains(&slot),
-                        _ => false,
-                    }
-                })
+            .filter_map(node_entry)
+            .find_map(|(addr, mut slots)| {
+                slots
+                    .any(|range| {
+                        let (a, b) = range.split_once('-').unwrap_or((range, range));
+                        match (a.parse::<u16>(), b.parse::<u16>()) {
+                            (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                            _ => false,
+                        }
+                    })
+                    .then_some(addr)
             })
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|addr| addr.split(['@', ',']).next())
             .and_then(|addr| addr.rsplit_once(':'))
             .and_then(|(_, port)| port.parse::<u16>().ok())
             .expect("some node serves every slot");
@@ -236,6 +234,15 @@ impl RedisCluster {
             kill(&mut child);
         }
     }
+}
+
+/// One line of `CLUSTER NODES`: the node's `ip:port` and its slot fields (single slots,
+/// ranges, and migration entries).
+/// `<id> <ip:port@bus[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slots>…`
+fn node_entry(line: &str) -> Option<(&str, impl Iterator<Item = &str>)> {
+    let mut fields = line.split(' ').filter(|f| !f.is_empty());
+    let addr = fields.nth(1)?.split(['@', ',']).next()?;
+    Some((addr, fields.skip(6)))
 }
 
 impl Drop for RedisCluster {
