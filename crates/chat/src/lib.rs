@@ -16,6 +16,7 @@ mod error;
 mod frame_writer;
 mod hub;
 mod limits;
+mod live;
 mod openapi;
 mod protocol;
 mod receipts;
@@ -24,6 +25,7 @@ mod service;
 pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use switchboard_engine::{Engine, Registry};
@@ -55,6 +57,8 @@ struct Inner {
     config: ChatConfig,
     /// `/ws` connections per client address (see [`limits`]).
     per_ip: Arc<limits::PerIp>,
+    /// `/ws` sessions not yet ended ([`Chat::close`] waits for them).
+    live: live::Live,
     shutdown: CancellationToken,
 }
 
@@ -120,6 +124,7 @@ impl Chat {
             receipts,
             per_ip: limits::PerIp::new(config.max_connections_per_ip),
             config,
+            live: live::Live::default(),
             shutdown,
         });
         Ok((Chat { inner }, subscribed))
@@ -144,6 +149,23 @@ impl Chat {
         // Each connection hears it through its outbox: an idle connection then waits on
         // one wake-up rather than two.
         self.inner.hub.close_all(1001, "Server shutting down");
+    }
+
+    /// A clean stop, after [`Chat::shutdown`]: wait (at most `within`) until every `/ws`
+    /// session has ended, each recording its user's `lastSeen` and presence, then close
+    /// the store.
+    pub async fn close(&self, within: Duration) {
+        let inner = &self.inner;
+        if tokio::time::timeout(within, inner.live.none_left())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = inner.live.count(),
+                "chat sessions still ending; closing the store without them"
+            );
+        }
+        inner.store.close().await;
     }
 
     /// Sign a token for an existing user (the `user add` command prints one).

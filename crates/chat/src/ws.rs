@@ -299,6 +299,12 @@ struct Seen {
     backlog: HashSet<i64>,
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.chat.inner.live.leave();
+    }
+}
+
 /// Why a session ended.
 enum End {
     Closed,
@@ -315,6 +321,9 @@ impl Session {
     /// offline backlog; `None` if the socket failed (the connection is then forgotten).
     async fn start(chat: Chat, me: Me, socket: &mut Socket, expires: Instant) -> Option<Self> {
         let inner = &chat.inner;
+        // Left when the session is dropped, once it has ended (below, and `Drop`): no
+        // return comes between the two.
+        inner.live.enter();
         let outbox = Arc::new(Outbox::new(inner.config.max_queued_frames));
         let conn = inner.hub.register(me.id, &me.username, outbox.clone());
         // Shutdown closes every registered connection (`Chat::shutdown`); one registered

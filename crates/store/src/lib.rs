@@ -74,6 +74,10 @@ fn is_postgres(url: &str) -> bool {
 pub trait MessageStore: Send + Sync + 'static {
     /// Short backend name for banners and logs ("sqlite", "postgres").
     fn name(&self) -> &'static str;
+    /// A clean stop: finish the writes under way and close every connection, so that the
+    /// database needs no recovery at the next start (for SQLite, the database file alone
+    /// then holds everything). Later calls fail.
+    async fn close(&self);
 
     // Accounts.
 

@@ -49,17 +49,16 @@ impl PgStore {
             .connect_lazy_with(options);
         Ok(PgStore { pool })
     }
-
-    /// Close every connection.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 #[async_trait]
 impl MessageStore for PgStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn create_user(

@@ -69,18 +69,19 @@ impl SqliteStore {
         let writer = Writer::start(options.get_filename(), &limits)?;
         Ok(SqliteStore { pool, writer })
     }
-
-    /// Close every connection (pending writes are committed first).
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.pool.close().await;
-    }
 }
 
 #[async_trait]
 impl MessageStore for SqliteStore {
     fn name(&self) -> &'static str {
         "sqlite"
+    }
+
+    /// The writer commits what it answered and closes, its checkpointer with it; then the
+    /// pool, whose last connection copies the log into the database file and removes it.
+    async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 
     async fn create_user(

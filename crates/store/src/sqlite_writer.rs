@@ -314,11 +314,13 @@ fn open(path: &Path, batched: bool) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<thread::JoinHandle<()>, StoreError> {
     thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map(drop)
         .map_err(|e| StoreError::Database(format!("cannot start the {name} thread: {e}")))
 }
 
@@ -439,12 +441,15 @@ impl Writer {
             redo,
             answers,
             checkpoint: nudge,
+            checkpointer: None,
             rewind,
             lent: Arc::clone(&lent),
             lost: false,
         };
         thread.redo()?;
-        spawn("sqlite-checkpoint", move || checkpointer.run(nudged))?;
+        thread.checkpointer = Some(spawn("sqlite-checkpoint", move || {
+            checkpointer.run(nudged)
+        })?);
         let (jobs, rx) = std_mpsc::channel();
         tokio::spawn(answer(answers_rx));
         spawn("sqlite-writer", move || thread.run(&rx))?;
@@ -571,6 +576,8 @@ struct Thread {
     answers: mpsc::UnboundedSender<Vec<Done>>,
     /// Nudges the checkpointer.
     checkpoint: std_mpsc::SyncSender<()>,
+    /// The checkpointer's thread, which ends once `checkpoint` is dropped.
+    checkpointer: Option<thread::JoinHandle<()>>,
     /// Set by the checkpointer to ask for a rewind (see [`Checkpointer::pass`]).
     rewind: Arc<AtomicBool>,
     /// Writes on pooled connections under way ([`Writer::lend`]).
@@ -692,6 +699,15 @@ impl Thread {
         }
         if let Err((_, e)) = self.conn.close() {
             tracing::warn!(error = %e, "closing the message writer's connection failed");
+        }
+        // The checkpointer's connection closes before the close is answered (within a pass
+        // and a pause of it), so that the pool's last connection, closed next, is the
+        // database's last: SQLite then copies the whole log into the file and removes it.
+        drop(self.checkpoint);
+        if let Some(checkpointer) = self.checkpointer.take()
+            && checkpointer.join().is_err()
+        {
+            tracing::warn!("the checkpointer thread panicked");
         }
         if let Some(done) = closing {
             let _ = done.send(());

@@ -103,6 +103,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         },
     )
     .await?;
+    // The sessions closed above record their users' `lastSeen` as they end; then the store
+    // commits and closes, so the next start has nothing to recover.
+    chat.close(Duration::from_secs(10)).await;
     gateway.shutdown().await;
     tracing::info!("stopped");
     Ok(())

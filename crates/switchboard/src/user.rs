@@ -1,6 +1,7 @@
 //! `switchboard user add NAME`: create a chat account from the command line.
 
 use std::io::BufRead;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use switchboard_chat::Chat;
@@ -43,5 +44,6 @@ pub async fn add(settings: Settings, name: &str, email: Option<&str>) -> Result<
     if lasting_keys && let Ok(token) = chat.issue_token(user.id, &user.username) {
         println!("token: {token}");
     }
+    chat.close(Duration::ZERO).await;
     Ok(())
 }

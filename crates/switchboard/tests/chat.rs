@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use switchboard_store::MessageStore;
 use switchboard_testpeers::TempDir;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Ws;
@@ -1159,6 +1160,51 @@ async fn answered_messages_survive_a_kill_of_the_server() {
     }
     assert_eq!(got, answered, "the ids message_sent gave");
     b.expect_silence(300).await;
+}
+
+/// A clean stop (SIGTERM) closes every connection with 1001 and lets each end as a
+/// disconnect does before the process exits: the user connected at the stop has a
+/// `lastSeen` at the next start. The store closes too: the database file alone holds
+/// everything, with no write-ahead log left beside it (a copy of the file is a backup).
+#[tokio::test]
+async fn a_clean_stop_records_last_seen_and_closes_the_store() {
+    let db = TempDir::new("clean-stop");
+    let s = Server::start(&db, &[]);
+    let (alice, alice_token) = s.user("alice").await;
+    let (bob, bob_token) = s.user("bob").await;
+    let mut a = s.connect(&alice_token).await;
+    a.send(
+        "chat_message",
+        json!({"receiverId": bob, "content": "before the stop"}),
+    )
+    .await;
+    a.expect("message_sent").await;
+    let (_, online) = s
+        .get(&format!("/api/users/{alice}"), Some(&alice_token))
+        .await;
+    assert_eq!(online["online"], true);
+    assert!(online["lastSeen"].is_null(), "never disconnected: {online}");
+    s.stop();
+    assert_eq!(a.expect_close().await, 1001);
+    let file = |suffix: &str| db.path().join(format!("chat.db{suffix}"));
+    assert!(file("").exists());
+    assert!(
+        !file("-wal").exists(),
+        "the log was folded into the database file"
+    );
+
+    let s = Server::start(&db, &[]);
+    let (_, gone) = s
+        .get(&format!("/api/users/{alice}"), Some(&alice_token))
+        .await;
+    assert_eq!(gone["online"], false);
+    let (Some(seen), Some(created)) = (gone["lastSeen"].as_str(), gone["createdAt"].as_str())
+    else {
+        panic!("a lastSeen and a createdAt: {gone}");
+    };
+    assert!(seen >= created, "{seen} is after {created}");
+    let mut b = s.connect(&bob_token).await;
+    assert_eq!(b.expect("new_message").await["content"], "before the stop");
 }
 
 /// A backlog longer than any page limit arrives whole, in order, at one connect (the
