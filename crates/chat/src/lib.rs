@@ -54,6 +54,8 @@ struct Inner {
     cluster: Arc<Cluster>,
     /// Where connections queue the receipts of the direct messages they wrote.
     receipts: receipts::Receipts,
+    /// The task marking them ([`Chat::close`] drains it).
+    marking: receipts::Running,
     config: ChatConfig,
     /// `/ws` connections per client address (see [`limits`]).
     per_ip: Arc<limits::PerIp>,
@@ -112,7 +114,7 @@ impl Chat {
         let hub = Arc::new(Hub::default());
         let (receipts, pending) = receipts::Receipts::new(config.receipts_queue);
         let cluster = Arc::new(Cluster::new(hub.clone(), engine, config.node.clone()));
-        pending.start(store.clone(), cluster.clone());
+        let marking = pending.start(store.clone(), cluster.clone());
         let shutdown = CancellationToken::new();
         let subscribed = cluster.listen(store.clone(), shutdown.clone());
         let inner = Arc::new(Inner {
@@ -122,6 +124,7 @@ impl Chat {
             hub,
             cluster,
             receipts,
+            marking,
             per_ip: limits::PerIp::new(config.max_connections_per_ip),
             config,
             live: live::Live::default(),
@@ -151,12 +154,13 @@ impl Chat {
         self.inner.hub.close_all(1001, "Server shutting down");
     }
 
-    /// A clean stop, after [`Chat::shutdown`]: wait (at most `within`) until every `/ws`
-    /// session has ended, each recording its user's `lastSeen` and presence, then close
-    /// the store.
+    /// A clean stop, after [`Chat::shutdown`]: wait (`within` at most, in all) until every
+    /// `/ws` session has ended, each recording its user's `lastSeen` and presence, and the
+    /// delivered receipts they queued are marked; then close the store.
     pub async fn close(&self, within: Duration) {
         let inner = &self.inner;
-        if tokio::time::timeout(within, inner.live.none_left())
+        let deadline = tokio::time::Instant::now() + within;
+        if tokio::time::timeout_at(deadline, inner.live.none_left())
             .await
             .is_err()
         {
@@ -164,6 +168,12 @@ impl Chat {
                 sessions = inner.live.count(),
                 "chat sessions still ending; closing the store without them"
             );
+        }
+        if tokio::time::timeout_at(deadline, inner.marking.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("delivered receipts still being marked; closing the store");
         }
         inner.store.close().await;
     }

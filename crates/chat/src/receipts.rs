@@ -2,7 +2,8 @@
 //! message to its socket queues the receipt here; one task marks queued messages delivered
 //! in the store, one job per batch, and then tells each sender (`message_delivered`). A
 //! batch's first receipt waits [`LINGER`] for others, so that the store's writer runs a
-//! job per few dozen receipts rather than one per message.
+//! job per few dozen receipts rather than one per message. At a clean stop the task marks
+//! what is queued before the store closes ([`Running::close`]).
 //!
 //! Delivered means written to a connection that was still open: a message queued for a
 //! connection that ends first (the client left, the server is closing it) is never
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_store::{MessageStore, Status, Timestamp};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::cluster::Cluster;
 use crate::frame_writer::FrameWriter;
@@ -72,8 +74,34 @@ impl Receipts {
 }
 
 impl Pending {
-    pub(crate) fn start(self, store: Arc<dyn MessageStore>, cluster: Arc<Cluster>) {
-        tokio::spawn(run(self.0, store, cluster));
+    pub(crate) fn start(self, store: Arc<dyn MessageStore>, cluster: Arc<Cluster>) -> Running {
+        let (closing, ended) = (CancellationToken::new(), CancellationToken::new());
+        let task = run(
+            self.0,
+            store,
+            cluster,
+            closing.clone(),
+            ended.clone().drop_guard(),
+        );
+        tokio::spawn(task);
+        Running { closing, ended }
+    }
+}
+
+/// The receipts' task, until [`Running::close`].
+pub(crate) struct Running {
+    closing: CancellationToken,
+    /// Cancelled when the task ends, however it ends.
+    ended: CancellationToken,
+}
+
+impl Running {
+    /// Take no more receipts, mark and report those queued, and end. For a clean stop, once
+    /// the connections that queue receipts are gone and before the store closes: a receipt
+    /// left queued would leave its message `sent`, to come again as backlog.
+    pub(crate) async fn close(&self) {
+        self.closing.cancel();
+        self.ended.cancelled().await;
     }
 }
 
@@ -81,9 +109,28 @@ async fn run(
     mut rx: mpsc::Receiver<Arc<Delivered>>,
     store: Arc<dyn MessageStore>,
     cluster: Arc<Cluster>,
+    closing: CancellationToken,
+    _ended: DropGuard,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    let mut closing = std::pin::pin!(closing.cancelled_owned());
+    let mut open = true;
+    loop {
+        let got = tokio::select! {
+            // Closing first: from then on nothing more can queue behind what is drained.
+            biased;
+            () = &mut closing, if open => {
+                // Senders now fail; what is queued is still received, then `recv_many`
+                // gives 0.
+                rx.close();
+                open = false;
+                continue;
+            }
+            got = rx.recv_many(&mut batch, BATCH) => got,
+        };
+        if got == 0 {
+            break;
+        }
         if batch.len() < BATCH {
             tokio::time::sleep(LINGER).await;
             while batch.len() < BATCH
@@ -260,6 +307,33 @@ mod tests {
             let m = f.store.message(*id).await.unwrap().unwrap();
             assert_eq!(m.status.as_str(), "delivered", "message {id}");
         }
+    }
+
+    /// Closing (a clean stop) marks and reports every receipt already queued before the
+    /// task ends, so none is left `sent` when the store closes next.
+    #[tokio::test]
+    async fn closing_marks_every_queued_receipt_first() {
+        let f = Fixture::new("receipts-close", 3).await;
+        let (receipts, pending) = Receipts::new(16);
+        for id in &f.ids {
+            receipts.delivered(f.receipt(*id)).await;
+        }
+        let marking = pending.start(f.store.clone(), f.cluster.clone());
+        tokio::time::timeout(Duration::from_secs(5), marking.close())
+            .await
+            .expect("the task ends");
+        for id in &f.ids {
+            let m = f.store.message(*id).await.unwrap().unwrap();
+            assert_eq!(m.status.as_str(), "delivered", "message {id}");
+        }
+        assert_eq!(f.reports(3).await.len(), 3, "every sender report");
+        // Closed: a later receipt is refused at once rather than left waiting in a queue.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            receipts.delivered(f.receipt(f.ids[0])),
+        )
+        .await
+        .expect("refused at once");
     }
 
     /// A receipt queued while the first of a batch lingers joins its batch: one mark, so

@@ -44,6 +44,6 @@ pub async fn add(settings: Settings, name: &str, email: Option<&str>) -> Result<
     if lasting_keys && let Ok(token) = chat.issue_token(user.id, &user.username) {
         println!("token: {token}");
     }
-    chat.close(Duration::ZERO).await;
+    chat.close(Duration::from_secs(5)).await;
     Ok(())
 }
